@@ -1,0 +1,1 @@
+"""Database plumbing: ORM models, engine/session factory and migrations."""

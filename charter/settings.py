@@ -1,0 +1,76 @@
+"""The one settings object. Every knob is a ``CHARTER_*`` environment variable.
+
+With nothing set, Charter runs embedded: a SQLite file and a filesystem Celery
+transport under ``data_dir``, so no server is needed. Set ``CHARTER_DATABASE_URL``
+and ``CHARTER_BROKER_URL`` to run on PostgreSQL and Redis.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+_PLACEHOLDER_SECRETS = {"", "changeme", "change-me", "secret", "dev-secret-do-not-use"}
+_REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="CHARTER_", env_file=".env", extra="ignore")
+
+    env: Literal["development", "test", "production"] = "development"
+    data_dir: Path = Field(default=Path(".charter"), description="Embedded database and broker.")
+    database_url: str | None = Field(default=None, description="SQLAlchemy URL; default SQLite.")
+    broker_url: str | None = Field(default=None, description="Celery broker; default filesystem.")
+    secret_key: str = Field(default="dev-secret-do-not-use", description="Peppers API-key hashes.")
+
+    # Gateway
+    api_url: str = Field(default="http://127.0.0.1:8000", description="Where clients find it.")
+    api_key: str | None = Field(default=None, description="Key used by the CLI, SDK and trainer.")
+    max_body_bytes: int = Field(default=64 * 1024 * 1024, ge=1024, description="413 above this.")
+    max_batch_rows: int = Field(default=1_000_000, ge=1, description="Rows per prompt batch.")
+    page_limit_max: int = Field(default=1000, ge=1, description="Largest page a list returns.")
+
+    # Work execution
+    chunk_size: int = Field(default=16, ge=1, le=1024, description="Items per worker task.")
+    lease_seconds: float = Field(default=900.0, gt=0, description="A claim expires after this.")
+    max_attempts: int = Field(default=3, ge=1, le=100, description="Then an item fails.")
+    sweep_interval_seconds: float = Field(default=30.0, gt=0, description="Sweeper period.")
+    visibility_timeout_seconds: int = Field(default=7200, ge=60, description="Redis redelivery.")
+
+    # Models
+    models: dict[str, str] = Field(default_factory=dict, description="Model name -> directory.")
+    models_dir: Path = Field(
+        default=Path.home() / ".cache" / "charter" / "models",
+        description="Where prepared models (e.g. smollm2) are cached.",
+    )
+    constitutions_dir: Path = Field(default=_REPO_ROOT / "constitutions")
+    artifacts_dir: Path = Field(default=Path(".charter") / "artifacts")
+
+    @model_validator(mode="after")
+    def _refuse_placeholder_secret(self) -> Settings:
+        if self.env == "production" and self.secret_key.strip().lower() in _PLACEHOLDER_SECRETS:
+            raise ValueError("CHARTER_SECRET_KEY must be set to a real secret in production")
+        return self
+
+    @property
+    def effective_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'charter.db').resolve()}"
+
+    @property
+    def effective_broker_url(self) -> str:
+        return self.broker_url or "filesystem://"
+
+    @property
+    def broker_dir(self) -> Path:
+        return (self.data_dir / "broker").resolve()
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,35 @@
+"""The gateway application factory."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+from sqlalchemy import Engine
+
+import charter
+from charter.db.session import make_engine, session_factory
+from charter.queue import make_celery
+from charter.settings import Settings, get_settings
+from services.gateway import errors, health
+from services.gateway.batches.endpoints import router as batches
+from services.gateway.constitutions.endpoints import router as constitutions
+from services.gateway.jobs.endpoints import router as jobs
+from services.gateway.keys.endpoints import router as keys
+from services.gateway.limits import BodySizeLimit
+
+
+def create_app(settings: Settings | None = None, engine: Engine | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    app = FastAPI(
+        title="Charter",
+        version=charter.__version__,
+        description="Constitutions in; AI-feedback labels, datasets and trained models out.",
+    )
+    app.state.settings = settings
+    app.state.engine = engine or make_engine(settings.effective_database_url)
+    app.state.sessions = session_factory(app.state.engine)
+    app.state.producer = make_celery(settings, name="charter-gateway")
+    errors.install(app)
+    for router in (health.router, constitutions, batches, jobs, keys):
+        app.include_router(router)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    return app

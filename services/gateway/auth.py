@@ -1,0 +1,45 @@
+"""Resolve the caller's API key. Every query is then scoped to its project."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+from starlette.datastructures import Headers, QueryParams
+
+from charter import keys
+from charter.db.models import ApiKey, as_utc, utcnow
+from charter.errors import Unauthorized
+
+_TOUCH_EVERY = timedelta(seconds=60)
+
+
+def _presented_key(headers: Headers, query: QueryParams) -> str:
+    if "api_key" in query or "key" in query:
+        raise Unauthorized(
+            "API keys are not accepted in the query string; use the X-API-Key header"
+        )
+    key = headers.get("x-api-key")
+    if key is None:
+        scheme, _, token = headers.get("authorization", "").partition(" ")
+        key = token.strip() if scheme.lower() == "bearer" else None
+    if not key:
+        raise Unauthorized("missing API key: send it in the X-API-Key header")
+    return key
+
+
+def authenticate(session: Session, headers: Headers, query: QueryParams, pepper: str) -> ApiKey:
+    key = _presented_key(headers, query)
+    prefix = keys.prefix_of(key)
+    row = session.scalar(select(ApiKey).where(ApiKey.prefix == prefix)) if prefix else None
+    now = utcnow()
+    if row is None or not keys.matches(key, row.key_hash, pepper):
+        raise Unauthorized("invalid API key")
+    if row.revoked_at is not None:
+        raise Unauthorized("this API key was revoked")
+    if row.expires_at is not None and as_utc(row.expires_at) <= now:
+        raise Unauthorized("this API key has expired")
+    if row.last_used_at is None or now - as_utc(row.last_used_at) > _TOUCH_EVERY:
+        row.last_used_at = now
+    return row

@@ -1,0 +1,80 @@
+from __future__ import annotations
+
+from fastapi import APIRouter, Query, Request, status
+from sqlalchemy import select
+
+from charter.db.models import PromptBatch
+from services.gateway.batches import service
+from services.gateway.batches.schemas import BatchCreate, BatchOut, PromptOut
+from services.gateway.deps import Cursor, Limit, ReadKey, SessionDep, SettingsDep, SubmitKey
+from services.gateway.pagination import Page, decode_cursor, encode_cursor, keyset
+from services.gateway.routing import UnitOfWorkRoute
+
+router = APIRouter(prefix="/v1/batches", tags=["batches"], route_class=UnitOfWorkRoute)
+
+
+def _out(batch: PromptBatch) -> BatchOut:
+    return BatchOut(
+        id=batch.id, name=batch.name, row_count=batch.row_count, created_at=batch.created_at
+    )
+
+
+@router.post("", response_model=BatchOut, status_code=status.HTTP_201_CREATED)
+def create_batch(body: BatchCreate, session: SessionDep, key: SubmitKey) -> BatchOut:
+    return _out(service.create(session, key.project_id, body.name, body.rows))
+
+
+@router.post(
+    "/upload",
+    response_model=BatchOut,
+    status_code=status.HTTP_201_CREATED,
+    summary="Upload JSONL: one {prompt|messages[, response | response_a, response_b]} per line",
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/x-ndjson": {"schema": {"type": "string"}}},
+        }
+    },
+)
+async def upload_batch(
+    request: Request,
+    session: SessionDep,
+    settings: SettingsDep,
+    key: SubmitKey,
+    name: str = Query(default="", max_length=128),
+) -> BatchOut:
+    rows = service.parse_jsonl(await request.body(), settings.max_batch_rows)
+    return _out(service.create(session, key.project_id, name, rows))
+
+
+@router.get("", response_model=Page[BatchOut])
+def list_batches(
+    session: SessionDep, key: ReadKey, cursor: Cursor = None, limit: Limit = 100
+) -> Page[BatchOut]:
+    query = select(PromptBatch).where(PromptBatch.project_id == key.project_id)
+    rows, next_cursor = keyset(
+        session, query, PromptBatch.created_at, PromptBatch.id, cursor, limit
+    )
+    return Page(items=[_out(b) for b in rows], next_cursor=next_cursor)
+
+
+@router.get("/{batch_id}", response_model=BatchOut)
+def get_batch(batch_id: str, session: SessionDep, key: ReadKey) -> BatchOut:
+    return _out(service.get(session, key.project_id, batch_id))
+
+
+@router.get("/{batch_id}/prompts", response_model=Page[PromptOut])
+def list_prompts(
+    batch_id: str, session: SessionDep, key: ReadKey, cursor: Cursor = None, limit: Limit = 100
+) -> Page[PromptOut]:
+    service.get(session, key.project_id, batch_id)
+    after = decode_cursor(cursor)
+    rows = service.prompts_page(
+        session, batch_id, after if isinstance(after, int) else -1, limit + 1
+    )
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return Page(
+        items=[PromptOut.model_validate(r, from_attributes=True) for r in rows],
+        next_cursor=encode_cursor(rows[-1].position) if more else None,
+    )

@@ -1,0 +1,98 @@
+"""Prompt batches. Large uploads take the bulk path: COPY on PostgreSQL."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator
+from itertools import islice
+from typing import Any
+
+from pydantic import ValidationError
+from sqlalchemy import insert, select
+from sqlalchemy.orm import Session
+
+from charter.db.models import Prompt, PromptBatch
+from charter.errors import Invalid, NotFound
+from services.gateway.batches.schemas import PromptRow
+
+INSERT_CHUNK = 5_000
+_COLUMNS = ("batch_id", "position", "prompt", "messages", "response", "response_a", "response_b")
+
+
+def parse_jsonl(body: bytes, max_rows: int) -> list[PromptRow]:
+    """Validate every line; errors name the line and the field."""
+    rows: list[PromptRow] = []
+    for number, line in enumerate(body.splitlines(), start=1):
+        if not line.strip():
+            continue
+        if len(rows) >= max_rows:
+            raise Invalid(f"more than {max_rows} rows in one batch", field="body")
+        try:
+            rows.append(PromptRow.model_validate_json(line))
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"])
+            detail = f"line {number}: {where + ': ' if where else ''}{first['msg']}"
+            raise Invalid(detail, field=f"line {number}") from exc
+    if not rows:
+        raise Invalid("the upload has no rows", field="body")
+    return rows
+
+
+def _records(batch_id: str, rows: Iterable[PromptRow]) -> Iterator[dict[str, Any]]:
+    for position, row in enumerate(rows):
+        yield {
+            "batch_id": batch_id,
+            "position": position,
+            "prompt": row.prompt,
+            "messages": [m.model_dump() for m in row.messages] if row.messages else None,
+            "response": row.response,
+            "response_a": row.response_a,
+            "response_b": row.response_b,
+        }
+
+
+def _copy_postgres(session: Session, records: Iterable[dict[str, Any]]) -> None:
+    raw = session.connection().connection.driver_connection
+    assert raw is not None
+    with (
+        raw.cursor() as cursor,
+        cursor.copy(f"COPY prompts ({', '.join(_COLUMNS)}) FROM STDIN") as copy,
+    ):
+        for record in records:
+            if record["messages"] is not None:
+                record["messages"] = json.dumps(record["messages"])
+            copy.write_row([record[c] for c in _COLUMNS])
+
+
+def create(session: Session, project_id: str, name: str, rows: list[PromptRow]) -> PromptBatch:
+    batch = PromptBatch(project_id=project_id, name=name, row_count=len(rows))
+    session.add(batch)
+    session.flush()
+    records = _records(batch.id, rows)
+    if session.get_bind().dialect.name == "postgresql":
+        _copy_postgres(session, records)
+    else:
+        while chunk := list(islice(records, INSERT_CHUNK)):
+            session.execute(insert(Prompt), chunk)
+    return batch
+
+
+def get(
+    session: Session, project_id: str, batch_id: str, *, field: str = "batch_id"
+) -> PromptBatch:
+    batch = session.get(PromptBatch, batch_id)
+    if batch is None or batch.project_id != project_id:
+        raise NotFound(f"prompt batch {batch_id!r} not found", field=field)
+    return batch
+
+
+def prompts_page(session: Session, batch_id: str, after: int, limit: int) -> list[Prompt]:
+    return list(
+        session.scalars(
+            select(Prompt)
+            .where(Prompt.batch_id == batch_id, Prompt.position > after)
+            .order_by(Prompt.position)
+            .limit(limit)
+        )
+    )

@@ -1,0 +1,49 @@
+"""Dependency aliases, declared once and used by every endpoint."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Annotated
+
+from fastapi import Depends, Query, Request
+from sqlalchemy.orm import Session
+
+from charter import keys
+from charter.db.models import ApiKey
+from charter.errors import Forbidden
+from charter.settings import Settings
+
+
+def _session(request: Request) -> Session:
+    return request.state.session  # opened by UnitOfWorkRoute
+
+
+def _settings(request: Request) -> Settings:
+    return request.app.state.settings
+
+
+def _key(request: Request) -> ApiKey:
+    return request.state.api_key  # authenticated by UnitOfWorkRoute
+
+
+SessionDep = Annotated[Session, Depends(_session)]
+SettingsDep = Annotated[Settings, Depends(_settings)]
+CurrentKey = Annotated[ApiKey, Depends(_key)]
+
+
+def require(scope: str) -> Callable[[ApiKey], ApiKey]:
+    def check(key: CurrentKey) -> ApiKey:
+        if scope not in keys.granted(key.scopes):
+            raise Forbidden(f"this API key lacks the '{scope}' scope")
+        return key
+
+    return check
+
+
+AdminKey = Annotated[ApiKey, Depends(require("admin"))]
+SubmitKey = Annotated[ApiKey, Depends(require("submit"))]
+ReadKey = Annotated[ApiKey, Depends(require("read"))]
+TrainKey = Annotated[ApiKey, Depends(require("train"))]
+
+Cursor = Annotated[str | None, Query(description="Opaque cursor from the previous page.")]
+Limit = Annotated[int, Query(ge=1, le=1000, description="Page size.")]

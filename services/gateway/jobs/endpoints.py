@@ -1,0 +1,120 @@
+from __future__ import annotations
+
+from fastapi import APIRouter, Query, Request, status
+from sqlalchemy import select
+
+from charter.core.jobs import ITEM_STATES, ItemState, job_status
+from charter.db.models import Job, Label, Worker, WorkItem
+from charter.dispatch import publish_pending
+from services.gateway.deps import Cursor, Limit, ReadKey, SessionDep, SettingsDep, SubmitKey
+from services.gateway.jobs import service
+from services.gateway.jobs.schemas import ItemOut, JobCreate, JobOut, LabelOut, WorkerOut
+from services.gateway.pagination import Page, decode_cursor, encode_cursor, keyset
+from services.gateway.routing import UnitOfWorkRoute, after_commit
+
+router = APIRouter(prefix="/v1", tags=["jobs"], route_class=UnitOfWorkRoute)
+
+
+def _out(job: Job, counts: dict[str, int]) -> JobOut:
+    return JobOut(
+        id=job.id,
+        type=job.type,
+        status=job_status(counts, job.status == "cancelled"),
+        batch_id=job.batch_id,
+        constitution=job.constitution_ref,
+        model=job.model,
+        params=job.params,
+        seed=job.seed,
+        item_count=job.item_count,
+        chunk_count=job.chunk_count,
+        counts={state: counts.get(state, 0) for state in ITEM_STATES},
+        created_at=job.created_at,
+        updated_at=job.updated_at,
+        finished_at=job.finished_at,
+    )
+
+
+@router.post("/jobs", response_model=JobOut, status_code=status.HTTP_202_ACCEPTED)
+def submit_job(
+    body: JobCreate, request: Request, session: SessionDep, settings: SettingsDep, key: SubmitKey
+) -> JobOut:
+    job = service.submit(session, key.project_id, body, settings.chunk_size)
+    state = request.app.state
+    after_commit(request, lambda: publish_pending(state.sessions, state.producer, job_id=job.id))
+    return _out(job, {"queued": job.item_count})
+
+
+@router.get("/jobs", response_model=Page[JobOut])
+def list_jobs(
+    session: SessionDep, key: ReadKey, cursor: Cursor = None, limit: Limit = 50
+) -> Page[JobOut]:
+    query = select(Job).where(Job.project_id == key.project_id)
+    jobs, next_cursor = keyset(session, query, Job.created_at, Job.id, cursor, limit)
+    counts = service.counts(session, [j.id for j in jobs])
+    return Page(items=[_out(j, counts[j.id]) for j in jobs], next_cursor=next_cursor)
+
+
+@router.get("/jobs/{job_id}", response_model=JobOut)
+def get_job(job_id: str, session: SessionDep, key: ReadKey) -> JobOut:
+    job = service.get(session, key.project_id, job_id)
+    return _out(job, service.counts(session, [job.id])[job.id])
+
+
+@router.post("/jobs/{job_id}/cancel", response_model=JobOut)
+def cancel_job(job_id: str, session: SessionDep, key: SubmitKey) -> JobOut:
+    job = service.cancel(session, key.project_id, job_id)
+    return _out(job, service.counts(session, [job.id])[job.id])
+
+
+def _id_after(cursor: str | None) -> int:
+    after = decode_cursor(cursor)
+    return after if isinstance(after, int) else 0
+
+
+@router.get("/jobs/{job_id}/results", response_model=Page[LabelOut])
+def job_results(
+    job_id: str, session: SessionDep, key: ReadKey, cursor: Cursor = None, limit: Limit = 100
+) -> Page[LabelOut]:
+    job = service.get(session, key.project_id, job_id)
+    rows = list(
+        session.scalars(
+            select(Label)
+            .where(Label.job_id == job.id, Label.id > _id_after(cursor))
+            .order_by(Label.id)
+            .limit(limit + 1)
+        )
+    )
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return Page(
+        items=[LabelOut.model_validate(r) for r in rows],
+        next_cursor=encode_cursor(rows[-1].id) if more else None,
+    )
+
+
+@router.get("/jobs/{job_id}/items", response_model=Page[ItemOut])
+def job_items(
+    job_id: str,
+    session: SessionDep,
+    key: ReadKey,
+    state: ItemState | None = Query(default=None),
+    cursor: Cursor = None,
+    limit: Limit = 100,
+) -> Page[ItemOut]:
+    job = service.get(session, key.project_id, job_id)
+    query = select(WorkItem).where(WorkItem.job_id == job.id, WorkItem.id > _id_after(cursor))
+    if state is not None:
+        query = query.where(WorkItem.status == state)
+    rows = list(session.scalars(query.order_by(WorkItem.id).limit(limit + 1)))
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return Page(
+        items=[ItemOut.model_validate(r) for r in rows],
+        next_cursor=encode_cursor(rows[-1].id) if more else None,
+    )
+
+
+@router.get("/workers", response_model=list[WorkerOut], tags=["workers"])
+def list_workers(session: SessionDep, key: ReadKey) -> list[WorkerOut]:
+    rows = session.scalars(select(Worker).order_by(Worker.last_seen.desc()))
+    return [WorkerOut.model_validate(w) for w in rows]

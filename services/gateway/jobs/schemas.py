@@ -1,0 +1,94 @@
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from charter.core.jobs import JobParams, JobType
+
+
+class JobCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    type: JobType
+    batch_id: str = Field(min_length=1, max_length=32)
+    constitution: str = Field(
+        min_length=1, max_length=80, description="name or name@version; pinned at submission"
+    )
+    model: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._/-]+$")
+    params: JobParams = Field(default_factory=JobParams)
+    seed: int | None = Field(default=None, ge=0, le=2**62, description="Random if omitted.")
+    chunk_size: int | None = Field(default=None, ge=1, le=1024, description="Items per task.")
+
+
+class JobOut(BaseModel):
+    id: str
+    type: str
+    status: str
+    batch_id: str
+    constitution: str
+    model: str
+    params: dict[str, Any]
+    seed: int
+    item_count: int
+    chunk_count: int
+    counts: dict[str, int]
+    created_at: datetime
+    updated_at: datetime
+    finished_at: datetime | None
+
+
+class ItemOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+    id: int
+    prompt_id: int
+    chunk: int
+    status: str
+    attempt: int
+    last_error: str | None
+
+
+class LabelOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+    id: int
+    job_id: str
+    prompt_id: int
+    work_item_id: int
+    kind: str
+    conversation: list[dict[str, str]]
+    response: str | None
+    completion: str | None
+    response_a: str | None
+    response_b: str | None
+    p_a: float | None
+    p_a_forward: float | None
+    p_a_swapped: float | None
+    swap_disagreement: bool | None
+    choice_mass: float | None
+    reasoning: dict[str, Any] | None
+    rounds: list[dict[str, Any]] | None
+    principle_ids: list[str]
+    constitution_ref: str
+    model: str
+    model_revision: str
+    engine: str
+    template_version: str
+    template_hash: str
+    sampling: dict[str, Any]
+    seed: int
+    worker_id: str
+    attempt: int
+    timings: dict[str, Any]
+    created_at: datetime
+
+
+class WorkerOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+    id: str
+    hostname: str
+    pid: int
+    engine: str
+    models: list[str]
+    started_at: datetime
+    last_seen: datetime
+    items_done: int

@@ -1,0 +1,52 @@
+"""Opaque cursors over a monotonically ordered key."""
+
+from __future__ import annotations
+
+import base64
+import json
+from datetime import datetime
+from typing import Any, Generic, TypeVar
+
+from pydantic import BaseModel
+from sqlalchemy import and_, or_
+
+from charter.errors import Invalid
+
+T = TypeVar("T")
+
+
+class Page(BaseModel, Generic[T]):
+    items: list[T]
+    next_cursor: str | None = None
+
+
+def encode_cursor(value: Any) -> str:
+    return base64.urlsafe_b64encode(json.dumps(value).encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str | None) -> Any:
+    if cursor is None:
+        return None
+    try:
+        return json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise Invalid("cursor is not one this API issued", field="cursor") from exc
+
+
+def keyset(
+    session: Any, query: Any, created_col: Any, id_col: Any, cursor: str | None, limit: int
+) -> tuple[list[Any], str | None]:
+    """Newest first by (created_at, id); the cursor is the last row's key."""
+    after = decode_cursor(cursor)
+    if after is not None:
+        if not (isinstance(after, list) and len(after) == 2):
+            raise Invalid("cursor is not one this API issued", field="cursor")
+        created = datetime.fromisoformat(after[0])
+        query = query.where(
+            or_(created_col < created, and_(created_col == created, id_col < after[1]))
+        )
+    rows = list(session.scalars(query.order_by(created_col.desc(), id_col.desc()).limit(limit + 1)))
+    if len(rows) <= limit:
+        return rows, None
+    last = rows[limit - 1]
+    return rows[:limit], encode_cursor([last.created_at.isoformat(), last.id])
