@@ -1,0 +1,182 @@
+"""``charter``: run the services, bootstrap keys, and drive the API from a shell."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from charter.client import CharterAPIError, CharterClient, dump
+from charter.settings import get_settings
+
+app = typer.Typer(help="Charter: constitutions in, AI-feedback labels out.", no_args_is_help=True)
+db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
+keys_app = typer.Typer(help="API keys.", no_args_is_help=True)
+constitutions_app = typer.Typer(help="Constitution versions.", no_args_is_help=True)
+batches_app = typer.Typer(help="Prompt batches.", no_args_is_help=True)
+jobs_app = typer.Typer(help="Labelling jobs.", no_args_is_help=True)
+for sub, name in (
+    (db_app, "db"),
+    (keys_app, "keys"),
+    (constitutions_app, "constitutions"),
+    (batches_app, "batches"),
+    (jobs_app, "jobs"),
+):
+    app.add_typer(sub, name=name)
+
+console = Console()
+
+
+def _client() -> CharterClient:
+    return CharterClient()
+
+
+def _api(call):  # type: ignore[no-untyped-def]
+    """Run an API call; print a clear error (never a traceback) on a 4xx/5xx."""
+    try:
+        return call()
+    except CharterAPIError as exc:
+        console.print(f"[red]error[/red] {exc}")
+        raise typer.Exit(1) from exc
+
+
+@app.command()
+def serve(
+    host: str = "127.0.0.1", port: int = 8000, workers: int = 1, migrate: bool = True
+) -> None:
+    """Run the REST gateway (uvicorn)."""
+    import uvicorn
+
+    from charter.db.migrate import upgrade
+
+    if migrate:
+        upgrade(get_settings().effective_database_url)
+    uvicorn.run(
+        "services.gateway.app:create_app", factory=True, host=host, port=port, workers=workers
+    )
+
+
+@db_app.command("upgrade")
+def db_upgrade(revision: str = "head") -> None:
+    """Apply migrations up to REVISION."""
+    from charter.db.migrate import upgrade
+
+    upgrade(get_settings().effective_database_url, revision)
+    console.print(f"database at {revision}")
+
+
+@db_app.command("downgrade")
+def db_downgrade(revision: str) -> None:
+    """Revert migrations down to REVISION (``base`` drops everything)."""
+    from charter.db.migrate import downgrade
+
+    downgrade(get_settings().effective_database_url, revision)
+    console.print(f"database at {revision}")
+
+
+@keys_app.command("create")
+def keys_create(
+    project: Annotated[str, typer.Option(help="Project name; created if missing.")],
+    scopes: Annotated[str, typer.Option(help="Comma list of admin,submit,read,train.")] = "admin",
+    name: str = "",
+) -> None:
+    """Bootstrap: create a key directly in the database and print it once."""
+    from charter.db.session import session_factory
+    from charter.errors import CharterError
+    from charter.projects import ensure_project, issue_key
+
+    settings = get_settings()
+    with session_factory()() as session:
+        try:
+            row = ensure_project(session, project)
+            key_row, plaintext = issue_key(
+                session,
+                row.id,
+                [s.strip() for s in scopes.split(",")],
+                settings.secret_key,
+                name=name,
+            )
+        except CharterError as exc:
+            console.print(f"[red]error[/red] {exc.field}: {exc.detail}")
+            raise typer.Exit(1) from exc
+        session.commit()
+    console.print(f"project {project}: key {key_row.prefix} with scopes {key_row.scopes}")
+    typer.echo(plaintext)
+
+
+@constitutions_app.command("push")
+def constitutions_push(path: Path) -> None:
+    """Push a YAML/JSON constitution; identical content returns the existing version."""
+    with _client() as client:
+        result = _api(lambda: client.push_constitution(path))
+    state = "new version" if result["created"] else "unchanged"
+    console.print(f"{result['ref']} ({state}, sha256 {result['content_hash'][:12]})")
+
+
+@constitutions_app.command("list")
+def constitutions_list() -> None:
+    with _client() as client:
+        rows = _api(client.constitutions)
+    table = Table("name", "latest", "updated")
+    for row in rows:
+        table.add_row(row["name"], str(row["latest_version"]), row["updated_at"])
+    console.print(table)
+
+
+@constitutions_app.command("diff")
+def constitutions_diff(name: str, before: int, after: int) -> None:
+    with _client() as client:
+        typer.echo(dump(_api(lambda: client.diff_constitution(name, before, after))))
+
+
+@batches_app.command("upload")
+def batches_upload(path: Path, name: str = "") -> None:
+    """Upload a JSONL file of prompts."""
+    with _client() as client:
+        batch = _api(lambda: client.upload_batch(path, name))
+    console.print(f"batch {batch['id']}: {batch['row_count']} rows")
+    typer.echo(batch["id"])
+
+
+@jobs_app.command("submit")
+def jobs_submit(
+    job_type: Annotated[
+        str, typer.Option("--type", help="sl_cai, rl_cai, critique, revise, compare")
+    ],
+    batch: Annotated[str, typer.Option(help="Prompt batch id.")],
+    constitution: Annotated[str, typer.Option(help="name or name@version.")] = "default",
+    model: str = "smollm2",
+    params: Annotated[str, typer.Option(help="JSON object of job params.")] = "{}",
+    seed: int | None = None,
+    idempotency_key: str | None = None,
+) -> None:
+    """Submit a labelling job."""
+    try:
+        parsed = json.loads(params)
+    except json.JSONDecodeError as exc:
+        console.print(f"[red]error[/red] --params is not JSON: {exc}")
+        raise typer.Exit(2) from exc
+    spec = {"type": job_type, "batch_id": batch, "constitution": constitution, "model": model}
+    spec |= {"params": parsed} | ({"seed": seed} if seed is not None else {})
+    with _client() as client:
+        job = _api(lambda: client.submit_job(idempotency_key, **spec))
+    console.print(f"job {job['id']} ({job['type']}, {job['item_count']} items) {job['status']}")
+    typer.echo(job["id"])
+
+
+@jobs_app.command("status")
+def jobs_status(job_id: str, watch: bool = False) -> None:
+    """Show a job's counts per state; --watch follows it with a progress bar."""
+    from charter.cli.progress import watch_job
+
+    with _client() as client:
+        job = watch_job(client, job_id) if watch else _api(lambda: client.job(job_id))
+    typer.echo(dump(job))
+
+
+def main() -> None:  # pragma: no cover - console entry point
+    app()
