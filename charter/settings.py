@@ -36,10 +36,30 @@ class Settings(BaseSettings):
 
     # Work execution
     chunk_size: int = Field(default=16, ge=1, le=1024, description="Items per worker task.")
-    lease_seconds: float = Field(default=900.0, gt=0, description="A claim expires after this.")
+    lease_seconds: float = Field(
+        default=120.0, gt=0, description="A claim expires unless its worker extends it."
+    )
     max_attempts: int = Field(default=3, ge=1, le=100, description="Then an item fails.")
     sweep_interval_seconds: float = Field(default=30.0, gt=0, description="Sweeper period.")
-    visibility_timeout_seconds: int = Field(default=7200, ge=60, description="Redis redelivery.")
+    visibility_timeout_seconds: int = Field(default=7200, ge=1, description="Redis redelivery.")
+    republish_after_seconds: float = Field(
+        default=7200.0, gt=0, description="Re-publish queued work whose message may be lost."
+    )
+
+    # Workers
+    worker_engine: Literal["transformers", "vllm", "scripted"] = "transformers"
+    worker_models: list[str] = Field(default_factory=lambda: ["smollm2"])
+    worker_device: str = Field(default="cpu", description="transformers: cpu, cuda, cuda:1 ...")
+    worker_dtype: str = Field(default="float32", description="Weights dtype for the engine.")
+    worker_max_batch: int = Field(default=16, ge=1, le=1024, description="Sequences per forward.")
+    worker_heartbeat_seconds: float = Field(default=10.0, gt=0)
+    vllm_gpu_memory_utilization: float = Field(default=0.9, gt=0, le=1)
+    vllm_max_model_len: int = Field(default=4096, ge=256)
+    vllm_tensor_parallel_size: int = Field(default=1, ge=1)
+    # Test knobs of the scripted engine (fault injection); inert otherwise.
+    scripted_delay_seconds: float = Field(default=0.0, ge=0)
+    scripted_poison: str | None = Field(default=None, description="Fail on prompts with this.")
+    scripted_poison_mode: Literal["raise", "exit"] = "raise"
 
     # Models
     models: dict[str, str] = Field(default_factory=dict, description="Model name -> directory.")

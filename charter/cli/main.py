@@ -180,3 +180,75 @@ def jobs_status(job_id: str, watch: bool = False) -> None:
 
 def main() -> None:  # pragma: no cover - console entry point
     app()
+
+
+models_app = typer.Typer(
+    help="Local models (nothing is downloaded from a hub).", no_args_is_help=True
+)
+sweeper_app = typer.Typer(
+    help="The sweeper that repairs lost or stalled work.", no_args_is_help=True
+)
+app.add_typer(models_app, name="models")
+app.add_typer(sweeper_app, name="sweeper")
+
+
+@models_app.command("prepare")
+def models_prepare(name: str = "smollm2", force: bool = False) -> None:
+    """Convert the packaged SmolLM2 GGUF into a cached safetensors directory (once)."""
+    from charter.model_store import prepare_smollm2
+
+    if name != "smollm2":
+        console.print(
+            "[red]error[/red] only 'smollm2' ships with Charter; map others in CHARTER_MODELS"
+        )
+        raise typer.Exit(2)
+    with console.status("preparing smollm2 (first time: under a minute)"):
+        path = prepare_smollm2(get_settings().models_dir / name, force=force)
+    typer.echo(str(path))
+
+
+@app.command()
+def worker(
+    concurrency: int = 1,
+    loglevel: str = "INFO",
+    name: Annotated[str, typer.Option(help="Celery node name.")] = "charter@%h",
+) -> None:
+    """Run a labelling worker (Celery) for the models in CHARTER_WORKER_MODELS."""
+    from workers.celery_app import app as celery_app
+
+    celery_app.worker_main(
+        ["worker", "-c", str(concurrency), "-P", "prefork", "-n", name, "--loglevel", loglevel]
+    )
+
+
+@sweeper_app.command("run")
+def sweeper_run(once: bool = False) -> None:
+    """Re-queue expired leases, publish unpublished work, complete finished jobs."""
+    import logging
+
+    from charter.db.session import session_factory
+    from charter.queue import make_celery
+    from workers.sweeper import run_forever, sweep
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    settings = get_settings()
+    sessions, producer = session_factory(), make_celery(settings, name="charter-sweeper")
+    if once:
+        console.print(sweep(sessions, producer, settings))
+        return
+    run_forever(sessions, producer, settings)
+
+
+@app.command()
+def demo(
+    prompts: Annotated[Path | None, typer.Option(help="JSONL prompts.")] = None,
+    limit: Annotated[int, typer.Option(help="Use the first N prompts.")] = 16,
+    max_tokens: Annotated[int, typer.Option(help="Tokens per generation.")] = 96,
+    out: Annotated[Path, typer.Option(help="Where the exported datasets go.")] = Path(
+        "charter-demo"
+    ),
+) -> None:
+    """The main job, embedded: label prompts with SmolLM2 (SL-CAI and RL-CAI) and export them."""
+    from charter.cli.demo import run_demo
+
+    run_demo(prompts=prompts, limit=limit, max_tokens=max_tokens, out=out, console=console)

@@ -194,6 +194,7 @@ class Label(Base):
     p_a_swapped: Mapped[float | None] = mapped_column(Float)
     swap_disagreement: Mapped[bool | None] = mapped_column(Boolean)
     choice_mass: Mapped[float | None] = mapped_column(Float)
+    choice_logprobs: Mapped[dict[str, Any] | None] = mapped_column(Json)
     reasoning: Mapped[dict[str, Any] | None] = mapped_column(Json)
     rounds: Mapped[list[dict[str, Any]] | None] = mapped_column(Json)
     principle_ids: Mapped[list[str]] = mapped_column(Json)

@@ -402,6 +402,11 @@ def upgrade() -> None:
         sa.Column("swap_disagreement", sa.Boolean(), nullable=True),
         sa.Column("choice_mass", sa.Float(), nullable=True),
         sa.Column(
+            "choice_logprobs",
+            sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgresql"),
+            nullable=True,
+        ),
+        sa.Column(
             "reasoning",
             sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgresql"),
             nullable=True,

@@ -65,6 +65,7 @@ class LabelOut(BaseModel):
     p_a_swapped: float | None
     swap_disagreement: bool | None
     choice_mass: float | None
+    choice_logprobs: dict[str, Any] | None
     reasoning: dict[str, Any] | None
     rounds: list[dict[str, Any]] | None
     principle_ids: list[str]

