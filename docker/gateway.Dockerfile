@@ -27,7 +27,7 @@ WORKDIR /app
 
 # Dependencies first, against empty package stubs, so that a source change does
 # not reinstall them; then the real source, without touching the dependencies.
-COPY pyproject.toml ./
+COPY pyproject.toml README.md ./
 RUN mkdir -p charter services workers migrations \
     && touch charter/__init__.py services/__init__.py workers/__init__.py migrations/__init__.py \
     && pip install --no-cache-dir "./[gateway]"

@@ -36,7 +36,7 @@ RUN if [ -n "${TORCH_INDEX_URL}" ]; then export PIP_INDEX_URL="${TORCH_INDEX_URL
 
 WORKDIR /app
 
-COPY pyproject.toml ./
+COPY pyproject.toml README.md ./
 RUN mkdir -p charter services workers migrations \
     && touch charter/__init__.py services/__init__.py workers/__init__.py migrations/__init__.py \
     && pip install --no-cache-dir "./[trainer]"

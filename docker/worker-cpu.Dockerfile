@@ -34,7 +34,7 @@ RUN pip install --no-cache-dir --index-url "${TORCH_INDEX_URL}" "torch==2.13.0"
 
 WORKDIR /app
 
-COPY pyproject.toml ./
+COPY pyproject.toml README.md ./
 RUN mkdir -p charter services workers migrations \
     && touch charter/__init__.py services/__init__.py workers/__init__.py migrations/__init__.py \
     && pip install --no-cache-dir "./[worker]"

@@ -15,6 +15,7 @@ import logging
 import time
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 
 from celery import Celery
 from sqlalchemy import select, update
@@ -26,6 +27,7 @@ from charter.settings import Settings
 from workers import leases
 
 log = logging.getLogger(__name__)
+ALIVE_FILE = Path("/tmp/charter-sweeper-alive")  # container healthcheck
 
 
 @dataclass
@@ -65,6 +67,7 @@ def run_forever(
             report = sweep(sessions, app, settings)
             if report.expired or report.published or report.completed_jobs:
                 log.info("sweep: %s", report)
+            ALIVE_FILE.touch()
         except Exception:  # keep sweeping; say what broke
             log.exception("sweep failed")
         remaining = settings.sweep_interval_seconds - (time.monotonic() - started)
