@@ -39,12 +39,12 @@ def settings_env(settings: Settings) -> dict[str, str]:
         "CHARTER_WORKER_MAX_BATCH": str(settings.worker_max_batch),
         "CHARTER_LEASE_SECONDS": str(settings.lease_seconds),
         "CHARTER_MAX_ATTEMPTS": str(settings.max_attempts),
-        "CHARTER_SCRIPTED_DELAY_SECONDS": str(settings.scripted_delay_seconds),
-        "CHARTER_SCRIPTED_POISON_MODE": settings.scripted_poison_mode,
+        "CHARTER_FAULT_DELAY_SECONDS": str(settings.fault_delay_seconds),
+        "CHARTER_FAULT_POISON_MODE": settings.fault_poison_mode,
         "CHARTER_WORKER_HEARTBEAT_SECONDS": str(settings.worker_heartbeat_seconds),
     }
-    if settings.scripted_poison:
-        env["CHARTER_SCRIPTED_POISON"] = settings.scripted_poison
+    if settings.fault_poison:
+        env["CHARTER_FAULT_POISON"] = settings.fault_poison
     if settings.database_url:
         env["CHARTER_DATABASE_URL"] = settings.database_url
     if settings.broker_url:

@@ -7,12 +7,13 @@ and ``CHARTER_BROKER_URL`` to run on PostgreSQL and Redis.
 
 from __future__ import annotations
 
+import json
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 _PLACEHOLDER_SECRETS = {"", "changeme", "change-me", "secret", "dev-secret-do-not-use"}
 _REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -48,7 +49,9 @@ class Settings(BaseSettings):
 
     # Workers
     worker_engine: Literal["transformers", "vllm", "scripted"] = "transformers"
-    worker_models: list[str] = Field(default_factory=lambda: ["smollm2"])
+    worker_models: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["smollm2"], description="Comma list of models this worker serves."
+    )
     worker_device: str = Field(default="cpu", description="transformers: cpu, cuda, cuda:1 ...")
     worker_dtype: str = Field(default="float32", description="Weights dtype for the engine.")
     worker_max_batch: int = Field(default=16, ge=1, le=1024, description="Sequences per forward.")
@@ -56,10 +59,10 @@ class Settings(BaseSettings):
     vllm_gpu_memory_utilization: float = Field(default=0.9, gt=0, le=1)
     vllm_max_model_len: int = Field(default=4096, ge=256)
     vllm_tensor_parallel_size: int = Field(default=1, ge=1)
-    # Test knobs of the scripted engine (fault injection); inert otherwise.
-    scripted_delay_seconds: float = Field(default=0.0, ge=0)
-    scripted_poison: str | None = Field(default=None, description="Fail on prompts with this.")
-    scripted_poison_mode: Literal["raise", "exit"] = "raise"
+    # Fault injection for reliability tests (workers.engines.faults); inert by default.
+    fault_delay_seconds: float = Field(default=0.0, ge=0, description="Sleep per engine call.")
+    fault_poison: str | None = Field(default=None, description="Fail batches containing this.")
+    fault_poison_mode: Literal["raise", "exit"] = "raise"
 
     # Models
     models: dict[str, str] = Field(default_factory=dict, description="Model name -> directory.")
@@ -69,6 +72,16 @@ class Settings(BaseSettings):
     )
     constitutions_dir: Path = Field(default=_REPO_ROOT / "constitutions")
     artifacts_dir: Path = Field(default=Path(".charter") / "artifacts")
+
+    @field_validator("worker_models", mode="before")
+    @classmethod
+    def _comma_list(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = value.strip()
+            if value.startswith("["):
+                return json.loads(value)
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
 
     @model_validator(mode="after")
     def _refuse_placeholder_secret(self) -> Settings:

@@ -25,6 +25,9 @@ class Item:
 
     item_id: int
     prompt_id: int
+    position: int
+    """Row number in the batch: the key of the item's random draws, so relabelling
+    the same rows with the same seed draws the same principles."""
     attempt: int
     conversation: list[dict[str, str]]
     response: str | None = None
@@ -105,7 +108,7 @@ def sl_cai(
                 ctx.constitution,
                 prompts.draw(
                     ctx.constitution.critique_principles,
-                    prompts.derive_seed(ctx.seed, item.prompt_id, "critique", r),
+                    prompts.derive_seed(ctx.seed, item.position, "critique", r),
                 ),
                 item.conversation,
                 latest[i],
@@ -193,7 +196,7 @@ def rl_cai(ctx: Context, items: Sequence[Item], chunk_key: object) -> list[Outco
     principles = [
         prompts.draw(
             ctx.constitution.comparison_principles,
-            prompts.derive_seed(ctx.seed, item.prompt_id, "compare"),
+            prompts.derive_seed(ctx.seed, item.position, "compare"),
         )
         for item in items
     ]

@@ -100,6 +100,7 @@ class ChunkRunner:
                 pipelines.Item(
                     item_id=c.item_id,
                     prompt_id=c.prompt_id,
+                    position=p.position,
                     attempt=c.attempt,
                     conversation=prompts.user_conversation(p.prompt, p.messages),
                     response=p.response,
