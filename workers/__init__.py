@@ -1,0 +1,1 @@
+"""Worker processes: inference engines and task runners."""

@@ -1,0 +1,1 @@
+"""Inference backends implementing :class:`charter.core.engine.Engine`."""
