@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
+import psycopg
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import DataError, IntegrityError, OperationalError
 from starlette.exceptions import HTTPException
 
-from charter.errors import CharterError, Conflict, Unavailable
+from charter.errors import CharterError, Conflict, Invalid, Unavailable
 
 
 def error_response(exc: CharterError) -> JSONResponse:
@@ -50,7 +51,9 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(HTTPException)
     async def _http(_: Request, exc: HTTPException) -> JSONResponse:
-        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        code = {404: "not_found", 405: "method_not_allowed", 413: "too_large"}.get(
+            exc.status_code, "http_error"
+        )
         return JSONResponse(
             {"error": code, "detail": str(exc.detail)},
             status_code=exc.status_code,
@@ -60,6 +63,13 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(IntegrityError)
     async def _integrity(_: Request, exc: IntegrityError) -> JSONResponse:
         return error_response(Conflict("a concurrent request changed the same object; retry"))
+
+    @app.exception_handler(DataError)
+    @app.exception_handler(psycopg.DataError)  # raised by COPY on the raw connection
+    async def _data(_: Request, exc: Exception) -> JSONResponse:
+        # A value the database refuses, e.g. NUL characters in PostgreSQL text or JSONB.
+        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+        return error_response(Invalid(f"a value in the request cannot be stored: {reason}"))
 
     @app.exception_handler(OperationalError)
     async def _operational(_: Request, exc: OperationalError) -> JSONResponse:

@@ -33,15 +33,30 @@ def decode_cursor(cursor: str | None) -> Any:
         raise Invalid("cursor is not one this API issued", field="cursor") from exc
 
 
+def decode_int_cursor(cursor: str | None, default: int) -> int:
+    """A position or row-id cursor; anything else was not issued by this API."""
+    after = decode_cursor(cursor)
+    if after is None:
+        return default
+    if type(after) is not int or not 0 <= after < 2**63:
+        raise Invalid("cursor is not one this API issued", field="cursor")
+    return after
+
+
 def keyset(
     session: Any, query: Any, created_col: Any, id_col: Any, cursor: str | None, limit: int
 ) -> tuple[list[Any], str | None]:
     """Newest first by (created_at, id); the cursor is the last row's key."""
     after = decode_cursor(cursor)
     if after is not None:
-        if not (isinstance(after, list) and len(after) == 2):
+        if not (
+            isinstance(after, list) and len(after) == 2 and all(isinstance(v, str) for v in after)
+        ):
             raise Invalid("cursor is not one this API issued", field="cursor")
-        created = datetime.fromisoformat(after[0])
+        try:
+            created = datetime.fromisoformat(after[0])
+        except ValueError as exc:
+            raise Invalid("cursor is not one this API issued", field="cursor") from exc
         query = query.where(
             or_(created_col < created, and_(created_col == created, id_col < after[1]))
         )

@@ -7,7 +7,7 @@ from charter.db.models import PromptBatch
 from services.gateway.batches import service
 from services.gateway.batches.schemas import BatchCreate, BatchOut, PromptOut
 from services.gateway.deps import Cursor, Limit, ReadKey, SessionDep, SettingsDep, SubmitKey
-from services.gateway.pagination import Page, decode_cursor, encode_cursor, keyset
+from services.gateway.pagination import Page, decode_int_cursor, encode_cursor, keyset
 from services.gateway.routing import UnitOfWorkRoute
 
 router = APIRouter(prefix="/v1/batches", tags=["batches"], route_class=UnitOfWorkRoute)
@@ -68,10 +68,7 @@ def list_prompts(
     batch_id: str, session: SessionDep, key: ReadKey, cursor: Cursor = None, limit: Limit = 100
 ) -> Page[PromptOut]:
     service.get(session, key.project_id, batch_id)
-    after = decode_cursor(cursor)
-    rows = service.prompts_page(
-        session, batch_id, after if isinstance(after, int) else -1, limit + 1
-    )
+    rows = service.prompts_page(session, batch_id, decode_int_cursor(cursor, -1), limit + 1)
     more = len(rows) > limit
     rows = rows[:limit]
     return Page(

@@ -73,8 +73,11 @@ def create(session: Session, project_id: str, name: str, rows: list[PromptRow]) 
     if session.get_bind().dialect.name == "postgresql":
         _copy_postgres(session, records)
     else:
+        # render_nulls keeps every row's column set identical (absent responses are
+        # NULL either way), so the rows go out in one executemany, not one per row.
+        bulk = insert(Prompt).execution_options(render_nulls=True)
         while chunk := list(islice(records, INSERT_CHUNK)):
-            session.execute(insert(Prompt), chunk)
+            session.execute(bulk, chunk)
     return batch
 
 

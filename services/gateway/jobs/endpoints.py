@@ -9,7 +9,7 @@ from charter.dispatch import publish_pending
 from services.gateway.deps import Cursor, Limit, ReadKey, SessionDep, SettingsDep, SubmitKey
 from services.gateway.jobs import service
 from services.gateway.jobs.schemas import ItemOut, JobCreate, JobOut, LabelOut, WorkerOut
-from services.gateway.pagination import Page, decode_cursor, encode_cursor, keyset
+from services.gateway.pagination import Page, decode_int_cursor, encode_cursor, keyset
 from services.gateway.routing import UnitOfWorkRoute, after_commit
 
 router = APIRouter(prefix="/v1", tags=["jobs"], route_class=UnitOfWorkRoute)
@@ -67,8 +67,7 @@ def cancel_job(job_id: str, session: SessionDep, key: SubmitKey) -> JobOut:
 
 
 def _id_after(cursor: str | None) -> int:
-    after = decode_cursor(cursor)
-    return after if isinstance(after, int) else 0
+    return decode_int_cursor(cursor, 0)
 
 
 @router.get("/jobs/{job_id}/results", response_model=Page[LabelOut])

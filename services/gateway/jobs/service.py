@@ -74,7 +74,7 @@ def submit(session: Session, project_id: str, spec: JobCreate, default_chunk: in
     rows = select(
         literal(job.id),
         Prompt.id,
-        Prompt.position / chunk_size,
+        Prompt.position // chunk_size,
         literal("queued"),
         literal(0),
         literal(now),
