@@ -37,6 +37,11 @@ def settings_env(settings: Settings) -> dict[str, str]:
         "CHARTER_WORKER_ENGINE": settings.worker_engine,
         "CHARTER_WORKER_MODELS": ",".join(settings.worker_models),
         "CHARTER_WORKER_MAX_BATCH": str(settings.worker_max_batch),
+        **(
+            {"CHARTER_WORKER_THREADS": str(settings.worker_threads)}
+            if settings.worker_threads
+            else {}
+        ),
         "CHARTER_LEASE_SECONDS": str(settings.lease_seconds),
         "CHARTER_MAX_ATTEMPTS": str(settings.max_attempts),
         "CHARTER_FAULT_DELAY_SECONDS": str(settings.fault_delay_seconds),

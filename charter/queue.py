@@ -11,15 +11,25 @@ from __future__ import annotations
 from typing import Any
 
 from celery import Celery
+from kombu import Exchange, Queue
 
 from charter.settings import Settings, get_settings
 
 RUN_CHUNK = "labels.run_chunk"
 
 
+EXCHANGE = Exchange("charter", type="direct")
+
+
 def queue_for(model: str) -> str:
     """Work is routed by model so a worker only receives what it can serve."""
     return f"model.{model}"
+
+
+def model_queue(model: str) -> Queue:
+    """The queue of one model, bound the same way by producers and workers."""
+    name = queue_for(model)
+    return Queue(name, EXCHANGE, routing_key=name, durable=True)
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:
@@ -73,4 +83,4 @@ def make_celery(settings: Settings | None = None, name: str = "charter") -> Cele
 
 
 def publish_chunk(app: Celery, job_id: str, chunk: int, model: str) -> None:
-    app.send_task(RUN_CHUNK, args=[job_id, chunk], queue=queue_for(model))
+    app.send_task(RUN_CHUNK, args=[job_id, chunk], queue=model_queue(model))

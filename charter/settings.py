@@ -55,6 +55,9 @@ class Settings(BaseSettings):
     worker_device: str = Field(default="cpu", description="transformers: cpu, cuda, cuda:1 ...")
     worker_dtype: str = Field(default="float32", description="Weights dtype for the engine.")
     worker_max_batch: int = Field(default=16, ge=1, le=1024, description="Sequences per forward.")
+    worker_threads: int | None = Field(
+        default=None, ge=1, description="CPU threads per engine; keep threads x workers <= cores."
+    )
     worker_heartbeat_seconds: float = Field(default=10.0, gt=0)
     vllm_gpu_memory_utilization: float = Field(default=0.9, gt=0, le=1)
     vllm_max_model_len: int = Field(default=4096, ge=256)

@@ -11,18 +11,17 @@ import os
 import socket
 
 from celery.signals import worker_process_init, worker_process_shutdown
-from kombu import Queue
 
 from charter.db.session import session_factory
 from charter.dispatch import publish_pending
-from charter.queue import make_celery, queue_for
+from charter.queue import make_celery, model_queue
 from charter.settings import get_settings
 from workers import heartbeat
 
 log = logging.getLogger(__name__)
 settings = get_settings()
 app = make_celery(settings, name="charter-worker")
-app.conf.task_queues = [Queue(queue_for(m)) for m in settings.worker_models]
+app.conf.task_queues = [model_queue(m) for m in settings.worker_models]
 app.conf.imports = ["workers.tasks"]
 
 _state: dict[str, object] = {}

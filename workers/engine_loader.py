@@ -51,4 +51,5 @@ def _load(settings: Settings, name: str) -> Engine:
         dtype=settings.worker_dtype,
         max_batch_size=settings.worker_max_batch,
         revision=model_revision(path),
+        num_threads=settings.worker_threads,
     )
