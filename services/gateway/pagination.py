@@ -65,3 +65,14 @@ def keyset(
         return rows, None
     last = rows[limit - 1]
     return rows[:limit], encode_cursor([last.created_at.isoformat(), last.id])
+
+
+def id_page(
+    session: Any, query: Any, id_col: Any, cursor: str | None, limit: int
+) -> tuple[list[Any], str | None]:
+    """Oldest first by an increasing integer id; the cursor is the last row's id."""
+    after = decode_int_cursor(cursor, 0)
+    rows = list(session.scalars(query.where(id_col > after).order_by(id_col).limit(limit + 1)))
+    if len(rows) <= limit:
+        return rows, None
+    return rows[:limit], encode_cursor(rows[limit - 1].id)

@@ -9,7 +9,7 @@ from charter.dispatch import publish_pending
 from services.gateway.deps import Cursor, Limit, ReadKey, SessionDep, SettingsDep, SubmitKey
 from services.gateway.jobs import service
 from services.gateway.jobs.schemas import ItemOut, JobCreate, JobOut, LabelOut, WorkerOut
-from services.gateway.pagination import Page, decode_int_cursor, encode_cursor, keyset
+from services.gateway.pagination import Page, id_page, keyset
 from services.gateway.routing import UnitOfWorkRoute, after_commit
 
 router = APIRouter(prefix="/v1", tags=["jobs"], route_class=UnitOfWorkRoute)
@@ -66,29 +66,14 @@ def cancel_job(job_id: str, session: SessionDep, key: SubmitKey) -> JobOut:
     return _out(job, service.counts(session, [job.id])[job.id])
 
 
-def _id_after(cursor: str | None) -> int:
-    return decode_int_cursor(cursor, 0)
-
-
 @router.get("/jobs/{job_id}/results", response_model=Page[LabelOut])
 def job_results(
     job_id: str, session: SessionDep, key: ReadKey, cursor: Cursor = None, limit: Limit = 100
 ) -> Page[LabelOut]:
     job = service.get(session, key.project_id, job_id)
-    rows = list(
-        session.scalars(
-            select(Label)
-            .where(Label.job_id == job.id, Label.id > _id_after(cursor))
-            .order_by(Label.id)
-            .limit(limit + 1)
-        )
-    )
-    more = len(rows) > limit
-    rows = rows[:limit]
-    return Page(
-        items=[LabelOut.model_validate(r) for r in rows],
-        next_cursor=encode_cursor(rows[-1].id) if more else None,
-    )
+    query = select(Label).where(Label.job_id == job.id)
+    rows, next_cursor = id_page(session, query, Label.id, cursor, limit)
+    return Page(items=[LabelOut.model_validate(r) for r in rows], next_cursor=next_cursor)
 
 
 @router.get("/jobs/{job_id}/items", response_model=Page[ItemOut])
@@ -101,16 +86,11 @@ def job_items(
     limit: Limit = 100,
 ) -> Page[ItemOut]:
     job = service.get(session, key.project_id, job_id)
-    query = select(WorkItem).where(WorkItem.job_id == job.id, WorkItem.id > _id_after(cursor))
+    query = select(WorkItem).where(WorkItem.job_id == job.id)
     if state is not None:
         query = query.where(WorkItem.status == state)
-    rows = list(session.scalars(query.order_by(WorkItem.id).limit(limit + 1)))
-    more = len(rows) > limit
-    rows = rows[:limit]
-    return Page(
-        items=[ItemOut.model_validate(r) for r in rows],
-        next_cursor=encode_cursor(rows[-1].id) if more else None,
-    )
+    rows, next_cursor = id_page(session, query, WorkItem.id, cursor, limit)
+    return Page(items=[ItemOut.model_validate(r) for r in rows], next_cursor=next_cursor)
 
 
 @router.get("/workers", response_model=list[WorkerOut], tags=["workers"])
