@@ -47,6 +47,10 @@ class Settings(BaseSettings):
         default=7200.0, gt=0, description="Re-publish queued work whose message may be lost."
     )
 
+    run_lease_seconds: float = Field(
+        default=300.0, gt=0, description="A trainer's claim on a run expires unless it heartbeats."
+    )
+
     # Workers
     worker_engine: Literal["transformers", "vllm", "scripted"] = "transformers"
     worker_models: Annotated[list[str], NoDecode] = Field(

@@ -15,6 +15,7 @@ from services.gateway.constitutions.endpoints import router as constitutions
 from services.gateway.jobs.endpoints import router as jobs
 from services.gateway.keys.endpoints import router as keys
 from services.gateway.limits import BodySizeLimit
+from services.gateway.runs.endpoints import router as runs
 
 
 def create_app(settings: Settings | None = None, engine: Engine | None = None) -> FastAPI:
@@ -29,7 +30,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     app.state.sessions = session_factory(app.state.engine)
     app.state.producer = make_celery(settings, name="charter-gateway")
     errors.install(app)
-    for router in (health.router, constitutions, batches, jobs, keys):
+    for router in (health.router, constitutions, batches, jobs, keys, runs):
         app.include_router(router)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     return app
