@@ -118,7 +118,7 @@ def test_read_only_key_gets_403_on_every_post(
 ) -> None:
     reader = make_headers("alpha", "read")
     posts = [(m, p) for m, p in _v1_routes(app) if m == "POST"]
-    assert len(posts) == 7
+    assert len(posts) >= 7  # every POST route the app has, including later ones
     for method, path in posts:
         response = client.request(method, path, headers=reader, json={})
         assert response.status_code == 403, (path, response.text)
