@@ -128,6 +128,181 @@ class CharterClient:
                 return job
             time.sleep(poll)
 
+    # Training runs
+    def create_run(self, idempotency_key: str | None = None, **spec: Any) -> dict[str, Any]:
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
+        return self.request("POST", "/v1/runs", json=spec, headers=headers)
+
+    def run(self, run_id: str) -> dict[str, Any]:
+        return self.request("GET", f"/v1/runs/{run_id}")
+
+    def run_metrics(self, run_id: str) -> Iterator[dict[str, Any]]:
+        return self._pages(f"/v1/runs/{run_id}/metrics", limit=1000)
+
+    def wait_run(
+        self, run_id: str, *, timeout: float = 24 * 3600, poll: float = 2.0
+    ) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while True:
+            run = self.run(run_id)
+            if run["status"] in {"completed", "failed", "cancelled"} or time.monotonic() > deadline:
+                return run
+            time.sleep(poll)
+
+    def claim_run(self, owner: str, types: list[str] | None = None) -> dict[str, Any] | None:
+        """Lease the oldest queued run (trainer side); None when nothing is queued."""
+        return self.request("POST", "/v1/runs/claim", json={"owner": owner, "types": types})
+
+    def run_heartbeat(self, run_id: str, owner: str) -> dict[str, Any]:
+        return self.request("POST", f"/v1/runs/{run_id}/heartbeat", json={"owner": owner})
+
+    def report_metrics(self, run_id: str, owner: str, points: list[dict[str, Any]]) -> None:
+        self.request("POST", f"/v1/runs/{run_id}/metrics", json={"owner": owner, "points": points})
+
+    def complete_run(self, run_id: str, owner: str, artifact_uri: str) -> dict[str, Any]:
+        body = {"owner": owner, "artifact_uri": artifact_uri}
+        return self.request("POST", f"/v1/runs/{run_id}/complete", json=body)
+
+    def fail_run(self, run_id: str, owner: str, error: str) -> dict[str, Any]:
+        return self.request(
+            "POST", f"/v1/runs/{run_id}/fail", json={"owner": owner, "error": error}
+        )
+
+    # Datasets
+    def create_dataset(
+        self,
+        name: str,
+        kind: str,
+        filter: dict[str, Any] | None = None,
+        mix: dict[str, Any] | None = None,
+        *,
+        idempotency_key: str | None = None,
+    ) -> dict[str, Any]:
+        """Freeze the labels ``filter`` selects (plus ``mix``) into a new version of ``name``."""
+        body: dict[str, Any] = {"name": name, "kind": kind, "filter": filter or {}}
+        if mix is not None:
+            body["mix"] = mix
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
+        return self.request("POST", "/v1/datasets", json=body, headers=headers)
+
+    def dataset(self, ref: str) -> dict[str, Any]:
+        """A version: ``name`` (the latest) or ``name@version``."""
+        return self.request("GET", f"/v1/datasets/{ref}")
+
+    def datasets(self) -> Iterator[dict[str, Any]]:
+        """Every dataset of the project, latest version each."""
+        return self._pages("/v1/datasets")
+
+    def upload_dataset(
+        self, name: str, path: Path | str, kind: str | None = None
+    ) -> dict[str, Any]:
+        """JSONL rows in TRL shape as a new version of ``name`` (``kind`` for a new dataset)."""
+        return self.request(
+            "POST",
+            f"/v1/datasets/{name}/upload",
+            params={"kind": kind} if kind else {},
+            content=Path(path).read_bytes(),
+            headers={"Content-Type": "application/x-ndjson"},
+        )
+
+    def export_dataset(
+        self,
+        ref: str,
+        dest: Path | str,
+        format: str = "jsonl",
+        *,
+        verify: bool = True,
+        retries: int = 5,
+        resume: bool = False,
+    ) -> dict[str, Any]:
+        """Stream a version to ``dest``; return ``{ref, path, format, rows, checksum, retries}``.
+
+        A dropped connection is resumed from the last complete JSONL line (Parquet
+        starts over), pinned to the version first served. ``resume=True`` also
+        continues a partial JSONL file already at ``dest``. With ``verify`` the
+        JSONL file's sha256 must equal the version's checksum (``ChecksumMismatch``
+        otherwise) and the row count must match.
+        """
+        import hashlib
+
+        dest = Path(dest)
+        jsonl = format == "jsonl"
+        rows, good = 0, 0  # complete JSONL rows on disk, and the bytes they fill
+        if jsonl and resume and dest.exists():
+            data = dest.read_bytes()
+            good = data.rfind(b"\n") + 1
+            rows = data.count(b"\n", 0, good)
+            del data
+        with dest.open("r+b" if good else "wb") as out:
+            out.truncate(good)
+        attempts = 0
+        info: dict[str, Any] = {}
+        while True:
+            params = {"format": format, "start": rows}
+            try:
+                with (
+                    self._http.stream(
+                        "GET", f"/v1/datasets/{info.get('ref', ref)}/export", params=params
+                    ) as response,
+                    dest.open("ab") as out,
+                ):
+                    if response.status_code >= 400:
+                        response.read()
+                        try:
+                            error = response.json()
+                        except ValueError:
+                            error = {"error": "http_error", "detail": response.text}
+                        raise CharterAPIError(response.status_code, error)
+                    info = {
+                        "ref": response.headers.get("x-dataset-ref", ref),
+                        "checksum": response.headers.get("x-checksum-sha256"),
+                        "rows": int(response.headers.get("x-row-count", "0")),
+                    }
+                    for chunk in response.iter_bytes():
+                        out.write(chunk)
+                        if jsonl and (end := chunk.rfind(b"\n")) >= 0:
+                            good = out.tell() - len(chunk) + end + 1
+                            rows += chunk.count(b"\n")
+                break
+            except httpx.TransportError:
+                attempts += 1
+                if attempts > retries:
+                    raise
+                with dest.open("r+b") as out:
+                    out.truncate(good if jsonl else 0)
+                rows = rows if jsonl else 0
+                time.sleep(min(0.2 * 2**attempts, 5.0))
+        if verify:
+            if jsonl:
+                digest = hashlib.sha256()
+                with dest.open("rb") as f:
+                    while block := f.read(1 << 20):
+                        digest.update(block)
+                if digest.hexdigest() != info["checksum"] or rows != info["rows"]:
+                    raise ChecksumMismatch(
+                        f"{dest}: sha256 {digest.hexdigest()} over {rows} rows, expected "
+                        f"{info['checksum']} over {info['rows']} rows"
+                    )
+            else:
+                try:
+                    import pyarrow.parquet as pq
+                except ImportError:  # pyarrow is optional for the SDK
+                    pq = None
+                if pq is not None and pq.read_metadata(dest).num_rows != info["rows"]:
+                    raise ChecksumMismatch(f"{dest}: not {info['rows']} rows")
+        return {
+            "ref": info["ref"],
+            "path": str(dest),
+            "format": format,
+            "rows": info["rows"],
+            "checksum": info["checksum"],
+            "retries": attempts,
+        }
+
 
 def dump(value: Any) -> str:
     return json.dumps(value, indent=2, ensure_ascii=False)
+
+
+class ChecksumMismatch(Exception):
+    """An exported file does not match the version's checksum or row count."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Annotated
 
@@ -252,3 +253,67 @@ def demo(
     from charter.cli.demo import run_demo
 
     run_demo(prompts=prompts, limit=limit, max_tokens=max_tokens, out=out, console=console)
+
+
+trainer_app = typer.Typer(help="The trainer service.", no_args_is_help=True)
+app.add_typer(trainer_app, name="trainer")
+
+
+@trainer_app.command("run")
+def trainer_run(
+    once: Annotated[bool, typer.Option(help="Run at most one queued run, then exit.")] = False,
+    poll: float = 5.0,
+) -> None:
+    """Claim queued training runs over the API and execute them (never touches the database)."""
+    import logging
+
+    from services.trainer.service import TrainerService
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    service = TrainerService(CharterClient(), get_settings())
+    if once:
+        run = service.run_once()
+        typer.echo(dump(run) if run else "no queued run")
+        return
+    service.run_forever(poll)
+
+
+@app.command()
+def train(
+    run_type: Annotated[str, typer.Argument(help="sft, pm, dpo or ppo")],
+    dataset: Annotated[str, typer.Option(help="Dataset name or name@version.")],
+    base_model: Annotated[str, typer.Option(help="Model name or run:<id>.")] = "smollm2",
+    reward_run: Annotated[str | None, typer.Option(help="PPO: the PM run id.")] = None,
+    reference_model: Annotated[str | None, typer.Option(help="PPO: KL reference model.")] = None,
+    config: Annotated[str, typer.Option(help="JSON object of trainer config fields.")] = "{}",
+    watch: Annotated[bool, typer.Option(help="Follow the run until it ends.")] = False,
+) -> None:
+    """Queue a training run (a trainer service picks it up)."""
+    try:
+        overrides = json.loads(config)
+    except json.JSONDecodeError as exc:
+        console.print(f"[red]error[/red] --config is not JSON: {exc}")
+        raise typer.Exit(2) from exc
+    spec: dict[str, object] = {
+        "type": run_type,
+        "dataset": dataset,
+        "base_model": base_model,
+        "config": overrides,
+    }
+    if reward_run:
+        spec["reward_run"] = reward_run
+    if reference_model:
+        spec["reference_model"] = reference_model
+    with _client() as client:
+        run = _api(lambda: client.create_run(**spec))
+        console.print(f"run {run['id']} ({run['type']} on {run['dataset']}) {run['status']}")
+        if watch:
+            with console.status("training") as status:
+                while run["status"] in {"queued", "running"}:
+                    time.sleep(2)
+                    run = client.run(run["id"])
+                    shown = ", ".join(
+                        f"{k}={v:.4g}" for k, v in (run.get("last_metrics") or {}).items()
+                    )
+                    status.update(f"{run['status']} {shown}")
+        typer.echo(dump(run) if watch else run["id"])

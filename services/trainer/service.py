@@ -1,0 +1,244 @@
+"""The trainer service: claims queued training runs over the API and runs them.
+
+It never touches the database. For each run it pulls the frozen dataset version
+over the API (checksum-verified), trains, streams metrics back, saves the model
+directory and a config/metrics record to the artifact store, and marks the run
+completed, or failed with the reason. A heartbeat thread keeps the lease; a
+trainer that vanishes loses it and another trainer picks the run up.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import os
+import random
+import socket
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from charter.client import CharterAPIError, CharterClient
+from charter.model_store import resolve_model
+from charter.settings import Settings
+
+log = logging.getLogger(__name__)
+ALIVE_FILE = Path("/tmp/charter-trainer-alive")  # container healthcheck
+RUN_KEYS = {"base_model", "reward_run", "reference_model", "dataset", "eval_fraction"}
+
+
+class RunConfigError(ValueError):
+    pass
+
+
+def read_rows(path: Path) -> list[dict[str, Any]]:
+    with path.open(encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def split(
+    rows: list[dict[str, Any]], eval_fraction: float, seed: int = 0
+) -> tuple[list, list | None]:
+    """A deterministic held-out split (None when too few rows to hold any out)."""
+    n_eval = int(len(rows) * eval_fraction)
+    if n_eval < 1 or len(rows) - n_eval < 1:
+        return rows, None
+    order = list(range(len(rows)))
+    random.Random(seed).shuffle(order)
+    held = set(order[:n_eval])
+    return [r for i, r in enumerate(rows) if i not in held], [rows[i] for i in sorted(held)]
+
+
+def build_config(config_cls: type, overrides: dict[str, Any]) -> Any:
+    """The trainer config from a run's overrides; unknown keys are an error, not ignored."""
+    known = {f.name for f in fields(config_cls)}
+    unknown = sorted(set(overrides) - known)
+    if unknown:
+        raise RunConfigError(f"config: unknown field(s) {unknown} for {config_cls.__name__}")
+    try:
+        return config_cls(**overrides)
+    except (TypeError, ValueError) as exc:
+        raise RunConfigError(f"config: {exc}") from exc
+
+
+@dataclass
+class MetricsSink:
+    """Buffers metrics and posts them in batches (at most one request per ``every`` s)."""
+
+    post: Callable[[list[dict[str, Any]]], None]
+    every: float = 2.0
+
+    def __post_init__(self) -> None:
+        self.points: list[dict[str, Any]] = []
+        self.last = 0.0
+
+    def __call__(self, step: int, metrics: dict[str, float]) -> None:
+        clean = {k: float(v) for k, v in metrics.items() if isinstance(v, int | float)}
+        if clean:
+            self.points.append({"step": int(step), "metrics": clean})
+        if time.monotonic() - self.last >= self.every:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.points:
+            self.post(self.points)
+            self.points = []
+        self.last = time.monotonic()
+
+
+class TrainerService:
+    def __init__(self, client: CharterClient, settings: Settings, owner: str | None = None) -> None:
+        self.client = client
+        self.settings = settings
+        self.owner = owner or f"{socket.gethostname()}:{os.getpid()}"
+
+    # ------------------------------------------------------------------ loop
+
+    def run_forever(self, poll: float = 5.0, stop: threading.Event | None = None) -> None:
+        while stop is None or not stop.is_set():
+            ALIVE_FILE.touch()
+            if self.run_once() is None:
+                time.sleep(poll)
+
+    def run_once(self, types: list[str] | None = None) -> dict[str, Any] | None:
+        """Claim one run and execute it; returns the final run, or None if none was queued."""
+        run = self.client.claim_run(self.owner, types)
+        if run is None:
+            return None
+        log.info("run %s (%s) claimed by %s", run["id"], run["type"], self.owner)
+        stop = self._keep_lease(run["id"])
+        try:
+            artifact = self.execute(run)
+        except Exception as exc:  # report every failure with its cause, then move on
+            log.exception("run %s failed", run["id"])
+            reason = f"{type(exc).__name__}: {exc}"
+            if not isinstance(exc, RunConfigError | CharterAPIError):
+                reason += "\n" + "".join(traceback.format_exc(limit=-3))
+            return self.client.fail_run(run["id"], self.owner, reason[:20_000])
+        finally:
+            stop.set()
+        return self.client.complete_run(run["id"], self.owner, artifact.resolve().as_uri())
+
+    def _keep_lease(self, run_id: str) -> threading.Event:
+        stop = threading.Event()
+        interval = self.settings.run_lease_seconds / 3
+
+        def beat() -> None:
+            while not stop.wait(interval):
+                try:
+                    self.client.run_heartbeat(run_id, self.owner)
+                    ALIVE_FILE.touch()
+                except Exception as exc:  # the API blipped; the next beat retries
+                    log.warning("heartbeat for run %s failed: %s", run_id, exc)
+
+        threading.Thread(target=beat, name="run-heartbeat", daemon=True).start()
+        return stop
+
+    # ------------------------------------------------------------------ one run
+
+    def model_dir(self, name: str) -> Path:
+        """A model name the trainer can load, or ``run:<id>``: the artifact of that run."""
+        if name.startswith("run:"):
+            run = self.client.run(name[4:])
+            uri = run.get("artifact_uri") or ""
+            if run["status"] != "completed" or not uri.startswith("file://"):
+                raise RunConfigError(f"{name} has no local model artifact")
+            return Path(uri.removeprefix("file://"))
+        return resolve_model(name, self.settings.models, self.settings.models_dir)
+
+    def execute(self, run: dict[str, Any]) -> Path:
+        workdir = (self.settings.artifacts_dir / "runs" / run["id"]).resolve()
+        workdir.mkdir(parents=True, exist_ok=True)
+        config = dict(run["config"])
+        overrides = {k: v for k, v in config.items() if k not in RUN_KEYS}
+        data = workdir / "dataset.jsonl"
+        self.client.export_dataset(config["dataset"], data, verify=True)
+        rows = read_rows(data)
+        if not rows:
+            raise RunConfigError(f"dataset {config['dataset']} has no rows")
+        train_rows, eval_rows = split(rows, float(config.get("eval_fraction", 0.1)))
+        sink = MetricsSink(lambda points: self.client.report_metrics(run["id"], self.owner, points))
+        output = workdir / "model"
+        base = self.model_dir(config["base_model"])
+        kind = run["type"]
+        if kind == "sft":
+            from services.trainer.sft_config import SFTConfig
+            from services.trainer.sft_trainer import train_sft
+
+            result = train_sft(
+                base, train_rows, eval_rows, build_config(SFTConfig, overrides), output, report=sink
+            )
+        elif kind == "pm":
+            from services.trainer.pm_config import PMConfig
+            from services.trainer.pm_trainer import train_pm
+
+            result = train_pm(
+                base, train_rows, eval_rows, build_config(PMConfig, overrides), output, report=sink
+            )
+        elif kind == "dpo":
+            from services.trainer.dpo_config import DPOConfig
+            from services.trainer.dpo_trainer import train_dpo
+
+            result = train_dpo(
+                base, train_rows, eval_rows, build_config(DPOConfig, overrides), output, report=sink
+            )
+        elif kind == "ppo":
+            result = self._ppo(config, overrides, rows, base, output, sink)
+        else:
+            raise RunConfigError(f"unknown run type {kind!r}")
+        sink.flush()
+        log.info("run %s finished: %s", run["id"], getattr(result, "metrics", result))
+        return output
+
+    def _ppo(
+        self,
+        config: dict[str, Any],
+        overrides: dict[str, Any],
+        rows: list[dict[str, Any]],
+        base: Path,
+        output: Path,
+        sink: MetricsSink,
+    ) -> dict[str, float]:
+        """PPO against the PM of ``reward_run`` with a KL penalty to ``reference_model``."""
+        from transformers import (
+            AutoModelForCausalLM,
+            AutoModelForSequenceClassification,
+            AutoTokenizer,
+        )
+
+        from services.trainer.ppo_config import PPOConfig
+        from services.trainer.ppo_trainer import PPOTrainer, pm_reward
+
+        ppo_config = build_config(PPOConfig, overrides)
+        prompts = [_prompt_text(r) for r in rows]
+        tokenizer = AutoTokenizer.from_pretrained(base)
+        policy = AutoModelForCausalLM.from_pretrained(base)
+        reference = AutoModelForCausalLM.from_pretrained(self.model_dir(config["reference_model"]))
+        pm_dir = self.model_dir(f"run:{config['reward_run']}")
+        pm = AutoModelForSequenceClassification.from_pretrained(pm_dir, num_labels=1)
+        trainer = PPOTrainer(
+            policy,
+            reference,
+            tokenizer,
+            pm_reward(pm, AutoTokenizer.from_pretrained(pm_dir)),
+            ppo_config,
+        )
+        history = trainer.train(itertools.cycle(prompts), report=sink)
+        trainer.save(output)
+        return history[-1] if history else {}
+
+
+def _prompt_text(row: dict[str, Any]) -> str:
+    """The last user turn of a dataset row's prompt (PPO samples fresh responses to it)."""
+    prompt = row["prompt"]
+    if isinstance(prompt, str):
+        return prompt
+    users = [m["content"] for m in prompt if m.get("role") == "user"]
+    if not users:
+        raise RunConfigError("a prompt row has no user turn")
+    return users[-1]
