@@ -1,0 +1,1 @@
+"""Trainer service: trains models on the datasets Charter exports (PM, SFT, DPO, PPO)."""

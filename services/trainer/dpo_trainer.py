@@ -1,0 +1,91 @@
+"""DPO on Charter's preference rows with TRL's ``DPOTrainer``; the reference is a frozen copy.
+
+The rows are TRL's conversational preference format (``prompt``, ``chosen``,
+``rejected``). DPO reads those three columns: the soft label and the provenance
+are dropped, so every row counts as a hard preference. The reference policy is
+a frozen copy of the starting weights, made before TRL touches the model.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from transformers import (
+    AutoModelForCausalLM,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+    TrainerCallback,
+)
+from trl import DPOTrainer
+
+from services.trainer.dpo_config import DPOConfig
+from services.trainer.pm_trainer import (
+    Report,
+    ReportCallback,
+    Rows,
+    rows_dataset,
+    write_training_record,
+)
+
+COLUMNS = ("prompt", "chosen", "rejected")
+"""What DPO reads from a row; ``chosen_probability`` and provenance are dropped."""
+
+
+def frozen_copy(model: PreTrainedModel) -> PreTrainedModel:
+    """An independent, gradient-free copy of ``model`` in eval mode: the DPO reference."""
+    reference = copy.deepcopy(model)
+    reference.requires_grad_(False)
+    return reference.eval()
+
+
+@dataclass(frozen=True)
+class DPOResult:
+    output_dir: Path
+    """The saved policy directory (weights, config, tokenizer, ``charter-training.json``)."""
+    config_hash: str
+    global_step: int
+    metrics: dict[str, float]
+    """Training summary (``train_loss``, ``train_samples_per_second``, ...) and ``eval_*``."""
+
+
+def train_dpo(
+    model_or_path: str | Path | PreTrainedModel,
+    train_rows: Rows,
+    eval_rows: Rows | None,
+    config: DPOConfig,
+    output_dir: str | Path,
+    *,
+    tokenizer: PreTrainedTokenizerBase | None = None,
+    report: Report | None = None,
+    callbacks: list[TrainerCallback] | None = None,
+) -> DPOResult:
+    """Train a causal LM with DPO on preference rows, evaluate it, save it to ``output_dir``.
+
+    ``model_or_path``: a model directory or a causal-LM instance (trained in place).
+    ``tokenizer`` defaults to the one in the model directory and needs a chat template.
+    """
+    output_dir = Path(output_dir)
+    if isinstance(model_or_path, str | Path):
+        model = AutoModelForCausalLM.from_pretrained(str(model_or_path), dtype=torch.float32)
+    else:
+        model = model_or_path
+    eval_dataset = None if eval_rows is None else rows_dataset(eval_rows, COLUMNS, COLUMNS)
+    trainer = DPOTrainer(
+        model=model,
+        ref_model=frozen_copy(model),
+        args=config.training_args(output_dir, evaluate=eval_dataset is not None),
+        train_dataset=rows_dataset(train_rows, COLUMNS, COLUMNS),
+        eval_dataset=eval_dataset,
+        processing_class=tokenizer,
+        callbacks=[*(callbacks or []), *([ReportCallback(report)] if report else [])],
+    )
+    metrics = {k: float(v) for k, v in trainer.train().metrics.items()}
+    if eval_dataset is not None:
+        metrics |= trainer.evaluate()  # also logged, so ``report`` receives it
+    trainer.save_model(str(output_dir))
+    step = trainer.state.global_step
+    write_training_record(output_dir, "dpo", config, step, metrics=metrics)
+    return DPOResult(output_dir, config.compute_hash(), step, metrics)
