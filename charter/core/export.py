@@ -8,6 +8,7 @@ label, the probability that ``chosen`` is the better response.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from charter.core.labels import chosen_rejected
@@ -55,3 +56,56 @@ def preference_row(label: dict[str, Any], *, provenance: bool = True) -> dict[st
     }
     extra = {"swap_disagreement": label.get("swap_disagreement")} | _provenance(label)
     return row | (extra if provenance else {})
+
+
+# --------------------------------------------------------------------------- datasets
+
+SFT_KINDS = ("sl_cai", "critique", "revise")
+"""Label kinds whose final text is an SFT completion."""
+PREFERENCE_KINDS = ("rl_cai", "compare")
+"""Label kinds that carry a soft A/B preference label."""
+LABEL_KINDS = {"sft": SFT_KINDS, "preference": PREFERENCE_KINDS}
+"""Dataset kind -> the label kinds it can hold."""
+
+PROVENANCE_COLUMNS = tuple(f"label_{k}" if k == "id" else k for k in PROVENANCE)
+SFT_COLUMNS = ("prompt", "completion", *PROVENANCE_COLUMNS)
+"""The fixed columns of an SFT export, in order (``sft_row`` with provenance)."""
+PREFERENCE_COLUMNS = (
+    "prompt",
+    "chosen",
+    "rejected",
+    "chosen_probability",
+    "swap_disagreement",
+    *PROVENANCE_COLUMNS,
+)
+"""The fixed columns of a preference export, in order (``preference_row`` with provenance)."""
+COLUMNS = {"sft": SFT_COLUMNS, "preference": PREFERENCE_COLUMNS}
+
+_NO_PROVENANCE: dict[str, Any] = dict.fromkeys(PROVENANCE_COLUMNS)
+
+
+def user_row(kind: str, row: dict[str, Any]) -> dict[str, Any]:
+    """A user-supplied row (already in TRL shape) in the export's fixed columns.
+
+    It has no label, so the provenance columns are null.
+    """
+    if kind == "sft":
+        return {"prompt": row["prompt"], "completion": row["completion"]} | _NO_PROVENANCE
+    return {
+        "prompt": row["prompt"],
+        "chosen": row["chosen"],
+        "rejected": row["rejected"],
+        "chosen_probability": row.get("chosen_probability", 1.0),
+        "swap_disagreement": None,
+    } | _NO_PROVENANCE
+
+
+_encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
+
+
+def jsonl_line(row: dict[str, Any]) -> str:
+    """The canonical JSONL line of an export row: compact, UTF-8 text, keys in column order.
+
+    A dataset version's checksum is the sha256 of its rows' lines, concatenated.
+    """
+    return _encode(row) + "\n"

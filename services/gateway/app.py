@@ -12,6 +12,7 @@ from charter.settings import Settings, get_settings
 from services.gateway import errors, health
 from services.gateway.batches.endpoints import router as batches
 from services.gateway.constitutions.endpoints import router as constitutions
+from services.gateway.datasets.endpoints import router as datasets
 from services.gateway.jobs.endpoints import router as jobs
 from services.gateway.keys.endpoints import router as keys
 from services.gateway.limits import BodySizeLimit
@@ -30,7 +31,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     app.state.sessions = session_factory(app.state.engine)
     app.state.producer = make_celery(settings, name="charter-gateway")
     errors.install(app)
-    for router in (health.router, constitutions, batches, jobs, keys, runs):
+    for router in (health.router, constitutions, batches, jobs, keys, runs, datasets):
         app.include_router(router)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     return app

@@ -1,0 +1,139 @@
+from __future__ import annotations
+
+from typing import Literal
+
+from fastapi import APIRouter, Query, Request, status
+from fastapi.responses import StreamingResponse
+from sqlalchemy import select
+from starlette.concurrency import run_in_threadpool
+
+from charter.db.models import Dataset, DatasetVersion
+from charter.errors import Invalid
+from services.gateway.datasets import export, service
+from services.gateway.datasets.schemas import DatasetCreate, DatasetKind, DatasetVersionOut
+from services.gateway.deps import Cursor, Limit, ReadKey, SessionDep, SettingsDep, SubmitKey
+from services.gateway.pagination import Page, keyset
+from services.gateway.routing import UnitOfWorkRoute
+
+router = APIRouter(prefix="/v1/datasets", tags=["datasets"], route_class=UnitOfWorkRoute)
+
+MEDIA_TYPES = {"jsonl": "application/x-ndjson", "parquet": "application/vnd.apache.parquet"}
+
+
+def _out(dataset: Dataset, version: DatasetVersion) -> DatasetVersionOut:
+    return DatasetVersionOut(
+        name=dataset.name,
+        kind=dataset.kind,
+        version=version.version,
+        ref=f"{dataset.name}@{version.version}",
+        source="upload" if version.filter.get("upload") else "labels",
+        row_count=version.row_count,
+        checksum=version.checksum,
+        filter=version.filter,
+        mix=version.mix,
+        created_at=version.created_at,
+    )
+
+
+@router.post(
+    "",
+    response_model=DatasetVersionOut,
+    status_code=status.HTTP_201_CREATED,
+    summary="Freeze the labels a filter selects (and any mixed rows) into a new version",
+)
+def create_dataset(body: DatasetCreate, session: SessionDep, key: SubmitKey) -> DatasetVersionOut:
+    return _out(*service.create(session, key.project_id, body))
+
+
+@router.get("", response_model=Page[DatasetVersionOut], summary="Datasets, latest version each")
+def list_datasets(
+    session: SessionDep, key: ReadKey, cursor: Cursor = None, limit: Limit = 100
+) -> Page[DatasetVersionOut]:
+    query = select(Dataset).where(Dataset.project_id == key.project_id)
+    rows, next_cursor = keyset(session, query, Dataset.created_at, Dataset.id, cursor, limit)
+    latest = service.latest_versions(session, rows)
+    return Page(items=[_out(d, latest[d.id]) for d in rows], next_cursor=next_cursor)
+
+
+@router.get("/{ref}", response_model=DatasetVersionOut, summary="A version (name or name@version)")
+def get_dataset(ref: str, session: SessionDep, key: ReadKey) -> DatasetVersionOut:
+    return _out(*service.resolve(session, key.project_id, ref))
+
+
+@router.get("/{name}/versions", response_model=list[DatasetVersionOut])
+def list_versions(name: str, session: SessionDep, key: ReadKey) -> list[DatasetVersionOut]:
+    dataset, rows = service.versions(session, key.project_id, name)
+    return [_out(dataset, v) for v in rows]
+
+
+@router.post(
+    "/{name}/upload",
+    response_model=DatasetVersionOut,
+    status_code=status.HTTP_201_CREATED,
+    summary="Upload JSONL rows in TRL shape as a new version",
+    description=(
+        "sft: one `{prompt, completion}` (text or messages) or `{messages}` per line; "
+        "preference: one `{prompt, chosen, rejected[, chosen_probability]}` per line."
+    ),
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/x-ndjson": {"schema": {"type": "string"}}},
+        }
+    },
+)
+async def upload_dataset(
+    name: str,
+    request: Request,
+    session: SessionDep,
+    settings: SettingsDep,
+    key: SubmitKey,
+    kind: DatasetKind | None = Query(default=None, description="Required for a new dataset."),
+) -> DatasetVersionOut:
+    service.check_name(name)
+    body = await request.body()
+
+    def store() -> DatasetVersionOut:
+        dataset_kind = service.upload_kind(session, key.project_id, name, kind)
+        rows = service.parse_jsonl(body, dataset_kind, settings.max_batch_rows)
+        return _out(*service.upload(session, key.project_id, name, dataset_kind, rows))
+
+    return await run_in_threadpool(store)
+
+
+@router.get(
+    "/{ref}/export",
+    response_class=StreamingResponse,
+    summary="Stream a version as JSONL or Parquet (resumable with start)",
+    responses={
+        200: {
+            "content": {media: {} for media in MEDIA_TYPES.values()},
+            "description": "Rows start .. row_count - 1. X-Checksum-SHA256 is the sha256 of "
+            "the version's full JSONL export; X-Row-Count its number of rows.",
+        }
+    },
+)
+def export_dataset(
+    ref: str,
+    request: Request,
+    session: SessionDep,
+    key: ReadKey,
+    format: Literal["jsonl", "parquet"] = Query(default="jsonl"),
+    start: int = Query(default=0, ge=0, description="First row (0-based): resume after k rows."),
+) -> StreamingResponse:
+    dataset, version = service.resolve(session, key.project_id, ref)
+    if start > version.row_count:
+        raise Invalid(
+            f"start {start} is past the last row ({version.row_count} rows)", field="start"
+        )
+    stream = export.jsonl if format == "jsonl" else export.parquet
+    body = stream(request.app.state.sessions, version.id, dataset.kind, start, version.row_count)
+    filename = f"{dataset.name}-{version.version}.{format}"
+    headers = {
+        "X-Checksum-SHA256": version.checksum or "",
+        "X-Row-Count": str(version.row_count),
+        "X-Start": str(start),
+        "X-Dataset-Ref": f"{dataset.name}@{version.version}",
+        "Content-Disposition": f'attachment; filename="{filename}"',
+    }
+    return StreamingResponse(body, media_type=MEDIA_TYPES[format], headers=headers)

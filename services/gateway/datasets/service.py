@@ -1,0 +1,380 @@
+"""Datasets: filters frozen into immutable, numbered versions; uploads; mixing.
+
+A version's rows live in ``dataset_rows`` as ``seq = 0 .. row_count - 1``. Label
+rows are chosen and numbered by one ``INSERT ... SELECT`` (so a million labels
+never pass through Python); mixed-in rows are copied from the source version by
+a second one. Nothing updates or deletes a version's rows afterwards, and the
+labels they point to cannot be deleted while they are referenced.
+
+Interleaving: with ``n`` label rows and ``m`` mixed rows (``N = n + m``), label
+``i`` (in label-id order) goes to ``seq = floor(i * N / n)`` and mixed row ``j``
+(in draw order) to ``ceil((j + 1) * N / m) - 1``; the two sets partition
+``0 .. N - 1`` and spread the mixed rows evenly.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import re
+from collections.abc import Iterable
+from datetime import UTC
+from itertools import islice
+from typing import Any
+
+from pydantic import ValidationError
+from sqlalchemy import (
+    ColumnElement,
+    and_,
+    case,
+    false,
+    func,
+    insert,
+    literal,
+    or_,
+    select,
+    text,
+)
+from sqlalchemy.orm import Session
+
+from charter.core.constitution import parse_ref
+from charter.core.export import LABEL_KINDS
+from charter.db.models import (
+    Constitution,
+    ConstitutionVersion,
+    Dataset,
+    DatasetRow,
+    DatasetVersion,
+    Job,
+    Label,
+    as_utc,
+)
+from charter.errors import Conflict, Invalid, NotFound
+from services.gateway.datasets import export
+from services.gateway.datasets.schemas import (
+    NAME_PATTERN,
+    UPLOAD_MODELS,
+    DatasetCreate,
+    DatasetFilter,
+    MixSpec,
+)
+
+INSERT_CHUNK = 5_000
+_NAME = re.compile(NAME_PATTERN)
+
+
+# --------------------------------------------------------------------------- look-ups
+
+
+def _dataset(session: Session, project_id: str, name: str) -> Dataset | None:
+    return session.scalar(
+        select(Dataset).where(Dataset.project_id == project_id, Dataset.name == name)
+    )
+
+
+def resolve(
+    session: Session, project_id: str, ref: str, *, field: str = "ref", missing: type = NotFound
+) -> tuple[Dataset, DatasetVersion]:
+    """``name`` (latest version) or ``name@version`` within the project."""
+    name, at, number = ref.strip().partition("@")
+    dataset = _dataset(session, project_id, name) if _NAME.match(name) else None
+    if dataset is None or (at and not number.isdigit()):
+        raise missing(f"dataset {ref!r} not found", field=field)
+    query = select(DatasetVersion).where(DatasetVersion.dataset_id == dataset.id)
+    if at:
+        query = query.where(DatasetVersion.version == int(number))
+    else:
+        query = query.order_by(DatasetVersion.version.desc()).limit(1)
+    version = session.scalar(query)
+    if version is None:
+        raise missing(f"dataset {ref!r} not found", field=field)
+    return dataset, version
+
+
+def versions(session: Session, project_id: str, name: str) -> tuple[Dataset, list[DatasetVersion]]:
+    dataset = _dataset(session, project_id, name)
+    if dataset is None:
+        raise NotFound(f"dataset {name!r} not found", field="name")
+    rows = session.scalars(
+        select(DatasetVersion)
+        .where(DatasetVersion.dataset_id == dataset.id)
+        .order_by(DatasetVersion.version)
+    )
+    return dataset, list(rows)
+
+
+def latest_versions(session: Session, datasets: list[Dataset]) -> dict[str, DatasetVersion]:
+    if not datasets:
+        return {}
+    newest = (
+        select(DatasetVersion.dataset_id, func.max(DatasetVersion.version).label("version"))
+        .where(DatasetVersion.dataset_id.in_([d.id for d in datasets]))
+        .group_by(DatasetVersion.dataset_id)
+        .subquery()
+    )
+    rows = session.scalars(
+        select(DatasetVersion).join(
+            newest,
+            and_(
+                newest.c.dataset_id == DatasetVersion.dataset_id,
+                newest.c.version == DatasetVersion.version,
+            ),
+        )
+    )
+    return {v.dataset_id: v for v in rows}
+
+
+def upload_kind(session: Session, project_id: str, name: str, kind: str | None) -> str:
+    """The kind an upload to ``name`` is validated as: the dataset's, or the one given."""
+    return _dataset_for(session, project_id, name, kind).kind
+
+
+def _dataset_for(session: Session, project_id: str, name: str, kind: str | None) -> Dataset:
+    """The named dataset, created on first use; its kind never changes."""
+    dataset = _dataset(session, project_id, name)
+    if dataset is None:
+        if kind is None:
+            raise Invalid(
+                f"dataset {name!r} is new: say its kind (sft or preference)", field="kind"
+            )
+        dataset = Dataset(project_id=project_id, name=name, kind=kind)
+        session.add(dataset)
+        session.flush()
+    elif kind is not None and dataset.kind != kind:
+        raise Invalid(f"dataset {name!r} holds {dataset.kind} rows, not {kind}", field="kind")
+    return dataset
+
+
+def _new_version(session: Session, dataset: Dataset, **values: Any) -> DatasetVersion:
+    latest = session.scalar(
+        select(func.max(DatasetVersion.version)).where(DatasetVersion.dataset_id == dataset.id)
+    )
+    version = DatasetVersion(dataset_id=dataset.id, version=(latest or 0) + 1, **values)
+    session.add(version)
+    session.flush()
+    return version
+
+
+# --------------------------------------------------------------------------- filters
+
+
+def _conditions(
+    session: Session, project_id: str, kind: str, spec: DatasetFilter
+) -> tuple[list[ColumnElement[bool]], dict[str, Any]]:
+    """SQL conditions on ``labels`` for the filter, and the filter as recorded."""
+    allowed = LABEL_KINDS[kind]
+    kinds = list(spec.kinds or allowed)
+    for label_kind in kinds:
+        if label_kind not in allowed:
+            raise Invalid(
+                f"label kind {label_kind!r} has no {kind} rows "
+                f"(a {kind} dataset takes {', '.join(allowed)})",
+                field="filter.kinds",
+            )
+    conditions: list[ColumnElement[bool]] = [
+        Label.project_id == project_id,
+        Label.kind.in_(kinds),
+        Label.completion.is_not(None) if kind == "sft" else Label.p_a.is_not(None),
+    ]
+    if spec.job_ids is not None:
+        job_ids = list(dict.fromkeys(spec.job_ids))
+        found = set(
+            session.scalars(select(Job.id).where(Job.id.in_(job_ids), Job.project_id == project_id))
+        )
+        for job_id in job_ids:
+            if job_id not in found:
+                raise Invalid(f"job {job_id!r} not found", field="filter.job_ids")
+        conditions.append(Label.job_id.in_(job_ids))
+    if spec.constitution is not None:
+        conditions.append(
+            Label.constitution_version_id.in_(_constitution_versions(session, project_id, spec))
+        )
+    if kind != "preference":
+        for name in ("min_confidence", "exclude_swap_disagreements"):
+            if getattr(spec, name) not in (None, False):
+                raise Invalid(f"{name} applies to preference datasets only", field=f"filter.{name}")
+    if spec.min_confidence is not None:
+        chosen = case((Label.p_a >= 0.5, Label.p_a), else_=1.0 - Label.p_a)
+        conditions.append(chosen >= spec.min_confidence)
+    if spec.exclude_swap_disagreements:
+        conditions.append(
+            or_(Label.swap_disagreement.is_(None), Label.swap_disagreement == false())
+        )
+    if spec.created_after is not None:
+        conditions.append(Label.created_at >= as_utc(spec.created_after).astimezone(UTC))
+    if spec.created_before is not None:
+        conditions.append(Label.created_at < as_utc(spec.created_before).astimezone(UTC))
+    recorded = spec.model_dump(mode="json", exclude_none=True) | {"kinds": kinds}
+    return conditions, recorded
+
+
+def _constitution_versions(session: Session, project_id: str, spec: DatasetFilter) -> list[str]:
+    ref = spec.constitution or ""
+    try:
+        name, number = parse_ref(ref)
+    except ValueError as exc:
+        raise Invalid(str(exc), field="filter.constitution") from exc
+    query = (
+        select(ConstitutionVersion.id)
+        .join(Constitution, Constitution.id == ConstitutionVersion.constitution_id)
+        .where(Constitution.project_id == project_id, Constitution.name == name)
+    )
+    if number is not None:
+        query = query.where(ConstitutionVersion.version == number)
+    ids = list(session.scalars(query))
+    if not ids:
+        raise Invalid(f"constitution {ref!r} not found", field="filter.constitution")
+    return ids
+
+
+# --------------------------------------------------------------------------- freezing
+
+
+def mixed_count(ratio: float, label_rows: int, available: int) -> int:
+    """round(ratio / (1 - ratio) * n), half up, capped by the source's size."""
+    return min(math.floor(ratio / (1.0 - ratio) * label_rows + 0.5), available)
+
+
+def mixed_positions(label_rows: int, mixed: int) -> list[int]:
+    """The ``seq`` of mixed row ``j`` for ``j = 0 .. mixed - 1`` (see the module doc)."""
+    total = label_rows + mixed
+    return [((j + 1) * total + mixed - 1) // mixed - 1 for j in range(mixed)]
+
+
+def create(
+    session: Session, project_id: str, spec: DatasetCreate
+) -> tuple[Dataset, DatasetVersion]:
+    """Freeze the labels the filter selects now (and any mixed rows) into a new version."""
+    conditions, recorded = _conditions(session, project_id, spec.kind, spec.filter)
+    n, max_id = session.execute(select(func.count(), func.max(Label.id)).where(*conditions)).one()
+    if n == 0:
+        raise Invalid("the filter matches no labels", field="filter")
+    source: DatasetVersion | None = None
+    mixed = 0
+    mix: dict[str, Any] | None = None
+    if spec.mix is not None:
+        source, mix = _mix_source(session, project_id, spec.kind, spec.mix)
+        mixed = mixed_count(spec.mix.ratio, n, source.row_count)
+        mix["count"] = mixed
+    total = n + mixed
+    dataset = _dataset_for(session, project_id, spec.name, spec.kind)
+    version = _new_version(session, dataset, filter=recorded, mix=mix, row_count=total)
+
+    # Label i (by id) -> seq floor(i * total / n); integer division on both backends.
+    seq = (func.row_number().over(order_by=Label.id) - 1) * total // n
+    chosen = select(literal(version.id), seq, Label.id).where(*conditions, Label.id <= max_id)
+    statement = insert(DatasetRow).from_select(["version_id", "seq", "label_id"], chosen)
+    inserted = session.execute(statement.execution_options(preserve_rowcount=True)).rowcount
+    if inserted != n:
+        raise Conflict("labels changed while the version was being frozen; retry", field="filter")
+    if source is not None and mixed:
+        assert spec.mix is not None
+        picks = random.Random(spec.mix.seed).sample(range(source.row_count), mixed)
+        _copy_rows(session, source.id, version.id, picks, mixed_positions(n, mixed))
+    version.checksum = export.checksum(session, version.id, spec.kind, total)
+    session.flush()
+    return dataset, version
+
+
+def _mix_source(
+    session: Session, project_id: str, kind: str, mix: MixSpec
+) -> tuple[DatasetVersion, dict[str, Any]]:
+    dataset, source = resolve(session, project_id, mix.source, field="mix.source", missing=Invalid)
+    if dataset.kind != kind:
+        raise Invalid(
+            f"{mix.source!r} holds {dataset.kind} rows; a {kind} dataset cannot mix them in",
+            field="mix.source",
+        )
+    if source.row_count == 0:
+        raise Invalid(f"{mix.source!r} has no rows", field="mix.source")
+    ref = f"{dataset.name}@{source.version}"
+    return source, {"source": ref, "ratio": mix.ratio, "seed": mix.seed}
+
+
+def _copy_rows(
+    session: Session, source_id: str, version_id: str, picks: list[int], targets: list[int]
+) -> None:
+    """Copy source rows ``picks[j]`` to ``targets[j]`` of the new version, in one statement."""
+    params: dict[str, Any] = {"version_id": version_id, "source_id": source_id}
+    if session.get_bind().dialect.name == "postgresql":
+        pairs = "unnest(CAST(:picks AS integer[]), CAST(:targets AS integer[])) AS p(src, dst)"
+        src, dst = "p.src", "p.dst"
+        params |= {"picks": picks, "targets": targets}
+    else:
+        pairs = "json_each(:pairs) AS p"
+        src, dst = "json_extract(p.value, '$[0]')", "json_extract(p.value, '$[1]')"
+        params["pairs"] = json.dumps(list(zip(picks, targets, strict=True)))
+    statement = text(
+        'INSERT INTO dataset_rows (version_id, seq, label_id, "row") '
+        f'SELECT :version_id, {dst}, r.label_id, r."row" FROM {pairs} '
+        f"JOIN dataset_rows AS r ON r.version_id = :source_id AND r.seq = {src}"
+    )
+    copied = session.execute(statement.execution_options(preserve_rowcount=True), params).rowcount
+    if copied != len(picks):
+        raise Conflict("the mix source changed while the version was being frozen; retry")
+
+
+# --------------------------------------------------------------------------- uploads
+
+
+def parse_jsonl(body: bytes, kind: str, max_rows: int) -> list[dict[str, Any]]:
+    """Validate every line in the kind's TRL shape; errors name the line and the field."""
+    model = UPLOAD_MODELS[kind]
+    rows: list[dict[str, Any]] = []
+    for number, line in enumerate(body.splitlines(), start=1):
+        if not line.strip():
+            continue
+        if len(rows) >= max_rows:
+            raise Invalid(f"more than {max_rows} rows in one upload", field="body")
+        try:
+            rows.append(model.model_validate_json(line).canonical())
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"])
+            detail = f"line {number}: {where + ': ' if where else ''}{first['msg']}"
+            raise Invalid(detail, field=f"line {number}") from exc
+    if not rows:
+        raise Invalid("the upload has no rows", field="body")
+    return rows
+
+
+def _insert_rows(session: Session, version_id: str, rows: Iterable[dict[str, Any]]) -> None:
+    records = (
+        {"version_id": version_id, "seq": seq, "label_id": None, "row": row}
+        for seq, row in enumerate(rows)
+    )
+    if session.get_bind().dialect.name == "postgresql":
+        raw = session.connection().connection.driver_connection
+        assert raw is not None
+        with (
+            raw.cursor() as cursor,
+            cursor.copy('COPY dataset_rows (version_id, seq, "row") FROM STDIN') as copy,
+        ):
+            for record in records:
+                copy.write_row([version_id, record["seq"], json.dumps(record["row"])])
+        return
+    bulk = insert(DatasetRow).execution_options(render_nulls=True)
+    while chunk := list(islice(records, INSERT_CHUNK)):
+        session.execute(bulk, chunk)
+
+
+def upload(
+    session: Session, project_id: str, name: str, kind: str | None, rows: list[dict[str, Any]]
+) -> tuple[Dataset, DatasetVersion]:
+    """User rows (already validated and in TRL shape) as a new version of ``name``."""
+    dataset = _dataset_for(session, project_id, name, kind)
+    version = _new_version(session, dataset, filter={"upload": True}, mix=None, row_count=len(rows))
+    _insert_rows(session, version.id, rows)
+    version.checksum = export.checksum(session, version.id, dataset.kind, len(rows))
+    session.flush()
+    return dataset, version
+
+
+def check_name(name: str) -> None:
+    if not _NAME.match(name):
+        raise Invalid(
+            "a dataset name is 1-128 letters, digits, '.', '_' or '-', starting with a "
+            "letter or digit",
+            field="name",
+        )
