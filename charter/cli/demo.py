@@ -8,7 +8,6 @@ TRL's dataset shapes.
 
 from __future__ import annotations
 
-import json
 import statistics
 import time
 from collections import Counter
@@ -19,7 +18,6 @@ from rich.console import Console
 from rich.table import Table
 
 from charter.client import CharterClient
-from charter.core.export import preference_row, sft_row
 from charter.settings import get_settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -73,21 +71,16 @@ def _summary(
     console.print(table)
 
 
-def _export(
-    out: Path, results: dict[str, list[dict[str, Any]]], jobs: list[dict[str, Any]]
-) -> dict[str, int]:
+def _export(client: CharterClient, out: Path, jobs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Freeze each job's labels into a dataset version and export it as JSONL and Parquet."""
     out.mkdir(parents=True, exist_ok=True)
-    written = {}
+    exported = []
     for job in jobs:
-        name, convert = (
-            ("sft.jsonl", sft_row)
-            if job["type"] == "sl_cai"
-            else ("preference.jsonl", preference_row)
-        )
-        rows = [r for r in (convert(label) for label in results[job["id"]]) if r is not None]
-        (out / name).write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
-        written[name] = len(rows)
-    return written
+        kind = "sft" if job["type"] == "sl_cai" else "preference"
+        version = client.create_dataset(f"demo-{kind}", kind, {"job_ids": [job["id"]]})
+        for fmt in ("jsonl", "parquet"):
+            exported.append(client.export_dataset(version["ref"], out / f"{kind}.{fmt}", fmt))
+    return exported
 
 
 def run_demo(
@@ -147,9 +140,11 @@ def run_demo(
                 jobs = watch_jobs(client, [j["id"] for j in jobs], console=console)
                 seconds = time.monotonic() - started
                 results = {job["id"]: list(client.results(job["id"])) for job in jobs}
+                _summary(console, jobs, results, seconds)
+                for export in _export(client, out, jobs):
+                    console.print(
+                        f"dataset      {export['ref']} -> {export['path']} "
+                        f"({export['rows']} rows, sha256 {str(export['checksum'])[:12]}, TRL format)"
+                    )
         finally:
             stop_process(worker)
-    _summary(console, jobs, results, seconds)
-    written = _export(out, results, jobs)
-    for name, n in written.items():
-        console.print(f"exported     {out / name}  ({n} rows, TRL format)")

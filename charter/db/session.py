@@ -45,8 +45,13 @@ def is_postgres(engine: Engine) -> bool:
 
 
 @lru_cache
+def _engine_for(url: str) -> Engine:
+    return make_engine(url)
+
+
 def default_engine() -> Engine:
-    return make_engine(get_settings().effective_database_url)
+    """One pooled engine per process for the configured database."""
+    return _engine_for(get_settings().effective_database_url)
 
 
 def session_factory(engine: Engine | None = None) -> sessionmaker[Session]:
