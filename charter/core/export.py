@@ -100,11 +100,12 @@ def user_row(kind: str, row: dict[str, Any]) -> dict[str, Any]:
     } | _NO_PROVENANCE
 
 
-_encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
+_encode = json.JSONEncoder(ensure_ascii=False, allow_nan=False).encode
 
 
 def jsonl_line(row: dict[str, Any]) -> str:
-    """The canonical JSONL line of an export row: compact, UTF-8 text, keys in column order.
+    """The canonical JSONL line of an export row: ``json.dumps(row, ensure_ascii=False)``
+    (UTF-8 text, ``", "`` and ``": "`` separators, keys in column order) and a newline.
 
     A dataset version's checksum is the sha256 of its rows' lines, concatenated.
     """

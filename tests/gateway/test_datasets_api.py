@@ -32,14 +32,20 @@ from services.gateway.datasets.service import mixed_count, mixed_positions
 from workers.engines.scripted import ScriptedEngine, prefer_shorter
 from workers.runner import ChunkRunner
 
-PROMPTS = [{"prompt": f"Question number {i}?"} for i in range(6)]
+# Text that JSON must escape (quotes, backslashes, controls) or keep as is (non-ASCII).
+NASTY = 'He said "no" \\ then\ttab\nline \x01\x1f\x7f é € 😀 \u2028 {0} %s'
+PROMPTS = [{"prompt": f"Question number {i}?"} for i in range(5)] + [{"prompt": NASTY}]
 WITH_RESPONSE = [{"prompt": f"Critique me {i}", "response": f"answer {i}"} for i in range(4)]
 # Response lengths vary, so the scripted judge's confidence (it prefers the shorter) varies;
 # the "biased" prompts get a judge that always picks the first position: the orders disagree.
-PAIRS = [
-    {"prompt": f"Pair {i}?", "response_a": "x" * (1 + i), "response_b": "y" * (90 - 20 * i)}
-    for i in range(5)
-] + [{"prompt": f"biased {i}?", "response_a": "aaa", "response_b": "bbbbbbbbb"} for i in range(3)]
+PAIRS = (
+    [
+        {"prompt": f"Pair {i}?", "response_a": "x" * (1 + i), "response_b": "y" * (90 - 20 * i)}
+        for i in range(5)
+    ]
+    + [{"prompt": f"biased {i}?", "response_a": "aaa", "response_b": "bbbbbbbbb"} for i in range(3)]
+    + [{"prompt": NASTY, "response_a": NASTY, "response_b": "plain"}]
+)
 HELPFUL_SFT = [
     {"prompt": "How do I boil an egg?", "completion": "Simmer it for eight minutes."},
     {
@@ -66,6 +72,11 @@ HELPFUL_PREFERENCE = [
         "chosen_probability": 0.75,
     }
 ]
+
+
+def reply(conversation: Any, params: Any) -> str | None:
+    """The scripted model answers the nasty prompt in kind (critiques and revisions too)."""
+    return f"Reply: {NASTY}" if any("😀" in m["content"] for m in conversation) else None
 
 
 def judge(conversation: Any, prefix: str, choices: tuple[str, str]) -> ChoiceLogprobs:
@@ -100,7 +111,10 @@ class Corpus:
             if s.get(Worker, "w1") is None:
                 s.add(Worker(id="w1", hostname="h", pid=1, engine="scripted", models=["m"]))
         self.runner = ChunkRunner(
-            self.sessions, {"m": ScriptedEngine(model_name="m", choice_fn=judge)}, settings, "w1"
+            self.sessions,
+            {"m": ScriptedEngine(model_name="m", responses=reply, choice_fn=judge)},
+            settings,
+            "w1",
         )
         api.push_default(headers)
         self.sl = self.run(PROMPTS, type="sl_cai", params={"rounds": 2}, seed=3)
@@ -223,9 +237,12 @@ def test_filters_select_exactly_the_right_labels(
     by_id = {x["id"]: x for x in labels}
     for kind, render in (("sft", sft_row), ("preference", preference_row)):
         ref = create(client, admin_headers, name=f"all-{kind}", kind=kind)["ref"]
-        for row in _lines(download(client, admin_headers, ref).content):
+        body = download(client, admin_headers, ref).content.decode()
+        assert "😀" in body and "\\u0001" in body
+        for line in [x + "\n" for x in body.split("\n")[:-1]]:  # not str.splitlines
+            row = json.loads(line)
             assert list(row) == list(COLUMNS[kind])
-            assert row == json.loads(json.dumps(render(by_id[row["label_id"]])))
+            assert line == jsonl_line(render(by_id[row["label_id"]]))  # byte for byte
 
 
 # --------------------------------------------------------------------------- versions

@@ -5,15 +5,27 @@ label (rendered with ``sft_row``/``preference_row``) or a user-supplied row.
 Readers page through them by ``seq`` in chunks of :data:`CHUNK_ROWS`; exports open
 a short session per chunk (the request's session is closed before the body
 streams), so neither the rows nor a transaction are held while the client reads.
+
+JSONL lines are ``jsonl_line(sft_row(label))`` (or ``preference_row``). On
+PostgreSQL the label part is not decoded and re-encoded in Python: the server
+hands over JSON-ready fragments (``jsonb`` as text, strings through ``to_json``,
+whose output is exactly Python's ``json.dumps(..., ensure_ascii=False)``) and
+they are set into a line template made by rendering ``sft_row`` or
+``preference_row`` once with placeholders. The result is byte-identical to the
+plain path (the tests check it on every row), at a fraction of the cost.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
+import re
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from itertools import islice
 from typing import Any
 
-from sqlalchemy import Select, bindparam, select
+from sqlalchemy import Select, Text, bindparam, cast, func, select
 from sqlalchemy.orm import Session
 
 from charter.core.export import (
@@ -81,7 +93,7 @@ def read_rows(
     keys = _KEYS[kind]
     render = _RENDER[kind]
     out: list[dict[str, Any]] = []
-    for user, *label in session.execute(
+    for user, *label in session.connection().execute(
         _QUERIES[kind], {"version_id": version_id, "lo": lo, "hi": hi}
     ):
         if user is not None:
@@ -94,6 +106,124 @@ def read_rows(
     return out
 
 
+# --------------------------------------------------------------------------- PostgreSQL lines
+
+
+def _json_text(column: Any) -> Any:
+    return cast(func.to_json(column), Text)
+
+
+_FRAGMENTS = {
+    "conversation": cast(Label.conversation, Text),
+    "completion": _json_text(Label.completion),
+    "response_a": _json_text(Label.response_a),
+    "response_b": _json_text(Label.response_b),
+    "id": Label.id,
+    "job_id": _json_text(Label.job_id),
+    "constitution_ref": _json_text(Label.constitution_ref),
+    "principle_ids": cast(Label.principle_ids, Text),
+    "model": _json_text(Label.model),
+    "model_revision": _json_text(Label.model_revision),
+    "template_hash": _json_text(Label.template_hash),
+}
+_FRAGMENT_NAMES = {
+    "sft": ("conversation", "completion", *(c.key for c in _PROVENANCE)),
+    "preference": (
+        "conversation",
+        "response_a",
+        "response_b",
+        *(c.key for c in _PROVENANCE),
+        "chosen_probability",
+        "swap_disagreement",
+    ),
+}
+
+
+def _mark(name: str) -> str:
+    return f"\x00{name}\x00"
+
+
+def _template(kind: str, p_a: float = 0.75) -> str:
+    """A ``str.format`` template of a label's line: ``{i}`` is fragment ``i`` of the kind.
+
+    Rendered by the core function itself with placeholder values, so that the keys,
+    their order and the fixed parts (the assistant turn, the chosen side) are its own.
+    """
+    names = _FRAGMENT_NAMES[kind]
+    label: dict[str, Any] = {name: _mark(name) for name in names}
+    label["conversation"] = _mark("conversation")
+    probability = 0.0
+    if kind == "preference":
+        label["p_a"] = p_a
+        probability = p_a if p_a >= 0.5 else 1.0 - p_a
+    line = jsonl_line(_RENDER[kind](label) or {})
+    line = line.replace("{", "{{").replace("}", "}}")
+    if kind == "preference":
+        assert line.count(repr(probability)) == 1
+        line = line.replace(repr(probability), json.dumps(_mark("chosen_probability")))
+    for index, name in enumerate(names):
+        encoded = json.dumps(_mark(name))
+        assert line.count(encoded) == 1, name
+        line = line.replace(encoded, f"{{{index}}}")
+    assert not re.search(r"\\u0000", line)
+    return line
+
+
+def _fragment_query(kind: str) -> Select[Any]:
+    columns = [_FRAGMENTS[name] for name in _FRAGMENT_NAMES[kind] if name in _FRAGMENTS]
+    if kind == "preference":
+        columns += [Label.p_a, Label.swap_disagreement]
+    return (
+        select(DatasetRow.row, *columns)
+        .select_from(DatasetRow)
+        .outerjoin(Label, Label.id == DatasetRow.label_id)
+        .where(
+            DatasetRow.version_id == bindparam("version_id"),
+            DatasetRow.seq >= bindparam("lo"),
+            DatasetRow.seq < bindparam("hi"),
+        )
+        .order_by(DatasetRow.seq)
+    )
+
+
+_FRAGMENT_QUERIES = {kind: _fragment_query(kind) for kind in _FRAGMENT_NAMES}
+_SFT_LINE = _template("sft").format
+_CHOSEN_A = _template("preference", 0.75).format
+_CHOSEN_B = _template("preference", 0.25).format
+_JSON_BOOL = {True: "true", False: "false", None: "null"}
+
+
+def _postgres_lines(session: Session, version_id: str, kind: str, lo: int, hi: int) -> list[str]:
+    lines: list[str] = []
+    params = {"version_id": version_id, "lo": lo, "hi": hi}
+    result = session.connection().execute(_FRAGMENT_QUERIES[kind], params)
+    if kind == "sft":
+        for user, *fragments in result:
+            if user is not None:
+                lines.append(jsonl_line(user_row(kind, user)))
+            else:
+                lines.append(_SFT_LINE(*fragments))
+        return lines
+    for user, *fragments, p_a, disagreement in result:
+        if user is not None:
+            lines.append(jsonl_line(user_row(kind, user)))
+        elif p_a >= 0.5:
+            lines.append(_CHOSEN_A(*fragments, repr(p_a), _JSON_BOOL[disagreement]))
+        else:
+            lines.append(_CHOSEN_B(*fragments, repr(1.0 - p_a), _JSON_BOOL[disagreement]))
+    return lines
+
+
+def read_lines(session: Session, version_id: str, kind: str, lo: int, hi: int) -> list[str]:
+    """The JSONL lines of rows ``lo <= seq < hi``."""
+    if session.get_bind().dialect.name == "postgresql":
+        return _postgres_lines(session, version_id, kind, lo, hi)
+    return [jsonl_line(row) for row in read_rows(session, version_id, kind, lo, hi)]
+
+
+# --------------------------------------------------------------------------- streams
+
+
 def _chunks(start: int, stop: int) -> Iterator[tuple[int, int]]:
     for lo in range(start, stop, CHUNK_ROWS):
         yield lo, min(lo + CHUNK_ROWS, stop)
@@ -103,26 +233,44 @@ def checksum(session: Session, version_id: str, kind: str, row_count: int) -> st
     """sha256 of the full JSONL export, read through ``session`` (its transaction included)."""
     digest = hashlib.sha256()
     for lo, hi in _chunks(0, row_count):
-        rows = read_rows(session, version_id, kind, lo, hi)
-        digest.update("".join(map(jsonl_line, rows)).encode())
+        digest.update("".join(read_lines(session, version_id, kind, lo, hi)).encode())
     return digest.hexdigest()
 
 
 SessionFactory = Callable[[], Session]
 
 
-def _read(sessions: SessionFactory, version_id: str, kind: str, lo: int, hi: int) -> Any:
+def _read(
+    sessions: SessionFactory,
+    reader: Callable[[Session, str, str, int, int], Any],
+    version_id: str,
+    kind: str,
+    lo: int,
+    hi: int,
+) -> Any:
     with sessions() as session:
-        return read_rows(session, version_id, kind, lo, hi)
+        return reader(session, version_id, kind, lo, hi)
 
 
 def jsonl(
     sessions: SessionFactory, version_id: str, kind: str, start: int, stop: int
 ) -> Iterator[bytes]:
-    """Lines ``start .. stop - 1``, one chunk of bytes per :data:`CHUNK_ROWS` rows."""
-    for lo, hi in _chunks(start, stop):
-        rows = _read(sessions, version_id, kind, lo, hi)
-        yield "".join(map(jsonl_line, rows)).encode()
+    """Lines ``start .. stop - 1``, one chunk of bytes per :data:`CHUNK_ROWS` rows.
+
+    The next chunk is read while this one is sent (one chunk ahead, no more), so the
+    database's time overlaps the network's.
+    """
+
+    def read(lo: int, hi: int) -> bytes:
+        return "".join(_read(sessions, read_lines, version_id, kind, lo, hi)).encode()
+
+    chunks = _chunks(start, stop)
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="export") as ahead:
+        pending = [ahead.submit(read, *bounds) for bounds in islice(chunks, 1)]
+        while pending:
+            data = pending.pop().result()
+            pending.extend(ahead.submit(read, *bounds) for bounds in islice(chunks, 1))
+            yield data
 
 
 # --------------------------------------------------------------------------- parquet
@@ -203,7 +351,7 @@ def parquet(
 
     try:
         for lo, hi in _chunks(start, stop):
-            pending.extend(_read(sessions, version_id, kind, lo, hi))
+            pending.extend(_read(sessions, read_rows, version_id, kind, lo, hi))
             if len(pending) >= ROW_GROUP_ROWS:
                 yield flush_group()
         if pending:
