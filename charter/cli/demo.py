@@ -8,6 +8,7 @@ TRL's dataset shapes.
 
 from __future__ import annotations
 
+import signal
 import statistics
 import time
 from collections import Counter
@@ -83,6 +84,10 @@ def _export(client: CharterClient, out: Path, jobs: list[dict[str, Any]]) -> lis
     return exported
 
 
+def _interrupt(*_: object) -> None:
+    raise KeyboardInterrupt
+
+
 def run_demo(
     *, prompts: Path | None, limit: int, max_tokens: int, out: Path, console: Console
 ) -> None:
@@ -92,6 +97,8 @@ def run_demo(
     from charter.model_store import prepare_smollm2
     from charter.projects import ensure_project, issue_key
 
+    # A SIGTERM (e.g. from `timeout`) unwinds like Ctrl-C, so the worker is stopped too.
+    signal.signal(signal.SIGTERM, _interrupt)
     settings = get_settings()
     data_dir = settings.data_dir.resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -128,8 +135,11 @@ def run_demo(
                 }
                 started = time.monotonic()
                 jobs = [
+                    # A 135M model copies worked examples verbatim, so SL-CAI runs zero-shot here.
                     client.submit_job(
-                        type="sl_cai", params={"rounds": 1, "sampling": sampling}, **common
+                        type="sl_cai",
+                        params={"rounds": 1, "few_shot": False, "sampling": sampling},
+                        **common,
                     ),
                     client.submit_job(
                         type="rl_cai", params={"swap": True, "sampling": sampling}, **common
