@@ -1,0 +1,134 @@
+"""End to end through the API: labels -> dataset version -> PM run -> PPO run on that PM.
+
+The gateway runs under uvicorn; the trainer service talks to it over HTTP only
+(it is given no database), pulls the checksum-verified dataset, trains tiny
+models built from a config with SmolLM2's tokenizer, and reports metrics.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+from charter.client import CharterClient
+from charter.db.session import session_factory
+from charter.embedded import GatewayThread
+from charter.model_store import prepare_smollm2
+from charter.settings import Settings
+from services.trainer.service import TrainerService
+from workers.engines.scripted import ScriptedEngine
+from workers.runner import ChunkRunner
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory) -> Path:
+    """A 2-layer Llama with SmolLM2's tokenizer and chat template, saved as a model directory."""
+    tokenizer = AutoTokenizer.from_pretrained(prepare_smollm2(Settings().models_dir / "smollm2"))
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        max_position_embeddings=2048,
+        pad_token_id=tokenizer.pad_token_id or tokenizer.eos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+    )
+    path = tmp_path_factory.mktemp("tiny")
+    LlamaForCausalLM(config).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+@pytest.fixture
+def stack(make_settings, engine, issue, api, admin_headers, tiny_model):
+    """The gateway over HTTP, a train-scoped key, and preference labels from a compare job."""
+    settings: Settings = make_settings(models={"tiny": str(tiny_model)}, run_lease_seconds=60)
+    pairs = [
+        {
+            "prompt": f"Question {i}: how should I greet a neighbour?",
+            "response_a": "Say hello and smile." * (1 + i % 3),
+            "response_b": "Go away.",
+        }
+        for i in range(24)
+    ]
+    batch = api.create_batch(admin_headers, pairs)
+    api.push_default(admin_headers)
+    job = api.submit(admin_headers, type="compare", batch_id=batch["id"], model="m", chunk_size=24)
+    runner = ChunkRunner(
+        session_factory(engine), {"m": ScriptedEngine(model_name="m")}, settings, "w"
+    )
+    assert runner.run_chunk(job["id"], 0).labelled == len(pairs)
+    key = issue("alpha", ("train", "submit"))
+    with GatewayThread(settings) as gateway, CharterClient(gateway.url, key.key) as client:
+        dataset = client.create_dataset("prefs", "preference", {"job_ids": [job["id"]]})
+        assert dataset["row_count"] == len(pairs)
+        yield client, settings
+
+
+def test_pm_then_ppo_through_the_api(stack):
+    client, settings = stack
+    service = TrainerService(client, settings, owner="trainer-1")
+    pm = client.create_run(
+        type="pm",
+        dataset="prefs",
+        base_model="tiny",
+        config={
+            "max_steps": 4,
+            "per_device_train_batch_size": 4,
+            "logging_steps": 1,
+            "max_length": 256,
+        },
+    )
+    assert service.run_once() is not None
+    pm = client.run(pm["id"])
+    assert pm["status"] == "completed", pm["error"]
+    model_dir = Path(pm["artifact_uri"].removeprefix("file://"))
+    assert (model_dir / "config.json").exists()
+    record = json.loads((model_dir / "charter-training.json").read_text())
+    assert record["method"] == "pm" and record["config"]["max_steps"] == 4
+    metrics = list(client.run_metrics(pm["id"]))
+    assert metrics and any("loss" in m["metrics"] for m in metrics)
+    assert any("eval_ece" in m["metrics"] for m in metrics)  # held-out calibration reported
+    # the downloaded dataset was checksum-verified and kept beside the model
+    assert (model_dir.parent / "dataset.jsonl").stat().st_size > 0
+
+    ppo = client.create_run(
+        type="ppo",
+        dataset="prefs",
+        base_model="tiny",
+        reward_run=pm["id"],
+        config={
+            "total_steps": 2,
+            "batch_size": 4,
+            "mini_batch_size": 2,
+            "response_length": 8,
+            "ppo_epochs": 1,
+        },
+    )
+    assert service.run_once()["status"] == "completed"
+    ppo = client.run(ppo["id"])
+    assert ppo["status"] == "completed", ppo["error"]
+    names = set().union(*(m["metrics"] for m in client.run_metrics(ppo["id"])))
+    assert {"score", "reward", "kl", "kl_coef", "entropy"} <= names
+    assert Path(ppo["artifact_uri"].removeprefix("file://")).exists()
+
+
+def test_bad_config_fails_the_run_with_the_reason(stack):
+    client, settings = stack
+    run = client.create_run(
+        type="pm", dataset="prefs", base_model="tiny", config={"learning_rat": 1e-4}
+    )
+    result = TrainerService(client, settings, owner="t").run_once()
+    assert result["id"] == run["id"] and result["status"] == "failed"
+    assert "learning_rat" in result["error"]
+    assert TrainerService(client, settings, owner="t").run_once() is None  # nothing left queued
