@@ -7,10 +7,12 @@ a short session per chunk (the request's session is closed before the body
 streams), so neither the rows nor a transaction are held while the client reads.
 
 JSONL lines are ``jsonl_line(sft_row(label))`` (or ``preference_row``). On
-PostgreSQL the label part is not decoded and re-encoded in Python: the server
-hands over JSON-ready fragments (``jsonb`` as text, strings through ``to_json``,
-whose output is exactly Python's ``json.dumps(..., ensure_ascii=False)``) and
-they are set into a line template made by rendering ``sft_row`` or
+PostgreSQL the label's JSON columns are not decoded and re-encoded in Python:
+the server hands them over as ``jsonb`` text (exactly Python's ``json.dumps`` of
+the value, ``", "`` and ``": "`` included) and the long texts already quoted by
+``to_json`` (whose escaping is exactly ``json.dumps(..., ensure_ascii=False)``);
+the short, repeating provenance strings are quoted here, once per chunk. The
+pieces are set into a line template made by rendering ``sft_row`` or
 ``preference_row`` once with placeholders. The result is byte-identical to the
 plain path (the tests check it on every row), at a fraction of the cost.
 """
@@ -108,24 +110,12 @@ def read_rows(
 
 # --------------------------------------------------------------------------- PostgreSQL lines
 
+_escape = json.encoder.encode_basestring  # type: ignore[attr-defined]
+"""A JSON string literal exactly as ``json.dumps(text, ensure_ascii=False)`` writes it (C)."""
 
-def _json_text(column: Any) -> Any:
-    return cast(func.to_json(column), Text)
-
-
-_FRAGMENTS = {
-    "conversation": cast(Label.conversation, Text),
-    "completion": _json_text(Label.completion),
-    "response_a": _json_text(Label.response_a),
-    "response_b": _json_text(Label.response_b),
-    "id": Label.id,
-    "job_id": _json_text(Label.job_id),
-    "constitution_ref": _json_text(Label.constitution_ref),
-    "principle_ids": cast(Label.principle_ids, Text),
-    "model": _json_text(Label.model),
-    "model_revision": _json_text(Label.model_revision),
-    "template_hash": _json_text(Label.template_hash),
-}
+# The label columns a line needs, in template order. jsonb columns come as their text,
+# long texts through to_json (the server's C escaping balances the work between the
+# two processes); provenance strings are quoted here and numbers formatted here.
 _FRAGMENT_NAMES = {
     "sft": ("conversation", "completion", *(c.key for c in _PROVENANCE)),
     "preference": (
@@ -137,6 +127,16 @@ _FRAGMENT_NAMES = {
         "swap_disagreement",
     ),
 }
+_JSON_AS_TEXT = {"conversation", "principle_ids"}
+_TO_JSON = {"completion", "response_a", "response_b"}
+
+
+class _Quoted(dict[str, str]):
+    """Quoted provenance strings, which repeat from row to row (one job, one model)."""
+
+    def __missing__(self, value: str) -> str:
+        quoted = self[value] = _escape(value)
+        return quoted
 
 
 def _mark(name: str) -> str:
@@ -170,7 +170,17 @@ def _template(kind: str, p_a: float = 0.75) -> str:
 
 
 def _fragment_query(kind: str) -> Select[Any]:
-    columns = [_FRAGMENTS[name] for name in _FRAGMENT_NAMES[kind] if name in _FRAGMENTS]
+    names = [
+        n for n in _FRAGMENT_NAMES[kind] if n not in ("chosen_probability", "swap_disagreement")
+    ]
+    columns = [
+        cast(getattr(Label, n), Text)
+        if n in _JSON_AS_TEXT
+        else cast(func.to_json(getattr(Label, n)), Text)
+        if n in _TO_JSON
+        else getattr(Label, n)
+        for n in names
+    ]
     if kind == "preference":
         columns += [Label.p_a, Label.swap_disagreement]
     return (
@@ -195,22 +205,52 @@ _JSON_BOOL = {True: "true", False: "false", None: "null"}
 
 def _postgres_lines(session: Session, version_id: str, kind: str, lo: int, hi: int) -> list[str]:
     lines: list[str] = []
+    append = lines.append
+    quoted = _Quoted()
     params = {"version_id": version_id, "lo": lo, "hi": hi}
     result = session.connection().execute(_FRAGMENT_QUERIES[kind], params)
     if kind == "sft":
-        for user, *fragments in result:
+        line = _SFT_LINE
+        for user, conversation, completion, id_, job, ref, principles, model, rev, tmpl in result:
             if user is not None:
-                lines.append(jsonl_line(user_row(kind, user)))
-            else:
-                lines.append(_SFT_LINE(*fragments))
+                append(jsonl_line(user_row(kind, user)))
+                continue
+            append(
+                line(
+                    conversation,
+                    completion,
+                    id_,
+                    quoted[job],
+                    quoted[ref],
+                    principles,
+                    quoted[model],
+                    quoted[rev],
+                    quoted[tmpl],
+                )
+            )
         return lines
-    for user, *fragments, p_a, disagreement in result:
+    for row in result:
+        user, conversation, a, b, id_, job, ref, principles, model, rev, tmpl, p_a, swap = row
         if user is not None:
-            lines.append(jsonl_line(user_row(kind, user)))
-        elif p_a >= 0.5:
-            lines.append(_CHOSEN_A(*fragments, repr(p_a), _JSON_BOOL[disagreement]))
-        else:
-            lines.append(_CHOSEN_B(*fragments, repr(1.0 - p_a), _JSON_BOOL[disagreement]))
+            append(jsonl_line(user_row(kind, user)))
+            continue
+        line, probability = (_CHOSEN_A, p_a) if p_a >= 0.5 else (_CHOSEN_B, 1.0 - p_a)
+        append(
+            line(
+                conversation,
+                a,
+                b,
+                id_,
+                quoted[job],
+                quoted[ref],
+                principles,
+                quoted[model],
+                quoted[rev],
+                quoted[tmpl],
+                repr(probability),
+                _JSON_BOOL[swap],
+            )
+        )
     return lines
 
 
