@@ -7,13 +7,13 @@ from collections.abc import Iterable, Iterator
 from itertools import islice
 from typing import Any
 
-from pydantic import ValidationError
 from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
 from charter.db.models import Prompt, PromptBatch
-from charter.errors import Invalid, NotFound
+from charter.errors import NotFound
 from services.gateway.batches.schemas import PromptRow
+from services.gateway.jsonl import parse_lines
 
 INSERT_CHUNK = 5_000
 _COLUMNS = ("batch_id", "position", "prompt", "messages", "response", "response_a", "response_b")
@@ -21,22 +21,7 @@ _COLUMNS = ("batch_id", "position", "prompt", "messages", "response", "response_
 
 def parse_jsonl(body: bytes, max_rows: int) -> list[PromptRow]:
     """Validate every line; errors name the line and the field."""
-    rows: list[PromptRow] = []
-    for number, line in enumerate(body.splitlines(), start=1):
-        if not line.strip():
-            continue
-        if len(rows) >= max_rows:
-            raise Invalid(f"more than {max_rows} rows in one batch", field="body")
-        try:
-            rows.append(PromptRow.model_validate_json(line))
-        except ValidationError as exc:
-            first = exc.errors()[0]
-            where = ".".join(str(p) for p in first["loc"])
-            detail = f"line {number}: {where + ': ' if where else ''}{first['msg']}"
-            raise Invalid(detail, field=f"line {number}") from exc
-    if not rows:
-        raise Invalid("the upload has no rows", field="body")
-    return rows
+    return parse_lines(body, PromptRow.model_validate_json, max_rows, "batch")
 
 
 def _records(batch_id: str, rows: Iterable[PromptRow]) -> Iterator[dict[str, Any]]:

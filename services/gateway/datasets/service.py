@@ -23,7 +23,6 @@ from datetime import UTC
 from itertools import islice
 from typing import Any
 
-from pydantic import ValidationError
 from sqlalchemy import (
     ColumnElement,
     and_,
@@ -59,6 +58,7 @@ from services.gateway.datasets.schemas import (
     DatasetFilter,
     MixSpec,
 )
+from services.gateway.jsonl import parse_lines
 
 INSERT_CHUNK = 5_000
 _NAME = re.compile(NAME_PATTERN)
@@ -321,22 +321,9 @@ def _copy_rows(
 def parse_jsonl(body: bytes, kind: str, max_rows: int) -> list[dict[str, Any]]:
     """Validate every line in the kind's TRL shape; errors name the line and the field."""
     model = UPLOAD_MODELS[kind]
-    rows: list[dict[str, Any]] = []
-    for number, line in enumerate(body.splitlines(), start=1):
-        if not line.strip():
-            continue
-        if len(rows) >= max_rows:
-            raise Invalid(f"more than {max_rows} rows in one upload", field="body")
-        try:
-            rows.append(model.model_validate_json(line).canonical())
-        except ValidationError as exc:
-            first = exc.errors()[0]
-            where = ".".join(str(p) for p in first["loc"])
-            detail = f"line {number}: {where + ': ' if where else ''}{first['msg']}"
-            raise Invalid(detail, field=f"line {number}") from exc
-    if not rows:
-        raise Invalid("the upload has no rows", field="body")
-    return rows
+    return parse_lines(
+        body, lambda line: model.model_validate_json(line).canonical(), max_rows, "upload"
+    )
 
 
 def _insert_rows(session: Session, version_id: str, rows: Iterable[dict[str, Any]]) -> None:
