@@ -21,14 +21,15 @@ from transformers import (
 )
 from trl import DPOTrainer
 
-from services.trainer.dpo_config import DPOConfig
-from services.trainer.pm_trainer import (
+from services.trainer.common import (
     Report,
-    ReportCallback,
     Rows,
+    TrainResult,
     rows_dataset,
-    write_training_record,
+    train_and_save,
+    trainer_callbacks,
 )
+from services.trainer.dpo_config import DPOConfig
 
 COLUMNS = ("prompt", "chosen", "rejected")
 """What DPO reads from a row; ``chosen_probability`` and provenance are dropped."""
@@ -42,13 +43,8 @@ def frozen_copy(model: PreTrainedModel) -> PreTrainedModel:
 
 
 @dataclass(frozen=True)
-class DPOResult:
-    output_dir: Path
-    """The saved policy directory (weights, config, tokenizer, ``charter-training.json``)."""
-    config_hash: str
-    global_step: int
-    metrics: dict[str, float]
-    """Training summary (``train_loss``, ``train_samples_per_second``, ...) and ``eval_*``."""
+class DPOResult(TrainResult):
+    """The saved policy (``output_dir``), its config hash, final step and metrics."""
 
 
 def train_dpo(
@@ -80,12 +76,8 @@ def train_dpo(
         train_dataset=rows_dataset(train_rows, COLUMNS, COLUMNS),
         eval_dataset=eval_dataset,
         processing_class=tokenizer,
-        callbacks=[*(callbacks or []), *([ReportCallback(report)] if report else [])],
+        callbacks=trainer_callbacks(callbacks, report),
     )
-    metrics = {k: float(v) for k, v in trainer.train().metrics.items()}
-    if eval_dataset is not None:
-        metrics |= trainer.evaluate()  # also logged, so ``report`` receives it
-    trainer.save_model(str(output_dir))
-    step = trainer.state.global_step
-    write_training_record(output_dir, "dpo", config, step, metrics=metrics)
-    return DPOResult(output_dir, config.compute_hash(), step, metrics)
+    return train_and_save(
+        trainer, "dpo", config, output_dir, DPOResult, evaluate=eval_dataset is not None
+    )

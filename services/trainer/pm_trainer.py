@@ -16,45 +16,36 @@ TRL does the tokenisation (chat template over ``prompt + chosen`` and
 only (1) carries ``chosen_probability`` through the collator, (2) swaps the loss
 and (3) adds held-out calibration: accuracy, soft-label NLL, expected calibration
 error and a reliability table. The row handling, the ``report`` hook and the
-training record in the middle section are shared with the SFT and DPO trainers.
+training record come from ``services.trainer.common``, shared with SFT and DPO.
 """
 
 from __future__ import annotations
 
-import json
 import math
-from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import torch
 from datasets import Dataset
 from torch.nn import functional as F
-from transformers import (
-    PreTrainedModel,
-    PreTrainedTokenizerBase,
-    TrainerCallback,
-    TrainerControl,
-    TrainerState,
-    TrainingArguments,
-)
+from transformers import PreTrainedModel, PreTrainedTokenizerBase, TrainerCallback
 from trl import RewardTrainer
 from trl.trainer.reward_trainer import DataCollatorForPreference
 
+from services.trainer.common import (
+    Report,
+    Rows,
+    TrainResult,
+    rows_dataset,
+    trainer_callbacks,
+    write_training_record,
+)
 from services.trainer.pm_config import PMConfig
-
-Rows = Sequence[Mapping[str, Any]] | Dataset
-"""Charter's exported rows, as dicts or as a ``datasets.Dataset``."""
-
-Report = Callable[[int, dict[str, float]], None]
-"""``report(step, metrics)``: receives every logged set of metrics (the service forwards them)."""
 
 LABEL = "chosen_probability"
 COLUMNS = ("prompt", "chosen", "rejected", LABEL)
 """What the PM reads from a row; provenance columns are dropped."""
-TRAINING_FILE = "charter-training.json"
-"""Method, config, config hash and final metrics; written last into the output directory."""
 
 
 def soft_preference_loss(margin: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
@@ -157,65 +148,6 @@ class PMTrainer(RewardTrainer):
             labels.append(p.float().cpu())
         model.train(was_training)
         return torch.cat(margins), torch.cat(labels)
-
-
-# --------------------------------------------------------------------------- shared with SFT and DPO
-
-
-class ReportCallback(TrainerCallback):
-    """Forwards every log (training, evaluation, final summary) to ``report(step, metrics)``."""
-
-    def __init__(self, report: Report) -> None:
-        self.report = report
-
-    def on_log(
-        self,
-        args: TrainingArguments,
-        state: TrainerState,
-        control: TrainerControl,
-        logs: dict[str, Any] | None = None,
-        **kwargs: Any,
-    ) -> None:
-        if not state.is_world_process_zero or not logs:
-            return
-        numbers = {
-            k: float(v)
-            for k, v in logs.items()
-            if isinstance(v, int | float) and not isinstance(v, bool)
-        }
-        self.report(state.global_step, numbers)
-
-
-class RunConfig(Protocol):
-    def as_dict(self) -> dict[str, Any]: ...
-    def compute_hash(self) -> str: ...
-
-
-def rows_dataset(rows: Rows, columns: Sequence[str], required: Sequence[str]) -> Dataset:
-    """``rows`` reduced to the ``columns`` a trainer reads: provenance is dropped (before
-    the conversion, so its types never matter)."""
-    if isinstance(rows, Dataset):
-        dataset = rows
-    else:
-        dataset = Dataset.from_list([{c: r[c] for c in columns if c in r} for r in rows])
-    missing = set(required) - set(dataset.column_names)
-    if missing:
-        raise ValueError(f"rows need columns {sorted(missing)}")
-    return dataset.select_columns([c for c in columns if c in dataset.column_names])
-
-
-def write_training_record(
-    output_dir: Path, method: str, config: RunConfig, global_step: int, **results: Any
-) -> None:
-    """Write ``charter-training.json`` last: its presence marks a finished model directory."""
-    record = {
-        "method": method,
-        "config": config.as_dict(),
-        "config_hash": config.compute_hash(),
-        "global_step": global_step,
-        **results,
-    }
-    (output_dir / TRAINING_FILE).write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
 
 
 # --------------------------------------------------------------------------- evaluation
@@ -331,13 +263,7 @@ def preference_dataset(rows: Rows, *, soft_labels: bool = True) -> Dataset:
 
 
 @dataclass(frozen=True)
-class PMResult:
-    output_dir: Path
-    """The saved model directory (weights, config, tokenizer, ``charter-training.json``)."""
-    config_hash: str
-    global_step: int
-    metrics: dict[str, float]
-    """Training summary (``train_loss``, ``train_samples_per_second``, ...) and ``eval_*``."""
+class PMResult(TrainResult):
     evaluation: PMEvaluation | None
     """Held-out calibration; None without eval rows."""
 
@@ -370,7 +296,7 @@ def train_pm(
         train_dataset=preference_dataset(train_rows, soft_labels=config.soft_labels),
         eval_dataset=eval_dataset,
         processing_class=tokenizer,
-        callbacks=[*(callbacks or []), *([ReportCallback(report)] if report else [])],
+        callbacks=trainer_callbacks(callbacks, report),
     )
     metrics = {k: float(v) for k, v in trainer.train().metrics.items()}
     evaluation = None

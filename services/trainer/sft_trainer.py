@@ -14,12 +14,13 @@ from pathlib import Path
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, TrainerCallback
 from trl import SFTTrainer
 
-from services.trainer.pm_trainer import (
+from services.trainer.common import (
     Report,
-    ReportCallback,
     Rows,
+    TrainResult,
     rows_dataset,
-    write_training_record,
+    train_and_save,
+    trainer_callbacks,
 )
 from services.trainer.sft_config import SFTConfig
 
@@ -28,13 +29,8 @@ COLUMNS = ("prompt", "completion")
 
 
 @dataclass(frozen=True)
-class SFTResult:
-    output_dir: Path
-    """The saved model directory (weights, config, tokenizer, ``charter-training.json``)."""
-    config_hash: str
-    global_step: int
-    metrics: dict[str, float]
-    """Training summary (``train_loss``, ``train_samples_per_second``, ...) and ``eval_*``."""
+class SFTResult(TrainResult):
+    """The saved SFT model (``output_dir``), its config hash, final step and metrics."""
 
 
 def train_sft(
@@ -62,12 +58,8 @@ def train_sft(
         train_dataset=rows_dataset(train_rows, COLUMNS, COLUMNS),
         eval_dataset=eval_dataset,
         processing_class=tokenizer,
-        callbacks=[*(callbacks or []), *([ReportCallback(report)] if report else [])],
+        callbacks=trainer_callbacks(callbacks, report),
     )
-    metrics = {k: float(v) for k, v in trainer.train().metrics.items()}
-    if eval_dataset is not None:
-        metrics |= trainer.evaluate()  # also logged, so ``report`` receives it
-    trainer.save_model(str(output_dir))
-    step = trainer.state.global_step
-    write_training_record(output_dir, "sft", config, step, metrics=metrics)
-    return SFTResult(output_dir, config.compute_hash(), step, metrics)
+    return train_and_save(
+        trainer, "sft", config, output_dir, SFTResult, evaluate=eval_dataset is not None
+    )

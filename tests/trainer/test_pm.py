@@ -39,9 +39,9 @@ from trl import RewardConfig, RewardTrainer
 from trl.trainer.reward_trainer import DataCollatorForPreference
 
 from charter.core.export import preference_row
+from services.trainer.common import TRAINING_FILE
 from services.trainer.pm_config import PMConfig
 from services.trainer.pm_trainer import (
-    TRAINING_FILE,
     PMTrainer,
     SoftPreferenceCollator,
     calibration,

@@ -38,10 +38,11 @@ from transformers import (
 
 from charter.core.export import preference_row, sft_row
 from services.trainer import dpo_trainer
+from services.trainer.common import TRAINING_FILE
 from services.trainer.dpo_config import DPOConfig
 from services.trainer.dpo_trainer import frozen_copy, train_dpo
 from services.trainer.pm_config import PMConfig
-from services.trainer.pm_trainer import TRAINING_FILE, train_pm
+from services.trainer.pm_trainer import train_pm
 from services.trainer.sft_config import SFTConfig
 from services.trainer.sft_trainer import train_sft
 
