@@ -12,7 +12,10 @@ grow with the rows sent.
     python bench/export_throughput.py --rows 1000000 --kind sft
     python bench/export_throughput.py --rows 100000 --kind preference --repeat 3
 
-The database is dropped at the end unless ``--keep``.
+``ratio`` is the best COPY time over the best gateway time (``--repeat`` runs
+each, alternating, on a machine that may be shared); ``ratio_per_run`` pairs
+each gateway run with the COPY run right after it. The database is dropped at
+the end unless ``--keep``.
 """
 
 from __future__ import annotations
@@ -404,6 +407,9 @@ def main() -> None:
                 "copy_seconds": round(copy["seconds"], 2),
                 "copy_mib": round(copy["bytes"] / 2**20, 1),
                 "ratio": round(copy["seconds"] / best["seconds"], 3),
+                "ratio_per_run": [
+                    round(c["seconds"] / r["seconds"], 3) for r, c in zip(runs, copies, strict=True)
+                ],
                 "gateway_rss_mib_idle_peak": round(idle_hwm / 1024, 1),
                 "gateway_rss_mib_after_last_10pct": round(tail["hwm_kib"] / 1024, 1),
                 "gateway_rss_mib_during_export": [
