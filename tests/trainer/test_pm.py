@@ -1,6 +1,6 @@
 """Preference-model training on soft labels: loss, collator, config, outputs and calibration.
 
-Models are tiny random-initialised Llamas over a word-level tokenizer built here
+Models are tiny random-initialised Llamas over a word-level tokenizer (conftest.py)
 (nothing is downloaded). The key test trains a soft-label PM and a hard-label PM
 on pairs whose true preference probability is known and checks on held-out pairs
 that only the soft one is calibrated.
@@ -14,7 +14,8 @@ import json
 import math
 import os
 import random
-from collections.abc import Iterator
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -26,11 +27,9 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("trl")
 
 from datasets import Dataset
-from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import (
     AutoModelForSequenceClassification,
     AutoTokenizer,
-    LlamaConfig,
     LlamaForCausalLM,
     LlamaForSequenceClassification,
     PreTrainedTokenizerFast,
@@ -56,64 +55,22 @@ from services.trainer.pm_trainer import (
 MARKER = "good"
 FILLERS = ("ok", "fine", "so", "the", "a", "it", "is", "here")
 WORDS = ("system", "user", "assistant", "rate", "this", "answer", MARKER, *FILLERS)
-SPECIAL = ("<pad>", "<unk>", "<|im_start|>", "<|im_end|>")
-CHAT_TEMPLATE = (
-    "{% for m in messages %}<|im_start|>{{ m['role'] }} {{ m['content'] }}<|im_end|>{% endfor %}"
-    "{% if add_generation_prompt %}<|im_start|>assistant {% endif %}"
-)
+PM_SIZE = {"max_position_embeddings": 64, "num_labels": 1}
+"""LlamaConfig fields of the tiny models here, on top of the shared ones."""
 
-
-def tiny_tokenizer() -> PreTrainedTokenizerFast:
-    """Word-level tokenizer with a chat template: one token per word, 19 tokens in all."""
-    vocab = {w: i for i, w in enumerate((*SPECIAL, *WORDS))}
-    backend = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    backend.pre_tokenizer = pre_tokenizers.Whitespace()
-    backend.add_special_tokens(list(SPECIAL))
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=backend,
-        pad_token="<pad>",
-        unk_token="<unk>",
-        bos_token="<|im_start|>",
-        eos_token="<|im_end|>",
-    )
-    tokenizer.chat_template = CHAT_TEMPLATE
-    return tokenizer
-
-
-def tiny_config(tokenizer: PreTrainedTokenizerFast) -> LlamaConfig:
-    return LlamaConfig(
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        num_key_value_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=64,
-        vocab_size=len(tokenizer),
-        pad_token_id=tokenizer.pad_token_id,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        num_labels=1,
-    )
-
-
-def tiny_pm(tokenizer: PreTrainedTokenizerFast, seed: int = 0) -> LlamaForSequenceClassification:
-    torch.manual_seed(seed)
-    return LlamaForSequenceClassification(tiny_config(tokenizer))
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
-def tokenizer() -> PreTrainedTokenizerFast:
-    return tiny_tokenizer()
+def tokenizer(word_tokenizer: Callable[..., PreTrainedTokenizerFast]) -> PreTrainedTokenizerFast:
+    """One token per word, 19 tokens in all."""
+    return word_tokenizer(WORDS)
 
 
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    # Tiny models: intra-op threads only add synchronisation, and on a busy 2-core
-    # machine they make each step several times slower.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+@pytest.fixture(scope="module")
+def tiny_pm(tiny_llama: Callable[..., Any]) -> Callable[..., LlamaForSequenceClassification]:
+    """``tiny_pm(tokenizer, seed=0)``: a random-initialised one-label Llama PM."""
+    return partial(tiny_llama, LlamaForSequenceClassification, **PM_SIZE)
 
 
 # --------------------------------------------------------------------------- synthetic labels
@@ -207,7 +164,7 @@ def test_collator_carries_the_soft_label_next_to_trl_batch() -> None:
 
 
 def test_trainer_loss_equals_trl_at_p_one_and_soft_formula_otherwise(
-    tokenizer: PreTrainedTokenizerFast, tmp_path: Path
+    tokenizer: PreTrainedTokenizerFast, tmp_path: Path, tiny_pm: Callable[..., Any]
 ) -> None:
     rows = synthetic_rows(8, seed=3)
     args = RewardConfig(
@@ -311,7 +268,9 @@ def test_calibration_ece_and_reliability_table() -> None:
 # --------------------------------------------------------------------------- end to end
 
 
-def test_train_pm_on_exported_rows(tokenizer: PreTrainedTokenizerFast, tmp_path: Path) -> None:
+def test_train_pm_on_exported_rows(
+    tokenizer: PreTrainedTokenizerFast, tmp_path: Path, tiny_pm: Callable[..., Any]
+) -> None:
     rows = synthetic_rows(48, seed=1)
     model = tiny_pm(tokenizer)
     before = snapshot(model)
@@ -367,22 +326,21 @@ def test_train_pm_on_exported_rows(tokenizer: PreTrainedTokenizerFast, tmp_path:
 
 
 def test_train_pm_from_a_causal_lm_directory(
-    tokenizer: PreTrainedTokenizerFast, tmp_path: Path
+    tokenizer: PreTrainedTokenizerFast, tmp_path: Path, tiny_llama: Callable[..., Any]
 ) -> None:
     # A policy checkpoint gets a fresh score head; the tokenizer comes from the directory.
     source = tmp_path / "policy"
-    torch.manual_seed(0)
-    LlamaForCausalLM(tiny_config(tokenizer)).save_pretrained(source)
+    tiny_llama(LlamaForCausalLM, tokenizer, seed=0, **PM_SIZE).save_pretrained(source)
     tokenizer.save_pretrained(source)
     # eval_steps without eval rows: no evaluation rather than a failure mid-run
     config = PMConfig(max_steps=2, eval_steps=1)
     result = train_pm(source, synthetic_rows(16, seed=2), None, config, tmp_path / "pm")
     assert result.global_step == 2 and result.evaluation is None
-    assert AutoTokenizer.from_pretrained(result.output_dir).chat_template == CHAT_TEMPLATE
+    assert AutoTokenizer.from_pretrained(result.output_dir).chat_template == tokenizer.chat_template
 
 
 def test_plain_trl_reward_trainer_accepts_exported_rows(
-    tokenizer: PreTrainedTokenizerFast, tmp_path: Path
+    tokenizer: PreTrainedTokenizerFast, tmp_path: Path, tiny_pm: Callable[..., Any]
 ) -> None:
     # Charter's rows, provenance and soft label included, go to TRL as they are.
     model = tiny_pm(tokenizer)
@@ -411,7 +369,7 @@ def test_plain_trl_reward_trainer_accepts_exported_rows(
 
 
 def test_soft_labels_give_a_calibrated_pm_and_hard_labels_an_overconfident_one(
-    tokenizer: PreTrainedTokenizerFast, tmp_path: Path
+    tokenizer: PreTrainedTokenizerFast, tmp_path: Path, tiny_pm: Callable[..., Any]
 ) -> None:
     """Pairs with a known true preference probability p = sigmoid(K * (count_c - count_r)).
 
@@ -471,7 +429,9 @@ def test_soft_labels_give_a_calibrated_pm_and_hard_labels_an_overconfident_one(
     )
 
 
-def test_evaluate_pm_on_other_rows(tokenizer: PreTrainedTokenizerFast, tmp_path: Path) -> None:
+def test_evaluate_pm_on_other_rows(
+    tokenizer: PreTrainedTokenizerFast, tmp_path: Path, tiny_pm: Callable[..., Any]
+) -> None:
     rows = synthetic_rows(24, seed=6)
     trainer = PMTrainer(
         tiny_pm(tokenizer),

@@ -1,6 +1,6 @@
 """SFT and DPO entry points on Charter's exported rows: configs, training, outputs, hooks.
 
-Tiny random-initialised Llamas over a word-level tokenizer built here; one test
+Tiny random-initialised Llamas over a word-level tokenizer (conftest.py); one test
 also runs all three trainers with the real SmolLM2 chat template when the bundled
 model can be prepared offline.
 """
@@ -12,7 +12,8 @@ from __future__ import annotations
 import json
 import os
 import random
-from collections.abc import Iterator
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -25,11 +26,9 @@ pytest.importorskip("trl")
 
 import trl
 from datasets import Dataset
-from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import (
     AutoModelForCausalLM,
     AutoTokenizer,
-    LlamaConfig,
     LlamaForCausalLM,
     LlamaForSequenceClassification,
     PreTrainedTokenizerBase,
@@ -47,62 +46,21 @@ from services.trainer.sft_config import SFTConfig
 from services.trainer.sft_trainer import train_sft
 
 WORDS = ("system", "user", "assistant", "rate", "this", "answer", "good", "ok", "fine", "so", "the")
-SPECIAL = ("<pad>", "<unk>", "<|im_start|>", "<|im_end|>")
-CHAT_TEMPLATE = (
-    "{% for m in messages %}<|im_start|>{{ m['role'] }} {{ m['content'] }}<|im_end|>{% endfor %}"
-    "{% if add_generation_prompt %}<|im_start|>assistant {% endif %}"
-)
+LM_SIZE = {"max_position_embeddings": 256}
+"""LlamaConfig fields of the tiny models here, on top of the shared ones."""
 
-
-def tiny_tokenizer() -> PreTrainedTokenizerFast:
-    vocab = {w: i for i, w in enumerate((*SPECIAL, *WORDS))}
-    backend = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    backend.pre_tokenizer = pre_tokenizers.Whitespace()
-    backend.add_special_tokens(list(SPECIAL))
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=backend,
-        pad_token="<pad>",
-        unk_token="<unk>",
-        bos_token="<|im_start|>",
-        eos_token="<|im_end|>",
-    )
-    tokenizer.chat_template = CHAT_TEMPLATE
-    return tokenizer
-
-
-def tiny_config(tokenizer: PreTrainedTokenizerBase, **extra: Any) -> LlamaConfig:
-    return LlamaConfig(
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        num_key_value_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=256,
-        vocab_size=len(tokenizer),
-        pad_token_id=tokenizer.pad_token_id,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        **extra,
-    )
-
-
-def tiny_lm(tokenizer: PreTrainedTokenizerBase, seed: int = 0) -> LlamaForCausalLM:
-    torch.manual_seed(seed)
-    return LlamaForCausalLM(tiny_config(tokenizer))
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
-def tokenizer() -> PreTrainedTokenizerFast:
-    return tiny_tokenizer()
+def tokenizer(word_tokenizer: Callable[..., PreTrainedTokenizerFast]) -> PreTrainedTokenizerFast:
+    return word_tokenizer(WORDS)
 
 
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    # Tiny models: intra-op threads only add synchronisation on a busy small machine.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+@pytest.fixture(scope="module")
+def tiny_lm(tiny_llama: Callable[..., Any]) -> Callable[..., LlamaForCausalLM]:
+    """``tiny_lm(tokenizer, seed=0)``: a random-initialised tiny Llama causal LM."""
+    return partial(tiny_llama, LlamaForCausalLM, **LM_SIZE)
 
 
 def _text(rng: random.Random, n: int = 5) -> str:
@@ -186,7 +144,9 @@ def test_dpo_config_checks_its_own_fields() -> None:
 # --------------------------------------------------------------------------- SFT
 
 
-def test_train_sft_on_exported_rows(tokenizer: PreTrainedTokenizerFast, tmp_path: Path) -> None:
+def test_train_sft_on_exported_rows(
+    tokenizer: PreTrainedTokenizerFast, tmp_path: Path, tiny_lm: Callable[..., Any]
+) -> None:
     rows = sft_rows(24)
     assert {"label_id", "principle_ids"} <= set(rows[0])  # provenance travels with the rows
     model = tiny_lm(tokenizer)
@@ -216,11 +176,11 @@ def test_train_sft_on_exported_rows(tokenizer: PreTrainedTokenizerFast, tmp_path
     assert record["method"] == "sft" and SFTConfig.from_dict(record["config"]) == config
     reloaded = AutoModelForCausalLM.from_pretrained(result.output_dir)
     assert torch.equal(reloaded.lm_head.weight, model.lm_head.weight)
-    assert AutoTokenizer.from_pretrained(result.output_dir).chat_template == CHAT_TEMPLATE
+    assert AutoTokenizer.from_pretrained(result.output_dir).chat_template == tokenizer.chat_template
 
 
 def test_plain_trl_sft_trainer_accepts_exported_rows(
-    tokenizer: PreTrainedTokenizerFast, tmp_path: Path
+    tokenizer: PreTrainedTokenizerFast, tmp_path: Path, tiny_lm: Callable[..., Any]
 ) -> None:
     # Rows as exported, provenance included; TRL trains on the completion only.
     args = trl.SFTConfig(
@@ -250,7 +210,9 @@ def test_plain_trl_sft_trainer_accepts_exported_rows(
 # --------------------------------------------------------------------------- DPO
 
 
-def test_frozen_copy_is_independent_and_gradient_free(tokenizer: PreTrainedTokenizerFast) -> None:
+def test_frozen_copy_is_independent_and_gradient_free(
+    tokenizer: PreTrainedTokenizerFast, tiny_lm: Callable[..., Any]
+) -> None:
     model = tiny_lm(tokenizer)
     reference = frozen_copy(model)
     assert not reference.training
@@ -261,7 +223,10 @@ def test_frozen_copy_is_independent_and_gradient_free(tokenizer: PreTrainedToken
 
 
 def test_train_dpo_on_exported_rows(
-    tokenizer: PreTrainedTokenizerFast, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tokenizer: PreTrainedTokenizerFast,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    tiny_lm: Callable[..., Any],
 ) -> None:
     references: list[torch.nn.Module] = []
 
@@ -301,7 +266,7 @@ def test_train_dpo_on_exported_rows(
 
 
 def test_train_dpo_from_a_model_directory(
-    tokenizer: PreTrainedTokenizerFast, tmp_path: Path
+    tokenizer: PreTrainedTokenizerFast, tmp_path: Path, tiny_lm: Callable[..., Any]
 ) -> None:
     source = tmp_path / "policy"
     tiny_lm(tokenizer).save_pretrained(source)
@@ -313,7 +278,7 @@ def test_train_dpo_from_a_model_directory(
 
 
 def test_plain_trl_dpo_trainer_accepts_exported_rows(
-    tokenizer: PreTrainedTokenizerFast, tmp_path: Path
+    tokenizer: PreTrainedTokenizerFast, tmp_path: Path, tiny_lm: Callable[..., Any]
 ) -> None:
     model = tiny_lm(tokenizer)
     before = snapshot(model)
@@ -355,12 +320,14 @@ def smollm2_tokenizer() -> PreTrainedTokenizerBase:
 
 
 def test_all_trainers_take_exported_rows_with_the_smollm2_template(
-    smollm2_tokenizer: PreTrainedTokenizerBase, tmp_path: Path
+    smollm2_tokenizer: PreTrainedTokenizerBase,
+    tmp_path: Path,
+    tiny_lm: Callable[..., Any],
+    tiny_llama: Callable[..., Any],
 ) -> None:
     tokenizer = smollm2_tokenizer
     assert tokenizer.chat_template and "<|im_start|>" in tokenizer.chat_template
-    torch.manual_seed(0)
-    pm = LlamaForSequenceClassification(tiny_config(tokenizer, num_labels=1))
+    pm = tiny_llama(LlamaForSequenceClassification, tokenizer, seed=0, num_labels=1, **LM_SIZE)
     pm_result = train_pm(
         pm,
         preference_rows(4),
