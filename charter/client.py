@@ -159,6 +159,10 @@ class CharterClient:
     def report_metrics(self, run_id: str, owner: str, points: list[dict[str, Any]]) -> None:
         self.request("POST", f"/v1/runs/{run_id}/metrics", json={"owner": owner, "points": points})
 
+    def report_checkpoint(self, run_id: str, owner: str, checkpoint: str) -> dict[str, Any]:
+        body = {"owner": owner, "checkpoint": checkpoint}
+        return self.request("POST", f"/v1/runs/{run_id}/checkpoint", json=body)
+
     def complete_run(self, run_id: str, owner: str, artifact_uri: str) -> dict[str, Any]:
         body = {"owner": owner, "artifact_uri": artifact_uri}
         return self.request("POST", f"/v1/runs/{run_id}/complete", json=body)

@@ -112,10 +112,12 @@ def train_and_save(
     result_type: type[R],
     *,
     evaluate: bool,
+    resume_from_checkpoint: str | None = None,
 ) -> R:
     """Train, evaluate when there are eval rows (the evaluation is also logged, so a
     ``report`` receives it), save the model and write the training record."""
-    metrics = {k: float(v) for k, v in trainer.train().metrics.items()}
+    result = trainer.train(resume_from_checkpoint=resume_from_checkpoint)
+    metrics = {k: float(v) for k, v in result.metrics.items()}
     if evaluate:
         metrics |= trainer.evaluate()
     trainer.save_model(str(output_dir))

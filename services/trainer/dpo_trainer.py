@@ -57,6 +57,7 @@ def train_dpo(
     tokenizer: PreTrainedTokenizerBase | None = None,
     report: Report | None = None,
     callbacks: list[TrainerCallback] | None = None,
+    resume_from_checkpoint: str | None = None,
 ) -> DPOResult:
     """Train a causal LM with DPO on preference rows, evaluate it, save it to ``output_dir``.
 
@@ -79,5 +80,11 @@ def train_dpo(
         callbacks=trainer_callbacks(callbacks, report),
     )
     return train_and_save(
-        trainer, "dpo", config, output_dir, DPOResult, evaluate=eval_dataset is not None
+        trainer,
+        "dpo",
+        config,
+        output_dir,
+        DPOResult,
+        evaluate=eval_dataset is not None,
+        resume_from_checkpoint=resume_from_checkpoint,
     )

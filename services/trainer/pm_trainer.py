@@ -278,6 +278,7 @@ def train_pm(
     tokenizer: PreTrainedTokenizerBase | None = None,
     report: Report | None = None,
     callbacks: list[TrainerCallback] | None = None,
+    resume_from_checkpoint: str | None = None,
 ) -> PMResult:
     """Train a PM on Charter's preference rows, evaluate it, save it to ``output_dir``.
 
@@ -298,7 +299,8 @@ def train_pm(
         processing_class=tokenizer,
         callbacks=trainer_callbacks(callbacks, report),
     )
-    metrics = {k: float(v) for k, v in trainer.train().metrics.items()}
+    result = trainer.train(resume_from_checkpoint=resume_from_checkpoint)
+    metrics = {k: float(v) for k, v in result.metrics.items()}
     evaluation = None
     if eval_dataset is not None:
         evaluation = evaluate_pm(trainer)

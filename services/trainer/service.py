@@ -23,6 +23,8 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from transformers import TrainerCallback
+
 from charter.client import CharterAPIError, CharterClient
 from charter.model_store import resolve_model
 from charter.settings import Settings
@@ -89,6 +91,16 @@ class MetricsSink:
             self.post(self.points)
             self.points = []
         self.last = time.monotonic()
+
+
+class CheckpointReporter(TrainerCallback):
+    """Records every saved checkpoint on the run, so a resumed run continues from it."""
+
+    def __init__(self, record: Callable[[str], None]) -> None:
+        self.record = record
+
+    def on_save(self, args, state, control, **kwargs):  # type: ignore[no-untyped-def]
+        self.record(str(Path(args.output_dir) / f"checkpoint-{state.global_step}"))
 
 
 class TrainerService:
@@ -166,32 +178,40 @@ class TrainerService:
         output = workdir / "model"
         base = self.model_dir(config["base_model"])
         kind = run["type"]
-        if kind == "sft":
-            from services.trainer.sft_config import SFTConfig
-            from services.trainer.sft_trainer import train_sft
+        # A resumed run continues from the checkpoint its last attempt recorded.
+        checkpoint = run.get("checkpoint")
+        resume = checkpoint if checkpoint and Path(checkpoint).is_dir() else None
+        if resume:
+            log.info("run %s resumes from %s", run["id"], resume)
+        record = CheckpointReporter(
+            lambda path: self.client.report_checkpoint(run["id"], self.owner, path)
+        )
+        common = {"report": sink, "callbacks": [record], "resume_from_checkpoint": resume}
+        try:
+            if kind == "sft":
+                from services.trainer.sft_config import SFTConfig
+                from services.trainer.sft_trainer import train_sft
 
-            result = train_sft(
-                base, train_rows, eval_rows, build_config(SFTConfig, overrides), output, report=sink
-            )
-        elif kind == "pm":
-            from services.trainer.pm_config import PMConfig
-            from services.trainer.pm_trainer import train_pm
+                config_ = build_config(SFTConfig, overrides)
+                result = train_sft(base, train_rows, eval_rows, config_, output, **common)
+            elif kind == "pm":
+                from services.trainer.pm_config import PMConfig
+                from services.trainer.pm_trainer import train_pm
 
-            result = train_pm(
-                base, train_rows, eval_rows, build_config(PMConfig, overrides), output, report=sink
-            )
-        elif kind == "dpo":
-            from services.trainer.dpo_config import DPOConfig
-            from services.trainer.dpo_trainer import train_dpo
+                config_ = build_config(PMConfig, overrides)
+                result = train_pm(base, train_rows, eval_rows, config_, output, **common)
+            elif kind == "dpo":
+                from services.trainer.dpo_config import DPOConfig
+                from services.trainer.dpo_trainer import train_dpo
 
-            result = train_dpo(
-                base, train_rows, eval_rows, build_config(DPOConfig, overrides), output, report=sink
-            )
-        elif kind == "ppo":
-            result = self._ppo(config, overrides, rows, base, output, sink)
-        else:
-            raise RunConfigError(f"unknown run type {kind!r}")
-        sink.flush()
+                config_ = build_config(DPOConfig, overrides)
+                result = train_dpo(base, train_rows, eval_rows, config_, output, **common)
+            elif kind == "ppo":
+                result = self._ppo(config, overrides, rows, base, output, sink)
+            else:
+                raise RunConfigError(f"unknown run type {kind!r}")
+        finally:
+            sink.flush()  # what was measured before a crash is reported too
         log.info("run %s finished: %s", run["id"], getattr(result, "metrics", result))
         return output
 

@@ -43,6 +43,7 @@ def train_sft(
     tokenizer: PreTrainedTokenizerBase | None = None,
     report: Report | None = None,
     callbacks: list[TrainerCallback] | None = None,
+    resume_from_checkpoint: str | None = None,
 ) -> SFTResult:
     """Fine-tune a causal LM on SFT rows, evaluate it on ``eval_rows``, save it to ``output_dir``.
 
@@ -61,5 +62,11 @@ def train_sft(
         callbacks=trainer_callbacks(callbacks, report),
     )
     return train_and_save(
-        trainer, "sft", config, output_dir, SFTResult, evaluate=eval_dataset is not None
+        trainer,
+        "sft",
+        config,
+        output_dir,
+        SFTResult,
+        evaluate=eval_dataset is not None,
+        resume_from_checkpoint=resume_from_checkpoint,
     )

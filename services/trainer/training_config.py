@@ -16,7 +16,7 @@ import torch
 
 from charter.core.constitution import canonical_json
 
-NOT_HASHED = frozenset({"per_device_eval_batch_size", "logging_steps", "eval_steps"})
+NOT_HASHED = frozenset({"per_device_eval_batch_size", "logging_steps", "eval_steps", "save_steps"})
 """Fields that change how a run is observed, not what it learns."""
 
 
@@ -59,6 +59,8 @@ class TrainingConfig:
     """Optimizer steps between two metric reports."""
     eval_steps: int | None = None
     """Evaluate on the held-out rows every this many steps; None evaluates at the end only."""
+    save_steps: int | None = None
+    """Save a resumable checkpoint every this many steps (the last two are kept); None saves none."""
 
     def __post_init__(self) -> None:
         if not 0.0 < self.learning_rate <= 1.0:
@@ -86,6 +88,8 @@ class TrainingConfig:
         self.validate_method_fields()
         if self.eval_steps is not None and self.eval_steps < 1:
             raise ValueError("eval_steps must be >= 1 or None")
+        if self.save_steps is not None and self.save_steps < 1:
+            raise ValueError("save_steps must be >= 1 or None")
 
     def validate_method_fields(self) -> None:
         """Checks of a subclass's own fields; raise ``ValueError`` on a bad value."""
@@ -110,7 +114,8 @@ class TrainingConfig:
 
     def common_args(self, output_dir: str | Path, *, evaluate: bool) -> dict[str, Any]:
         """The TRL/``TrainingArguments`` keywords of the shared fields; ``evaluate=False``
-        when there are no eval rows. Checkpoints are not saved: the caller saves the result."""
+        when there are no eval rows. Checkpoints (optimizer, scheduler and RNG state
+        included) go to ``output_dir/checkpoint-N`` every ``save_steps``."""
         return {
             "output_dir": str(output_dir),
             "learning_rate": self.learning_rate,
@@ -130,7 +135,9 @@ class TrainingConfig:
             "logging_steps": self.logging_steps,
             "eval_strategy": "steps" if evaluate and self.eval_steps is not None else "no",
             "eval_steps": self.eval_steps,
-            "save_strategy": "no",
+            "save_strategy": "steps" if self.save_steps else "no",
+            "save_steps": self.save_steps or 500,
+            "save_total_limit": 2,
             "report_to": "none",
             "dataloader_pin_memory": torch.cuda.is_available(),  # pinning only helps host-to-GPU
             "disable_tqdm": True,

@@ -132,3 +132,45 @@ def test_bad_config_fails_the_run_with_the_reason(stack):
     assert result["id"] == run["id"] and result["status"] == "failed"
     assert "learning_rat" in result["error"]
     assert TrainerService(client, settings, owner="t").run_once() is None  # nothing left queued
+
+
+def test_a_crashed_run_resumes_from_its_last_checkpoint(stack, monkeypatch):
+    client, settings = stack
+    run = client.create_run(
+        type="pm",
+        dataset="prefs",
+        base_model="tiny",
+        config={
+            "max_steps": 6,
+            "save_steps": 2,
+            "per_device_train_batch_size": 4,
+            "logging_steps": 1,
+            "max_length": 256,
+        },
+    )
+    from services.trainer import service as trainer_service
+
+    class Crash(RuntimeError):
+        pass
+
+    def crash_after_step_3(self, args, state, control, **kwargs):
+        self.record(str(Path(args.output_dir) / f"checkpoint-{state.global_step}"))
+        if state.global_step >= 4:
+            raise Crash("the machine went away")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(trainer_service.CheckpointReporter, "on_save", crash_after_step_3)
+        failed = TrainerService(client, settings, owner="t1").run_once()
+    assert failed["status"] == "failed" and "Crash" in failed["error"]
+    assert failed["checkpoint"].endswith("checkpoint-4") and Path(failed["checkpoint"]).is_dir()
+
+    assert client.request("POST", f"/v1/runs/{run['id']}/resume")["status"] == "queued"
+    done = TrainerService(client, settings, owner="t2").run_once()
+    assert done["status"] == "completed", done["error"]
+    record = json.loads(
+        (Path(done["artifact_uri"].removeprefix("file://")) / "charter-training.json").read_text()
+    )
+    assert record["global_step"] == 6
+    steps = [m["step"] for m in client.run_metrics(run["id"]) if "loss" in m["metrics"]]
+    # the first attempt's steps were reported before it failed; the second ran only 5 and 6
+    assert steps == [1, 2, 3, 4, 5, 6]
