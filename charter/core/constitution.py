@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -100,7 +100,10 @@ class Constitution(_Strict):
         return _by_id(self.comparison_principles, principle_id)
 
 
-def _by_id(principles: tuple[Any, ...], principle_id: str) -> Any:
+_P = TypeVar("_P", CritiquePrinciple, ComparisonPrinciple)
+
+
+def _by_id(principles: tuple[_P, ...], principle_id: str) -> _P:
     for p in principles:
         if p.id == principle_id:
             return p
