@@ -28,6 +28,7 @@ system-deps:
 
 test: install system-deps services
 	$(BIN)/ruff check .
+	$(BIN)/mypy
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: install
