@@ -3,6 +3,8 @@
 Called right after a job's transaction commits, and periodically by the sweeper,
 so a broker outage delays work but never loses it. Publishing happens before the
 rows are marked: a crash in between re-publishes, which the lease makes harmless.
+A worker that gets the message before the mark commits finds the rows locked and
+waits for the mark rather than skipping them (``workers.runner``).
 """
 
 from __future__ import annotations

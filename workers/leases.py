@@ -85,6 +85,22 @@ def claim(
     return [Claimed(r.id, r.prompt_id, r.attempt) for r in live]
 
 
+def claimable_count(
+    session: Session,
+    job_id: str,
+    chunk: int,
+    exclude: set[int] = frozenset(),  # type: ignore[assignment]
+) -> int:
+    """How many items of a chunk are claimable, row locks or not (takes no lock).
+
+    After :func:`claim` returned nothing, a positive count means the rows exist but
+    another transaction held them (PostgreSQL skips locked rows): a publisher's
+    ``published_at`` mark, the sweeper re-queueing them, or another claimer.
+    """
+    query = _claimable(job_id, chunk, utcnow()).with_only_columns(WorkItem.id)
+    return sum(1 for item_id in session.scalars(query) if item_id not in exclude)
+
+
 def _held(claimed: Claimed, owner: str):  # type: ignore[no-untyped-def]
     return and_(
         WorkItem.id == claimed.item_id,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -26,6 +27,9 @@ from charter.settings import Settings
 from workers import leases, pipelines
 
 log = logging.getLogger(__name__)
+
+LOCKED_WAIT_SECONDS = 10.0
+"""How long a task waits for claimable rows that another transaction holds locked."""
 
 
 @dataclass
@@ -64,6 +68,7 @@ class ChunkRunner:
             {k: v for k, v in job.params.items() if k != "chunk_size"}
         )
         tried: set[int] = set()
+        wait_until: float | None = None
         while True:
             with self.sessions() as session, session.begin():
                 claimed = leases.claim(
@@ -77,8 +82,18 @@ class ChunkRunner:
                 )
                 items = self._items(session, claimed)
                 leases.complete_if_done(session, job_id)
+                # Claimable rows that were skipped because another transaction held
+                # them. Usually the publisher marking this very message as sent: had we
+                # returned, the message would be acked and nothing would send it again.
+                locked = not claimed and leases.claimable_count(session, job_id, chunk, tried) > 0
+            if locked:
+                wait_until = wait_until or time.monotonic() + LOCKED_WAIT_SECONDS
+                if time.monotonic() < wait_until:
+                    time.sleep(0.05)  # until that transaction ends: then claim or see it taken
+                    continue
             if not claimed:
                 break
+            wait_until = None
             tried.update(c.item_id for c in claimed)
             report.claimed += len(claimed)
             self._process(job, constitution, params, engine, chunk, claimed, items, report)

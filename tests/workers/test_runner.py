@@ -7,6 +7,8 @@ recorded reason, whatever the deliveries, crashes and lease take-overs.
 from __future__ import annotations
 
 import math
+import threading
+import time
 from datetime import timedelta
 from typing import Any
 
@@ -270,3 +272,27 @@ def test_sweeper_fails_items_that_exhausted_their_attempts(api, admin_headers, s
         api.client.get(f"/v1/jobs/{job['id']}", headers=admin_headers).json()["status"]
         == "completed"
     )
+
+
+@pytest.mark.postgres_only
+def test_items_locked_by_the_publishers_mark_are_claimed_once_it_commits(
+    api, admin_headers, sessions, make_runner, engine
+):
+    """A publisher marks a chunk published just after sending its message. A worker
+    that gets the message first finds the rows locked by that mark: it must wait for
+    it, not skip them and return (the message is then acked and nothing re-sends it)."""
+    job = submit(api, admin_headers, ROWS[:2], type="sl_cai", chunk_size=10)
+    runner = make_runner()
+    with engine.connect() as publisher:
+        mark = publisher.begin()
+        publisher.execute(
+            update(WorkItem).where(WorkItem.job_id == job["id"]).values(published_at=utcnow())
+        )
+        done: dict[str, Any] = {}
+        worker = threading.Thread(target=lambda: done.update(r=runner.run_chunk(job["id"], 0)))
+        worker.start()
+        time.sleep(0.5)  # the worker's claim meets the uncommitted mark
+        mark.commit()
+    worker.join(30)
+    assert done["r"].labelled == 2
+    assert states(sessions, job["id"]) == {"done": 2}
