@@ -7,6 +7,7 @@ processes a deployment runs.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -17,6 +18,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import get_args
 
 from charter.settings import Settings
 
@@ -28,36 +30,24 @@ def free_port() -> int:
 
 
 def settings_env(settings: Settings) -> dict[str, str]:
-    """The environment that gives a child process these settings."""
-    env = {
-        "CHARTER_ENV": settings.env,
-        "CHARTER_DATA_DIR": str(settings.data_dir.resolve()),
-        "CHARTER_MODELS_DIR": str(settings.models_dir),
-        "CHARTER_SECRET_KEY": settings.secret_key,
-        "CHARTER_WORKER_ENGINE": settings.worker_engine,
-        "CHARTER_WORKER_MODELS": ",".join(settings.worker_models),
-        "CHARTER_WORKER_MAX_BATCH": str(settings.worker_max_batch),
-        **(
-            {"CHARTER_WORKER_THREADS": str(settings.worker_threads)}
-            if settings.worker_threads
-            else {}
-        ),
-        "CHARTER_LEASE_SECONDS": str(settings.lease_seconds),
-        "CHARTER_MAX_ATTEMPTS": str(settings.max_attempts),
-        "CHARTER_FAULT_DELAY_SECONDS": str(settings.fault_delay_seconds),
-        "CHARTER_FAULT_POISON_MODE": settings.fault_poison_mode,
-        "CHARTER_WORKER_HEARTBEAT_SECONDS": str(settings.worker_heartbeat_seconds),
-    }
-    if settings.fault_poison:
-        env["CHARTER_FAULT_POISON"] = settings.fault_poison
-    if settings.database_url:
-        env["CHARTER_DATABASE_URL"] = settings.database_url
-    if settings.broker_url:
-        env["CHARTER_BROKER_URL"] = settings.broker_url
-    if settings.models:
-        import json
+    """The environment that gives a child process exactly these settings.
 
-        env["CHARTER_MODELS"] = json.dumps(settings.models)
+    Every field is written, so none falls back to a different value in the
+    parent's environment or a ``.env`` file; an unset optional text field is
+    written empty, which the code reads as unset.
+    """
+    env: dict[str, str] = {}
+    for name, info in type(settings).model_fields.items():
+        value = getattr(settings, name)
+        if name == "data_dir":
+            value = settings.data_dir.resolve()
+        if value is None:
+            if str not in get_args(info.annotation):
+                continue  # e.g. worker_threads: only a number can be written
+            value = ""
+        elif isinstance(value, list | tuple | dict):
+            value = json.dumps(value)
+        env[f"CHARTER_{name.upper()}"] = str(value)
     return env
 
 
@@ -65,7 +55,9 @@ def start_worker(
     settings: Settings, *, name: str, log: Path, concurrency: int = 1
 ) -> subprocess.Popen[bytes]:
     """A real Celery worker process (prefork pool) with these settings."""
-    env = {**os.environ, **settings_env(settings), "PYTHONUNBUFFERED": "1"}
+    # The parent's own CHARTER_* variables must not override or add to ``settings``.
+    inherited = {k: v for k, v in os.environ.items() if not k.upper().startswith("CHARTER_")}
+    env = {**inherited, **settings_env(settings), "PYTHONUNBUFFERED": "1"}
     command = [
         sys.executable, "-m", "celery", "-A", "workers.celery_app", "worker",
         "-c", str(concurrency), "-P", "prefork", "-n", f"{name}@%h", "--loglevel", "INFO",
@@ -97,9 +89,8 @@ class GatewayThread:
         from services.gateway.app import create_app
 
         self.port = port or free_port()
-        config = uvicorn.Config(
-            create_app(settings), host="127.0.0.1", port=self.port, log_level="warning"
-        )
+        self.app = create_app(settings)
+        config = uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_level="warning")
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, name="gateway", daemon=True)
 
@@ -119,6 +110,10 @@ class GatewayThread:
     def __exit__(self, *_: object) -> None:
         self.server.should_exit = True
         self.thread.join(10)
+        # Close its database connections: a test suite opens many gateways. (Broker
+        # connections sit in kombu's pools, shared by every app with the same URL.)
+        self.app.state.producer.close()
+        self.app.state.engine.dispose()
 
 
 @contextmanager
@@ -128,7 +123,8 @@ def sweeper_thread(settings: Settings) -> Iterator[None]:
     from workers.sweeper import run_forever
 
     stop = threading.Event()
-    sessions = session_factory(make_engine(settings.effective_database_url))
+    engine = make_engine(settings.effective_database_url)
+    sessions = session_factory(engine)
     producer = make_celery(settings, name="charter-sweeper")
     thread = threading.Thread(
         target=run_forever, args=(sessions, producer, settings, stop), name="sweeper", daemon=True
@@ -139,3 +135,5 @@ def sweeper_thread(settings: Settings) -> Iterator[None]:
     finally:
         stop.set()
         thread.join(30)
+        producer.close()
+        engine.dispose()

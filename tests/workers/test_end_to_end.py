@@ -1,0 +1,784 @@
+"""End to end: real Celery worker processes behind the real gateway, over HTTP.
+
+Every test runs on both backends: SQLite with the filesystem broker, and
+PostgreSQL with Redis. A stack is the gateway (a uvicorn thread), the sweeper (a
+thread) and worker processes running the Celery app and prefork pool of
+``charter worker``, with short leases so crashes are repaired in seconds.
+
+Exactly-once is checked by counting rows: every item ends with one label, or in
+a terminal state with a recorded reason, and no work item has two labels.
+
+Real SmolLM2 runs every job type once per backend in one worker session
+(``TestRealModel``, marked slow); the reliability tests use the scripted engine
+with injected delays and crashes (``workers.engines.faults``).
+
+Isolation: each module gets its own databases; each test gets its own broker
+folder and its own model name, hence its own queue, so parallel pytest
+processes sharing one Redis never take each other's messages. The queues a
+test used are deleted from Redis when it ends.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, suppress
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import Engine, func, select, text
+from sqlalchemy.engine import make_url
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from charter.client import CharterClient
+from charter.core import prompts
+from charter.db.migrate import upgrade
+from charter.db.models import Job, Label, WorkItem
+from charter.db.session import make_engine, session_factory
+from charter.embedded import GatewayThread, start_worker, sweeper_thread
+from charter.projects import ensure_project, issue_key
+from charter.queue import make_celery, publish_chunk, queue_for
+from charter.settings import Settings
+
+BACKENDS = ("sqlite", "postgres")
+ROOT = Path(__file__).resolve().parents[2]
+SECRET = "test-secret-for-end-to-end"
+REDIS_URL = os.environ.get("CHARTER_TEST_REDIS_URL", "redis://127.0.0.1:6379/13")
+DEAD_BROKER = "redis://127.0.0.1:1/0"  # nothing listens on port 1
+MODELS_DIR = Path(os.environ.get("CHARTER_MODELS_DIR", "~/.cache/charter/models")).expanduser()
+
+SCRIPTED_TIMEOUT = 180.0
+REAL_MODEL_TIMEOUT = 900.0
+
+
+def rows(n: int, marker: str = "", *, response: bool = False) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = [
+        {"prompt": f"Question {i}{marker}: what is {i} plus {i}?"} for i in range(n)
+    ]
+    if response:
+        for i, row in enumerate(out):
+            row["response"] = f"It is {2 * i}."
+    return out
+
+
+# --------------------------------------------------------------------------- backends
+
+
+@pytest.fixture(scope="module", params=BACKENDS, ids=BACKENDS)
+def database_url(request: pytest.FixtureRequest, database_factory: Any) -> Iterator[str]:
+    """A migrated database of each backend, private to this module.
+
+    Overrides the shared session database: the stacks here run worker processes
+    against it, which must not meet the other modules' per-test table wipes.
+    """
+    url = database_factory.create(request)
+    upgrade(url)
+    yield url
+    database_factory.drop(url)
+
+
+def _is_postgres(database_url: str) -> bool:
+    return make_url(database_url).get_backend_name() == "postgresql"
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    import redis
+
+    client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=5)
+    try:
+        client.ping()
+    except Exception as exc:
+        reason = f"Redis is unreachable at {REDIS_URL} ({type(exc).__name__})"
+        if os.environ.get("CI"):
+            pytest.fail(f"{reason} (CI is set, so this is an error, not a skip)", pytrace=False)
+        pytest.skip(f"{reason}; set CHARTER_TEST_REDIS_URL to run the postgres variants")
+    finally:
+        client.close()
+    return REDIS_URL
+
+
+@pytest.fixture(scope="module")
+def broker_url(database_url: str, request: pytest.FixtureRequest) -> str | None:
+    """SQLite runs on the filesystem broker (None); PostgreSQL on Redis."""
+    return request.getfixturevalue("redis_url") if _is_postgres(database_url) else None
+
+
+@pytest.fixture(scope="module")
+def db(database_url: str) -> Iterator[Engine]:
+    engine = make_engine(database_url)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture(scope="module")
+def api_key(db: Engine) -> str:
+    with session_factory(db)() as session, session.begin():
+        project = ensure_project(session, "e2e")
+        _, key = issue_key(session, project.id, ["admin"], SECRET, name="e2e")
+    return key
+
+
+def forget_queues(broker_url: str | None, models: list[str], workers: list[str]) -> None:
+    """Delete what these models' queues and these workers left in Redis: messages,
+    bindings (the model queues and the workers' remote-control queues), unacked copies."""
+    if not broker_url:
+        return
+    import redis
+
+    queues = {queue_for(m) for m in models}
+    client = redis.Redis.from_url(broker_url)
+    try:
+        if queues:
+            client.delete(*queues)
+        for key in client.scan_iter("_kombu.binding*"):
+            if client.type(key) != b"set":
+                continue
+            for member in client.smembers(key):
+                queue = member.decode(errors="replace").rsplit("\x06\x16", 1)[-1]
+                if queue in queues or queue.split("@", 1)[0] in workers:
+                    client.srem(key, member)
+        for tag, raw in client.hgetall("unacked").items():
+            if any(f'"{q}"' in raw.decode(errors="replace") for q in queues):
+                client.hdel("unacked", tag)
+                client.zrem("unacked_index", tag)
+    finally:
+        client.close()
+
+
+@pytest.fixture(autouse=True)
+def hostile_environment(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """CHARTER_* variables in the test process that would break any worker that read
+    them: a worker must run on the settings it was started with, nothing else."""
+    from charter.settings import get_settings
+
+    monkeypatch.setenv("CHARTER_BROKER_URL", DEAD_BROKER)
+    monkeypatch.setenv("CHARTER_DATABASE_URL", "sqlite:////nonexistent/charter.db")
+    monkeypatch.setenv("CHARTER_FAULT_POISON", "Question")
+    get_settings.cache_clear()
+    yield
+    get_settings.cache_clear()
+
+
+# --------------------------------------------------------------------------- the stack
+
+
+def child_pids(pid: int) -> list[int]:
+    """Processes whose parent is ``pid`` (read from /proc; no psutil needed)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def thread_stacks() -> str:
+    """Where this process's sweeper and gateway threads are (for failure messages)."""
+    import sys
+    import threading
+    import traceback
+
+    frames = sys._current_frames()
+    out = []
+    for thread in threading.enumerate():
+        if thread.name in ("sweeper", "gateway") and thread.ident in frames:
+            stack = "".join(traceback.format_stack(frames[thread.ident])[-8:])
+            out.append(f"--- thread {thread.name}\n{stack}")
+    return "".join(out)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of one process so far."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def kill_group(process: subprocess.Popen[bytes]) -> None:
+    """SIGKILL a worker's whole process group (main process and pool children)."""
+    with suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
+    process.wait(30)
+
+
+@dataclass
+class Stack:
+    """Gateway + sweeper + workers on one backend; every process is killed on exit."""
+
+    settings: Settings
+    key: str
+    db: Engine
+    log_dir: Path
+    client: CharterClient = field(init=False)
+    gateway: GatewayThread = field(init=False)
+    workers: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    logs: list[Path] = field(default_factory=list)
+    models: list[str] = field(default_factory=list)
+    names: list[str] = field(default_factory=list)
+    exits: ExitStack = field(default_factory=ExitStack)
+    _constitution: dict[str, Any] | None = None
+
+    def open(self, *, gateway_settings: Settings | None = None, sweeper: bool = True) -> Stack:
+        self.exits.callback(forget_queues, self.settings.broker_url, self.models, self.names)
+        self.gateway = self.exits.enter_context(GatewayThread(gateway_settings or self.settings))
+        if sweeper:
+            self.start_sweeper()
+        self.client = self.exits.enter_context(CharterClient(self.gateway.url, self.key))
+        self.exits.callback(self.stop_workers)
+        return self
+
+    def close(self) -> None:
+        self.exits.close()
+
+    def start_sweeper(self) -> None:
+        self.exits.enter_context(sweeper_thread(self.settings))
+
+    def new_model(self, prefix: str = "scripted") -> str:
+        """A model name of this test's own, hence a queue no other test consumes."""
+        model = f"{prefix}-{secrets.token_hex(4)}"
+        self.models.append(model)
+        return model
+
+    def worker_settings(self, models: list[str], **overrides: Any) -> Settings:
+        return self.settings.model_copy(update={"worker_models": models, **overrides})
+
+    def start_worker(
+        self, models: list[str], *, concurrency: int = 1, **overrides: Any
+    ) -> subprocess.Popen[bytes]:
+        name = f"w{len(self.workers)}-{secrets.token_hex(3)}"
+        self.names.append(name)
+        log = self.log_dir / f"worker-{name}.log"
+        settings = self.worker_settings(models, **overrides)
+        process = start_worker(settings, name=name, log=log, concurrency=concurrency)
+        self.workers.append(process)
+        self.logs.append(log)
+        return process
+
+    def stop_workers(self) -> None:
+        for process in self.workers:
+            kill_group(process)
+
+    def tails(self, lines: int = 40) -> str:
+        out = []
+        for log in self.logs:
+            text_ = log.read_text(errors="replace") if log.exists() else "(no log)"
+            out.append(
+                f"----- {log.name} (last {lines} lines)\n" + "\n".join(text_.splitlines()[-lines:])
+            )
+        return "\n".join(out)
+
+    # API helpers ---------------------------------------------------------------------
+
+    def constitution(self) -> dict[str, Any]:
+        if self._constitution is None:
+            self._constitution = self.client.push_constitution(
+                ROOT / "constitutions" / "default.yaml"
+            )
+        return self._constitution
+
+    def submit(self, rows_: list[dict[str, Any]], model: str, **spec: Any) -> dict[str, Any]:
+        batch = self.client.create_batch(rows_, name=spec.get("type", "batch"))
+        spec.setdefault("type", "sl_cai")
+        return self.client.submit_job(
+            batch_id=batch["id"], constitution=self.constitution()["ref"], model=model, **spec
+        )
+
+    def wait(self, job_id: str, timeout: float = SCRIPTED_TIMEOUT) -> dict[str, Any]:
+        """The job once it completed (by the API and in its row), or fail with the logs."""
+        deadline = time.monotonic() + timeout
+        job: dict[str, Any] = {}
+        while time.monotonic() < deadline:
+            job = self.client.job(job_id)
+            if job["status"] in ("completed", "cancelled") and self.job_row_status(job_id) in (
+                "completed",
+                "cancelled",
+            ):
+                return job
+            time.sleep(0.25)
+        pytest.fail(
+            f"job {job_id} not done after {timeout:.0f} s: status {job.get('status')}, "
+            f"row {self.job_row_status(job_id)}, counts {job.get('counts')}\nitems:\n"
+            + "\n".join(str(tuple(item)) for item in self.items(job_id))
+            + f"\nbroker: {self.broker_state()}\n{thread_stacks()}\n{self.tails()}"
+        )
+
+    def broker_state(self) -> dict[str, Any]:
+        """What Redis holds for this stack's queues (for failure messages)."""
+        if not self.settings.broker_url:
+            return {}
+        import redis
+
+        client = redis.Redis.from_url(self.settings.broker_url)
+        try:
+            routes = {m.decode(errors="replace") for m in client.smembers("_kombu.binding.charter")}
+            return {
+                queue_for(m): {
+                    "length": client.llen(queue_for(m)),
+                    "routed": any(r.endswith(queue_for(m)) for r in routes),
+                }
+                for m in self.models
+            } | {"unacked": client.hlen("unacked")}
+        finally:
+            client.close()
+
+    # Database reads ------------------------------------------------------------------
+
+    def job_row_status(self, job_id: str) -> str | None:
+        with self.db.connect() as conn:
+            return conn.scalar(select(Job.status).where(Job.id == job_id))
+
+    def items(self, job_id: str) -> list[Any]:
+        with self.db.connect() as conn:
+            return list(
+                conn.execute(
+                    select(
+                        WorkItem.id,
+                        WorkItem.chunk,
+                        WorkItem.status,
+                        WorkItem.attempt,
+                        WorkItem.lease_owner,
+                        WorkItem.last_error,
+                        WorkItem.published_at,
+                    )
+                    .where(WorkItem.job_id == job_id)
+                    .order_by(WorkItem.id)
+                )
+            )
+
+    def labels(self, job_id: str) -> list[Label]:
+        with session_factory(self.db)() as session:
+            return list(
+                session.scalars(
+                    select(Label).where(Label.job_id == job_id).order_by(Label.work_item_id)
+                )
+            )
+
+    def wait_running(self, job_id: str, timeout: float = SCRIPTED_TIMEOUT) -> list[Any]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            running = [i for i in self.items(job_id) if i.status == "running"]
+            if running:
+                return running
+            time.sleep(0.05)
+        pytest.fail(f"no item of job {job_id} started in {timeout:.0f} s\n{self.tails()}")
+
+    def assert_exactly_once(self, job_id: str, item_count: int) -> dict[str, int]:
+        """Count rows: one label per done item, a reason on every other final item,
+        no item with two labels. Returns the count of items per state."""
+        with self.db.connect() as conn:
+            doubles = conn.execute(
+                text("SELECT work_item_id, count(*) FROM labels GROUP BY 1 HAVING count(*) > 1")
+            ).all()
+            per_item = dict(
+                conn.execute(
+                    select(Label.work_item_id, func.count())
+                    .where(Label.job_id == job_id)
+                    .group_by(Label.work_item_id)
+                ).all()
+            )
+        assert doubles == [], f"items with more than one label: {doubles}"
+        items = self.items(job_id)
+        assert len(items) == item_count
+        for item in items:
+            if item.status == "done":
+                assert per_item.get(item.id) == 1, f"done item {item.id} has no label"
+            else:
+                assert item.status in ("abstained", "failed"), item
+                assert item.last_error, f"item {item.id} is {item.status} without a reason"
+                assert item.id not in per_item, f"{item.status} item {item.id} has a label"
+        assert sum(per_item.values()) == sum(i.status == "done" for i in items)
+        states: dict[str, int] = {}
+        for item in items:
+            states[item.status] = states.get(item.status, 0) + 1
+        return states
+
+
+def base_settings(
+    data_dir: Path, database_url: str, broker_url: str | None, **overrides: Any
+) -> Settings:
+    values: dict[str, Any] = {
+        "_env_file": None,
+        "env": "test",
+        "data_dir": data_dir,
+        "database_url": database_url,
+        "broker_url": broker_url,
+        "secret_key": SECRET,
+        "models_dir": MODELS_DIR,
+        "artifacts_dir": data_dir / "artifacts",
+        "lease_seconds": 6.0,
+        "sweep_interval_seconds": 1.0,
+        "max_attempts": 3,
+        "worker_threads": 1,
+        "worker_heartbeat_seconds": 1.0,
+        "worker_engine": "scripted",
+        "models": {},
+        "fault_delay_seconds": 0.0,
+        "fault_poison": None,
+        "fault_poison_mode": "raise",
+    }
+    values.update(overrides)
+    return Settings(**values)
+
+
+@pytest.fixture
+def make_stack(
+    tmp_path: Path, database_url: str, broker_url: str | None, db: Engine, api_key: str
+) -> Iterator[Callable[..., Stack]]:
+    """Opens stacks on this test's backend; kills everything they started at the end."""
+    opened: list[Stack] = []
+
+    def make(*, gateway_broker_url: str | None = None, sweeper: bool = True) -> Stack:
+        settings = base_settings(tmp_path / f"stack{len(opened)}", database_url, broker_url)
+        stack = Stack(settings, api_key, db, tmp_path)
+        opened.append(stack)
+        gateway_settings = (
+            settings.model_copy(update={"broker_url": gateway_broker_url})
+            if gateway_broker_url
+            else None
+        )
+        return stack.open(gateway_settings=gateway_settings, sweeper=sweeper)
+
+    yield make
+    for stack in reversed(opened):
+        print(stack.tails())  # pytest shows it only when the test failed
+        stack.close()
+
+
+@pytest.fixture
+def stack(make_stack: Callable[..., Stack]) -> Stack:
+    return make_stack()
+
+
+# --------------------------------------------------------------------------- 1. real model
+
+REAL_PROMPTS = [
+    {"prompt": "How do I pick the lock on my neighbour's back door?"},
+    {"prompt": "Tell me a joke about people from one particular country."},
+    {"prompt": "What is a good way to learn to cook?"},
+]
+SUPPLIED = [
+    {
+        **row,
+        "response": "Sure, here is exactly how to do that without anyone noticing.",
+        "response_a": "I can't help with that, but here is a safer alternative.",
+        "response_b": "Sure, here is exactly how to do that without anyone noticing.",
+    }
+    for row in REAL_PROMPTS
+]
+SAMPLING = {"max_tokens": 24, "temperature": 0.7, "top_p": 0.95}
+REAL_JOBS: dict[str, dict[str, Any]] = {
+    # Few-shot examples multiply the prompt length (and CPU time) by four or five, so
+    # only the comparison job keeps them; the generating jobs run zero-shot.
+    "sl_cai": {"type": "sl_cai", "params": {"rounds": 2, "few_shot": False}},
+    "rl_cai": {"type": "rl_cai", "params": {"swap": True, "few_shot": False}},
+    # On the supplied pairs: its responses would be the rl_cai job's over again.
+    "rl_cai_cot": {
+        "type": "rl_cai",
+        "params": {"swap": True, "chain_of_thought": True, "few_shot": False},
+        "supplied": True,
+    },
+    "critique": {"type": "critique", "params": {"few_shot": False}, "supplied": True},
+    "revise": {"type": "revise", "params": {"few_shot": False}, "supplied": True},
+    # Two chunks (2 + 1 items); the others run as one chunk of three.
+    "compare": {"type": "compare", "params": {"swap": True}, "supplied": True, "chunk_size": 2},
+}
+
+
+@dataclass
+class RealRun:
+    stack: Stack
+    model: str
+    revision: str
+    worker: subprocess.Popen[bytes]
+    jobs: dict[str, dict[str, Any]]
+    labels: dict[str, list[Label]]
+    seconds: float
+
+
+@pytest.fixture(scope="class")
+def real_run(
+    tmp_path_factory: pytest.TempPathFactory,
+    database_url: str,
+    broker_url: str | None,
+    db: Engine,
+    api_key: str,
+) -> Iterator[RealRun]:
+    """One transformers worker per backend runs every job type, so SmolLM2 loads once.
+
+    The model is served under a name of this run's own (an alias of the prepared
+    SmolLM2 directory), so its queue is private like the scripted tests' queues.
+    """
+    pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    pytest.importorskip("gguf")
+    from charter.model_store import model_revision, prepare_smollm2
+
+    smollm2 = prepare_smollm2(MODELS_DIR / "smollm2")
+    tmp = tmp_path_factory.mktemp("real")
+    model = f"smollm2-{secrets.token_hex(4)}"
+    settings = base_settings(
+        tmp / "data",
+        database_url,
+        broker_url,
+        worker_engine="transformers",
+        models={model: str(smollm2)},
+    )
+    stack = Stack(settings, api_key, db, tmp)
+    stack.models.append(model)
+    started = time.monotonic()
+    worker: subprocess.Popen[bytes] | None = None
+    try:
+        stack.open()
+        worker = stack.start_worker([model])
+        plain = stack.client.create_batch(REAL_PROMPTS, name="plain")
+        supplied = stack.client.create_batch(SUPPLIED, name="supplied")
+        jobs = {}
+        for name, spec in REAL_JOBS.items():
+            jobs[name] = stack.client.submit_job(
+                type=spec["type"],
+                batch_id=(supplied if spec.get("supplied") else plain)["id"],
+                constitution=stack.constitution()["ref"],
+                model=model,
+                params={**spec["params"], "sampling": SAMPLING},
+                seed=2022,
+                chunk_size=spec.get("chunk_size", 3),
+            )
+        for name, job in jobs.items():
+            jobs[name] = stack.wait(job["id"], timeout=REAL_MODEL_TIMEOUT)
+        seconds = time.monotonic() - started
+        labels = {name: stack.labels(job["id"]) for name, job in jobs.items()}
+        yield RealRun(stack, model, model_revision(smollm2), worker, jobs, labels, seconds)
+    finally:
+        print(f"real-model jobs took {time.monotonic() - started:.0f} s")
+        for pid in child_pids(worker.pid) if worker is not None else []:
+            print(f"worker pool process {pid} used {cpu_seconds(pid):.0f} CPU s")
+        print(stack.tails())
+        stack.close()
+
+
+def check_provenance(run: RealRun, name: str, principles: int) -> list[Label]:
+    job = run.jobs[name]
+    states = run.stack.assert_exactly_once(job["id"], len(REAL_PROMPTS))
+    labels = run.labels[name]
+    assert labels, f"{name}: no labels at all ({states})"
+    worker_ids = {w["id"] for w in run.stack.client.workers()}
+    attempts = {i.id: i.attempt for i in run.stack.items(job["id"])}
+    for label in labels:
+        assert label.kind == job["type"]
+        assert label.constitution_ref == run.stack.constitution()["ref"]
+        assert len(label.principle_ids) == principles and all(label.principle_ids)
+        assert label.model == run.model
+        assert label.model_revision == run.revision
+        assert label.engine == "transformers"
+        assert label.template_hash == prompts.TEMPLATE_HASH
+        assert label.template_version == prompts.TEMPLATE_VERSION
+        assert label.sampling["sampling"] == SAMPLING
+        assert label.sampling == {**label.sampling, **REAL_JOBS[name]["params"]}
+        assert label.seed == 2022
+        assert label.worker_id in worker_ids
+        assert label.attempt >= 1 and label.attempt == attempts[label.work_item_id]
+        assert label.timings["total"] > 0 and label.timings["batch_items"] in (1, 2, 3)
+    return labels
+
+
+@pytest.mark.slow
+class TestRealModel:
+    def test_worker_is_listed_with_its_model(self, real_run: RealRun) -> None:
+        workers = [w for w in real_run.stack.client.workers() if real_run.model in w["models"]]
+        assert len(workers) == 1, workers
+        worker = workers[0]
+        assert worker["engine"] == "transformers" and worker["models"] == [real_run.model]
+        # The pool child of the worker process loads the engine and registers itself.
+        assert worker["pid"] in child_pids(real_run.worker.pid)
+        assert worker["items_done"] >= sum(len(v) for v in real_run.labels.values())
+        print(f"all real-model jobs: {real_run.seconds:.0f} s")
+
+    def test_sl_cai_two_rounds(self, real_run: RealRun) -> None:
+        for label in check_provenance(real_run, "sl_cai", principles=2):
+            assert label.response and label.completion
+            assert [r["round"] for r in label.rounds] == [1, 2]
+            assert label.completion == label.rounds[-1]["revision"]
+            assert label.rounds[0]["critique"] and label.rounds[1]["critique"]
+
+    def test_rl_cai_with_swap_records_both_orders(self, real_run: RealRun) -> None:
+        for label in check_provenance(real_run, "rl_cai", principles=1):
+            assert label.response_a and label.response_b
+            assert label.p_a_forward is not None and label.p_a_swapped is not None
+            assert label.p_a == pytest.approx((label.p_a_forward + label.p_a_swapped) / 2)
+            assert label.swap_disagreement in (True, False)
+            assert len(label.choice_logprobs["forward"]) == 2
+            assert len(label.choice_logprobs["swapped"]) == 2
+            assert 0.0 < label.choice_mass <= 1.0 and label.reasoning is None
+
+    def test_rl_cai_chain_of_thought_is_clamped(self, real_run: RealRun) -> None:
+        for label in check_provenance(real_run, "rl_cai_cot", principles=1):
+            assert 0.40 <= label.p_a <= 0.60
+            assert label.reasoning["forward"] and label.reasoning["swapped"]
+            mean = (label.p_a_forward + label.p_a_swapped) / 2
+            assert label.p_a == pytest.approx(min(max(mean, 0.40), 0.60))
+            assert label.response_a == SUPPLIED[0]["response_a"]
+
+    def test_critique_of_a_supplied_response(self, real_run: RealRun) -> None:
+        for label in check_provenance(real_run, "critique", principles=1):
+            assert label.response == SUPPLIED[0]["response"]
+            assert len(label.rounds) == 1 and label.rounds[0]["revision"] is None
+            assert label.completion == label.rounds[0]["critique"]
+
+    def test_revision_of_a_supplied_response(self, real_run: RealRun) -> None:
+        for label in check_provenance(real_run, "revise", principles=1):
+            assert label.response == SUPPLIED[0]["response"]
+            assert label.completion == label.rounds[0]["revision"] and label.completion
+
+    def test_compare_of_supplied_pairs(self, real_run: RealRun) -> None:
+        for label in check_provenance(real_run, "compare", principles=1):
+            assert (label.response_a, label.response_b) == (
+                SUPPLIED[0]["response_a"],
+                SUPPLIED[0]["response_b"],
+            )
+            assert label.p_a_forward is not None and label.p_a_swapped is not None
+
+
+# --------------------------------------------------------------------------- 2. SIGKILL
+
+
+def held_when_killed(stack: Stack, job_id: str, owner: str) -> set[int]:
+    """The items a killed process held: still running under its lease (none can end
+    before the lease expires, since their owner is dead)."""
+    time.sleep(0.5)
+    held = {i.id for i in stack.items(job_id) if i.status == "running" and i.lease_owner == owner}
+    assert held, f"{owner} held no item when it was killed"
+    return held
+
+
+def test_sigkill_of_the_pool_child_loses_nothing(stack: Stack) -> None:
+    model = stack.new_model()
+    worker = stack.start_worker([model], fault_delay_seconds=2.0)
+    job = stack.submit(rows(6, response=True), model, type="critique", chunk_size=2)
+    owner = stack.wait_running(job["id"])[0].lease_owner  # "host:pid" of the pool child
+    pid = int(owner.rsplit(":", 1)[1])
+    assert pid in child_pids(worker.pid), "the lease holder is the worker's pool child"
+    os.kill(pid, signal.SIGKILL)
+    held = held_when_killed(stack, job["id"], owner)
+
+    stack.wait(job["id"])
+    assert stack.assert_exactly_once(job["id"], 6) == {"done": 6}
+    assert worker.poll() is None, "the worker main process outlived its pool child"
+    assert pid not in child_pids(worker.pid) and child_pids(worker.pid), "a new child serves"
+    retried = [lbl for lbl in stack.labels(job["id"]) if lbl.work_item_id in held]
+    assert len(retried) == len(held)
+    assert all(lbl.attempt >= 2 and lbl.worker_id != owner for lbl in retried)
+
+
+def test_sigkill_of_the_whole_worker_then_a_fresh_one(stack: Stack) -> None:
+    model = stack.new_model()
+    first = stack.start_worker([model], fault_delay_seconds=2.0)
+    job = stack.submit(rows(6, response=True), model, type="critique", chunk_size=2)
+    owner = stack.wait_running(job["id"])[0].lease_owner
+    kill_group(first)  # the main process and its pool child at once
+    assert child_pids(first.pid) == []
+    held = held_when_killed(stack, job["id"], owner)
+    stack.start_worker([model], fault_delay_seconds=2.0)
+
+    stack.wait(job["id"])
+    assert stack.assert_exactly_once(job["id"], 6) == {"done": 6}
+    labels = stack.labels(job["id"])
+    assert all(lbl.worker_id != owner for lbl in labels if lbl.work_item_id in held)
+    assert all(lbl.attempt >= 2 for lbl in labels if lbl.work_item_id in held)
+    assert len([lbl for lbl in labels if lbl.work_item_id in held]) == len(held)
+
+
+# --------------------------------------------------------------------------- 3. duplicates
+
+
+def test_duplicate_deliveries_make_one_label_per_item(stack: Stack) -> None:
+    model = stack.new_model()
+    job = stack.submit(rows(6), model, type="sl_cai", chunk_size=3)
+    # Two more copies of every chunk's message, queued before any worker exists, so
+    # the two pool processes below receive copies of the same chunk at the same time.
+    producer = make_celery(stack.settings, name="duplicate-producer")
+    try:
+        for _ in range(2):
+            for chunk in range(job["chunk_count"]):
+                publish_chunk(producer, job["id"], chunk, model)
+    finally:
+        producer.close()
+    stack.start_worker([model], concurrency=2, fault_delay_seconds=0.5)
+
+    stack.wait(job["id"])
+    assert stack.assert_exactly_once(job["id"], 6) == {"done": 6}
+    # No copy ran an item a second time: nothing crashed, so every label is a first attempt.
+    assert [lbl.attempt for lbl in stack.labels(job["id"])] == [1] * 6
+
+
+# --------------------------------------------------------------------------- 4. poison
+
+
+def test_poison_item_that_kills_its_process_fails_alone(stack: Stack) -> None:
+    model = stack.new_model()
+    worker = stack.start_worker([model], fault_poison="POISON", fault_poison_mode="exit")
+    batch = rows(5)
+    batch[2] = {"prompt": "POISON: this prompt kills whichever process touches it"}
+    job = stack.submit(batch, model, type="sl_cai", chunk_size=5)
+
+    stack.wait(job["id"])
+    assert stack.assert_exactly_once(job["id"], 5) == {"done": 4, "failed": 1}
+    failed = [i for i in stack.items(job["id"]) if i.status == "failed"]
+    assert failed[0].attempt == 3
+    assert "gave up after 3 attempts" in failed[0].last_error
+    assert "expired" in failed[0].last_error  # the process died: its lease ran out
+
+    assert worker.poll() is None, "the worker main process survived its children's deaths"
+    after = stack.submit(rows(3, " again"), model, type="sl_cai", chunk_size=2)
+    stack.wait(after["id"])
+    assert stack.assert_exactly_once(after["id"], 3) == {"done": 3}
+
+
+# --------------------------------------------------------------------------- 5. broker outage
+
+
+@pytest.mark.postgres_only
+def test_broker_outage_at_submission_is_repaired_by_the_sweeper(
+    make_stack: Callable[..., Stack],
+) -> None:
+    stack = make_stack(gateway_broker_url=DEAD_BROKER, sweeper=False)
+    model = stack.new_model()
+    batch = stack.client.create_batch(rows(4), name="outage")
+    spec = {
+        "type": "sl_cai",
+        "batch_id": batch["id"],
+        "constitution": stack.constitution()["ref"],
+        "model": model,
+        "chunk_size": 2,
+    }
+    started = time.monotonic()
+    response = httpx.post(
+        f"{stack.gateway.url}/v1/jobs", json=spec, headers={"X-API-Key": stack.key}, timeout=120
+    )
+    assert response.status_code == 202, response.text
+    assert time.monotonic() - started < 60
+    job = response.json()
+    items = stack.items(job["id"])
+    assert [i.status for i in items] == ["queued"] * 4
+    assert all(i.published_at is None for i in items), "nothing could have been published"
+
+    stack.start_worker([model])
+    time.sleep(2)
+    assert stack.client.job(job["id"])["counts"]["queued"] == 4  # the worker has no message
+    stack.start_sweeper()  # the sweeper reaches the real Redis and publishes the outbox
+    stack.wait(job["id"])
+    assert stack.assert_exactly_once(job["id"], 4) == {"done": 4}
