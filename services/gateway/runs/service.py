@@ -13,33 +13,12 @@ from datetime import timedelta
 from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session
 
-from charter.core.constitution import parse_ref
-from charter.db.models import Dataset, DatasetVersion, RunMetric, TrainingRun, utcnow
+from charter.db.models import RunMetric, TrainingRun, utcnow
 from charter.errors import Conflict, Invalid, NotFound
+from services.gateway.datasets import service as datasets
 from services.gateway.runs.schemas import DATASET_KINDS, MetricPoint, RunCreate
 
 FINAL = ("completed", "failed", "cancelled")
-
-
-def _dataset_version(session: Session, project_id: str, ref: str) -> tuple[Dataset, DatasetVersion]:
-    try:
-        name, number = parse_ref(ref)
-    except ValueError as exc:
-        raise Invalid(str(exc).replace("constitution", "dataset"), field="dataset") from exc
-    query = (
-        select(Dataset, DatasetVersion)
-        .join(DatasetVersion, DatasetVersion.dataset_id == Dataset.id)
-        .where(Dataset.project_id == project_id, Dataset.name == name)
-    )
-    query = (
-        query.where(DatasetVersion.version == number)
-        if number is not None
-        else query.order_by(DatasetVersion.version.desc()).limit(1)
-    )
-    row = session.execute(query).first()
-    if row is None:
-        raise NotFound(f"dataset {ref!r} not found", field="dataset")
-    return row[0], row[1]
 
 
 def get(session: Session, project_id: str, run_id: str, *, field: str = "run_id") -> TrainingRun:
@@ -50,7 +29,7 @@ def get(session: Session, project_id: str, run_id: str, *, field: str = "run_id"
 
 
 def create(session: Session, project_id: str, spec: RunCreate) -> TrainingRun:
-    dataset, version = _dataset_version(session, project_id, spec.dataset)
+    dataset, version = datasets.resolve(session, project_id, spec.dataset, field="dataset")
     if dataset.kind not in DATASET_KINDS[spec.type]:
         raise Invalid(
             f"a {spec.type} run trains on {' or '.join(DATASET_KINDS[spec.type])} data; "
