@@ -150,27 +150,31 @@ class CharterClient:
             time.sleep(poll)
 
     def claim_run(self, owner: str, types: list[str] | None = None) -> dict[str, Any] | None:
-        """Lease the oldest queued run (trainer side); None when nothing is queued."""
+        """Lease the oldest queued run (trainer side); None when nothing is queued.
+
+        ``owner`` only labels the lease. The run comes with its ``lease_token``, shown
+        only here: every report on the run below presents it."""
         return self.request("POST", "/v1/runs/claim", json={"owner": owner, "types": types})
 
-    def run_heartbeat(self, run_id: str, owner: str) -> dict[str, Any]:
-        return self.request("POST", f"/v1/runs/{run_id}/heartbeat", json={"owner": owner})
+    def run_heartbeat(self, run_id: str, lease_token: str) -> dict[str, Any]:
+        body = {"lease_token": lease_token}
+        return self.request("POST", f"/v1/runs/{run_id}/heartbeat", json=body)
 
-    def report_metrics(self, run_id: str, owner: str, points: list[dict[str, Any]]) -> None:
-        self.request("POST", f"/v1/runs/{run_id}/metrics", json={"owner": owner, "points": points})
+    def report_metrics(self, run_id: str, lease_token: str, points: list[dict[str, Any]]) -> None:
+        body = {"lease_token": lease_token, "points": points}
+        self.request("POST", f"/v1/runs/{run_id}/metrics", json=body)
 
-    def report_checkpoint(self, run_id: str, owner: str, checkpoint: str) -> dict[str, Any]:
-        body = {"owner": owner, "checkpoint": checkpoint}
+    def report_checkpoint(self, run_id: str, lease_token: str, checkpoint: str) -> dict[str, Any]:
+        body = {"lease_token": lease_token, "checkpoint": checkpoint}
         return self.request("POST", f"/v1/runs/{run_id}/checkpoint", json=body)
 
-    def complete_run(self, run_id: str, owner: str, artifact_uri: str) -> dict[str, Any]:
-        body = {"owner": owner, "artifact_uri": artifact_uri}
+    def complete_run(self, run_id: str, lease_token: str, artifact_uri: str) -> dict[str, Any]:
+        body = {"lease_token": lease_token, "artifact_uri": artifact_uri}
         return self.request("POST", f"/v1/runs/{run_id}/complete", json=body)
 
-    def fail_run(self, run_id: str, owner: str, error: str) -> dict[str, Any]:
-        return self.request(
-            "POST", f"/v1/runs/{run_id}/fail", json={"owner": owner, "error": error}
-        )
+    def fail_run(self, run_id: str, lease_token: str, error: str) -> dict[str, Any]:
+        body = {"lease_token": lease_token, "error": error}
+        return self.request("POST", f"/v1/runs/{run_id}/fail", json=body)
 
     # Datasets
     def create_dataset(

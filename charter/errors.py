@@ -46,3 +46,14 @@ class TooLarge(CharterError):
 class Unavailable(CharterError):
     status_code = 503
     code = "unavailable"
+
+
+class RateLimited(CharterError):
+    """Too many requests; the client may retry after ``retry_after`` seconds."""
+
+    status_code = 429
+    code = "rate_limited"
+
+    def __init__(self, detail: str, *, retry_after: int, field: str | None = None) -> None:
+        super().__init__(detail, field=field)
+        self.retry_after = max(1, int(retry_after))

@@ -8,7 +8,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from charter import keys
-from charter.db.models import ApiKey, Project
+from charter.db.models import ApiKey, Project, as_utc, utcnow
 from charter.errors import Invalid
 
 
@@ -49,3 +49,17 @@ def issue_key(
     session.add(row)
     session.flush()
     return row, plaintext
+
+
+def live_admin_keys(session: Session, project_id: str) -> list[ApiKey]:
+    """The project's admin keys that are neither revoked nor expired, locked for update
+    (on PostgreSQL) so that two concurrent revocations cannot both pass a last-key check."""
+    query = select(ApiKey).where(ApiKey.project_id == project_id, ApiKey.revoked_at.is_(None))
+    if session.get_bind().dialect.name == "postgresql":
+        query = query.with_for_update()
+    now = utcnow()
+    return [
+        k
+        for k in session.scalars(query)
+        if "admin" in k.scopes and (k.expires_at is None or as_utc(k.expires_at) > now)
+    ]

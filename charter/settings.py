@@ -15,7 +15,23 @@ from typing import Annotated, Literal
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from charter.core.documents import Bounds
+
 _PLACEHOLDER_SECRETS = {"", "changeme", "change-me", "secret", "dev-secret-do-not-use"}
+SECRET_MIN_CHARS = 43  # secrets.token_urlsafe(32): 32 random bytes in base64url
+
+
+def strong_secret(secret: str) -> bool:
+    """At least 32 random bytes' worth: 43+ characters, not a placeholder, not a
+    short pattern repeated (a random 43-character key has ~38 distinct characters)."""
+    value = secret.strip()
+    return (
+        len(value) >= SECRET_MIN_CHARS
+        and value.lower() not in _PLACEHOLDER_SECRETS
+        and len(set(value)) >= 16
+    )
+
+
 _REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -34,6 +50,42 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=64 * 1024 * 1024, ge=1024, description="413 above this.")
     max_batch_rows: int = Field(default=1_000_000, ge=1, description="Rows per prompt batch.")
     page_limit_max: int = Field(default=1000, ge=1, description="Largest page a list returns.")
+    idempotency_ttl_seconds: float = Field(
+        default=86_400.0, gt=0, description="Idempotency-Key records are replayed this long."
+    )
+    # Bounded parsing of untrusted documents (JSON bodies, YAML constitutions, JSONL lines).
+    max_json_depth: int = Field(default=32, ge=4, le=256, description="Nesting of any document.")
+    max_string_chars: int = Field(
+        default=1_000_000, ge=1024, description="Longest string in any JSON or YAML document."
+    )
+    max_jsonl_line_bytes: int = Field(
+        default=1024 * 1024, ge=1024, description="Longest line of a JSONL upload."
+    )
+    max_constitution_bytes: int = Field(
+        default=1024 * 1024, ge=1024, description="Canonical JSON size of a constitution."
+    )
+    # Rate limits (the `limits` library's notation), per API key and the scope a route needs.
+    rate_limits: dict[str, str] = Field(
+        default_factory=lambda: {
+            "read": "1200/minute",
+            "submit": "300/minute",
+            "train": "1200/minute",
+            "admin": "120/minute",
+        },
+        description="Scope -> limit per key, e.g. {'submit': '300/minute'}; '' disables one.",
+    )
+    auth_failure_limit: str = Field(
+        default="30/minute", description="Failed authentications per client address."
+    )
+    trusted_proxies: str = Field(
+        default="",
+        description="Comma list of proxy addresses whose X-Forwarded-For is believed; "
+        "none by default, so a client cannot pick the address its limits are counted on.",
+    )
+    rate_limit_storage: str | None = Field(
+        default=None,
+        description="limits storage URI; default the broker's Redis, else in memory.",
+    )
 
     # Work execution
     chunk_size: int = Field(default=16, ge=1, le=1024, description="Items per worker task.")
@@ -78,7 +130,10 @@ class Settings(BaseSettings):
         description="Where prepared models (e.g. smollm2) are cached.",
     )
     constitutions_dir: Path = Field(default=_REPO_ROOT / "constitutions")
-    artifacts_dir: Path = Field(default=Path(".charter") / "artifacts")
+    artifacts_dir: Path = Field(
+        default=Path(".charter") / "artifacts",
+        description="The artifact store: a run may report artifacts under <dir>/runs/<id> only.",
+    )
 
     @field_validator("worker_models", mode="before")
     @classmethod
@@ -91,10 +146,18 @@ class Settings(BaseSettings):
         return value
 
     @model_validator(mode="after")
-    def _refuse_placeholder_secret(self) -> Settings:
-        if self.env == "production" and self.secret_key.strip().lower() in _PLACEHOLDER_SECRETS:
-            raise ValueError("CHARTER_SECRET_KEY must be set to a real secret in production")
+    def _refuse_weak_secret(self) -> Settings:
+        if self.env == "production" and not strong_secret(self.secret_key):
+            raise ValueError(
+                "CHARTER_SECRET_KEY must hold at least 32 random bytes in production "
+                '(e.g. python -c "import secrets; print(secrets.token_urlsafe(32))")'
+            )
         return self
+
+    @property
+    def document_bounds(self) -> Bounds:
+        """The limits every untrusted JSON or YAML document is parsed under."""
+        return Bounds(max_depth=self.max_json_depth, max_string_chars=self.max_string_chars)
 
     @property
     def effective_database_url(self) -> str:

@@ -216,6 +216,8 @@ def make_settings(tmp_path: Path, database_url: str) -> Callable[..., Settings]:
             "secret_key": TEST_SECRET,
             "models_dir": tmp_path / "models",
             "artifacts_dir": tmp_path / "artifacts",
+            # The models this test deployment serves (jobs for any other model are refused).
+            "worker_models": ["smollm2", "smollm2-135m", "m", "tiny-model"],
         }
         values.update(overrides)
         return Settings(**values)

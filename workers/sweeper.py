@@ -5,7 +5,8 @@ stalled) or fails them at ``max_attempts``, (2) publishes every queued chunk
 that was never published (the outbox: a broker outage at submission), (3)
 re-publishes queued chunks whose message is older than
 ``republish_after_seconds`` (a broker that lost its queue, e.g. Redis restarted
-without AOF), and (4) completes jobs with no active items left. Safe to run
+without AOF), (4) completes jobs with no active items left, and (5) deletes
+expired Idempotency-Key records. Safe to run
 several at once: every step is idempotent and claims rows with SKIP LOCKED.
 """
 
@@ -21,6 +22,7 @@ from celery import Celery
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from charter import idempotency
 from charter.db.models import Job, WorkItem, utcnow
 from charter.dispatch import publish_pending
 from charter.settings import Settings
@@ -35,6 +37,7 @@ class SweepReport:
     expired: int = 0
     published: int = 0
     completed_jobs: int = 0
+    idempotency_pruned: int = 0
 
 
 def sweep(sessions: sessionmaker[Session], app: Celery, settings: Settings) -> SweepReport:
@@ -55,6 +58,8 @@ def sweep(sessions: sessionmaker[Session], app: Celery, settings: Settings) -> S
         report.completed_jobs = sum(
             leases.complete_if_done(session, job_id) for job_id in open_jobs
         )
+    with sessions() as session, session.begin():
+        report.idempotency_pruned = idempotency.prune(session)
     return report
 
 
@@ -65,7 +70,7 @@ def run_forever(
         started = time.monotonic()
         try:
             report = sweep(sessions, app, settings)
-            if report.expired or report.published or report.completed_jobs:
+            if any(vars(report).values()):
                 log.info("sweep: %s", report)
             ALIVE_FILE.touch()
         except Exception:  # keep sweeping; say what broke

@@ -56,8 +56,17 @@ def serve(
 
     if migrate:
         upgrade(get_settings().effective_database_url)
+    proxies = get_settings().trusted_proxies.strip()
     uvicorn.run(
-        "services.gateway.app:create_app", factory=True, host=host, port=port, workers=workers
+        "services.gateway.app:create_app",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        # X-Forwarded-For is believed only from the configured proxies (uvicorn's
+        # default trusts 127.0.0.1, which would let a local client choose its address).
+        proxy_headers=bool(proxies),
+        forwarded_allow_ips=proxies or None,
     )
 
 

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
 PRINCIPLE_ID_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
+MAX_VERSION = 999_999_999
 _REF = re.compile(r"^(?P<name>[a-z0-9][a-z0-9_-]{0,62})(?:@(?P<version>[1-9][0-9]{0,8}))?$")
 
 

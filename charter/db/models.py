@@ -290,6 +290,8 @@ class TrainingRun(Base):
     checkpoint: Mapped[str | None] = mapped_column(Text)
     error: Mapped[str | None] = mapped_column(Text)
     lease_owner: Mapped[str | None] = mapped_column(String(128))
+    # sha256 of the secret token the claim returned; every lease-holder call presents it.
+    lease_token_hash: Mapped[str | None] = mapped_column(String(64))
     lease_expires_at: Mapped[datetime | None] = mapped_column(Timestamp)
     created_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(Timestamp)
@@ -307,14 +309,22 @@ class RunMetric(Base):
 
 
 class IdempotencyRecord(Base):
-    """The first response to a POST with an ``Idempotency-Key``, replayed on retries."""
+    """The first response to a POST with an ``Idempotency-Key``, replayed on retries.
+
+    Bound to the API key that made the request (not just its project), so no other
+    key can ever read it; expired records are ignored and swept. A response that held
+    a secret is stored with the secret redacted and ``redacted`` set.
+    """
 
     __tablename__ = "idempotency_keys"
-    __table_args__ = (UniqueConstraint("project_id", "key"),)
+    __table_args__ = (UniqueConstraint("api_key_id", "key"), Index(None, "expires_at"))
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     project_id: Mapped[str] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    api_key_id: Mapped[str] = mapped_column(ForeignKey("api_keys.id", ondelete="CASCADE"))
     key: Mapped[str] = mapped_column(String(255))
     request_hash: Mapped[str] = mapped_column(String(64))
     status_code: Mapped[int] = mapped_column(Integer)
     response_body: Mapped[str] = mapped_column(Text)
+    redacted: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(Timestamp)

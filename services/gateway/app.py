@@ -9,13 +9,14 @@ import charter
 from charter.db.session import make_engine, session_factory
 from charter.queue import make_celery
 from charter.settings import Settings, get_settings
-from services.gateway import errors, health
+from services.gateway import errors, health, openapi
 from services.gateway.batches.endpoints import router as batches
 from services.gateway.constitutions.endpoints import router as constitutions
 from services.gateway.datasets.endpoints import router as datasets
 from services.gateway.jobs.endpoints import router as jobs
 from services.gateway.keys.endpoints import router as keys
 from services.gateway.limits import BodySizeLimit
+from services.gateway.ratelimit import RateLimiter
 from services.gateway.runs.endpoints import router as runs
 
 
@@ -30,8 +31,10 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     app.state.engine = engine or make_engine(settings.effective_database_url)
     app.state.sessions = session_factory(app.state.engine)
     app.state.producer = make_celery(settings, name="charter-gateway")
+    app.state.rate_limiter = RateLimiter(settings)
     errors.install(app)
     for router in (health.router, constitutions, batches, jobs, keys, runs, datasets):
         app.include_router(router)
+    openapi.install(app, settings)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     return app

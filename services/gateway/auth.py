@@ -6,11 +6,12 @@ from datetime import timedelta
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
-from starlette.datastructures import Headers, QueryParams
+from starlette.datastructures import Address, Headers, QueryParams
 
 from charter import keys
 from charter.db.models import ApiKey, as_utc, utcnow
 from charter.errors import Unauthorized
+from services.gateway.ratelimit import RateLimiter, address_of
 
 _TOUCH_EVERY = timedelta(seconds=60)
 
@@ -29,17 +30,38 @@ def _presented_key(headers: Headers, query: QueryParams) -> str:
     return key
 
 
-def authenticate(session: Session, headers: Headers, query: QueryParams, pepper: str) -> ApiKey:
-    key = _presented_key(headers, query)
+def _lookup(session: Session, key: str, pepper: str) -> ApiKey:
     prefix = keys.prefix_of(key)
     row = session.scalar(select(ApiKey).where(ApiKey.prefix == prefix)) if prefix else None
-    now = utcnow()
     if row is None or not keys.matches(key, row.key_hash, pepper):
         raise Unauthorized("invalid API key")
     if row.revoked_at is not None:
         raise Unauthorized("this API key was revoked")
-    if row.expires_at is not None and as_utc(row.expires_at) <= now:
+    if row.expires_at is not None and as_utc(row.expires_at) <= utcnow():
         raise Unauthorized("this API key has expired")
+    return row
+
+
+def authenticate(
+    session: Session,
+    headers: Headers,
+    query: QueryParams,
+    pepper: str,
+    *,
+    limiter: RateLimiter,
+    client: Address | None,
+) -> ApiKey:
+    """The caller's key. An address with too many failed keys is refused (429) before
+    its key is even looked up, so guessing keys is no faster than the limit."""
+    address = address_of(client)
+    limiter.blocked(address)
+    key = _presented_key(headers, query)  # no key at all is not a guess: not counted
+    try:
+        row = _lookup(session, key, pepper)
+    except Unauthorized:
+        limiter.failed(address)
+        raise
+    now = utcnow()
     if row.last_used_at is None or now - as_utc(row.last_used_at) > _TOUCH_EVERY:
         row.last_used_at = now
     return row

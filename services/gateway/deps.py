@@ -31,12 +31,20 @@ SettingsDep = Annotated[Settings, Depends(_settings)]
 CurrentKey = Annotated[ApiKey, Depends(_key)]
 
 
+def check_scope(key: ApiKey, scope: str) -> None:
+    if scope not in keys.granted(key.scopes):
+        raise Forbidden(f"this API key lacks the '{scope}' scope")
+
+
 def require(scope: str) -> Callable[[ApiKey], ApiKey]:
+    """The key, if it holds ``scope``. ``UnitOfWorkRoute`` reads ``required_scope`` to
+    rate-limit and authorise before anything else (replays, body parsing) happens."""
+
     def check(key: CurrentKey) -> ApiKey:
-        if scope not in keys.granted(key.scopes):
-            raise Forbidden(f"this API key lacks the '{scope}' scope")
+        check_scope(key, scope)
         return key
 
+    check.required_scope = scope  # type: ignore[attr-defined]
     return check
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import psycopg
@@ -10,16 +11,36 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DataError, IntegrityError, OperationalError
 from starlette.exceptions import HTTPException
+from starlette.routing import Match
 
-from charter.errors import CharterError, Conflict, Invalid, Unavailable
+from charter.errors import CharterError, Conflict, Invalid, RateLimited, Unavailable
+
+log = logging.getLogger(__name__)
 
 
 def error_response(exc: CharterError) -> JSONResponse:
-    body: dict[str, Any] = {"error": exc.code, "detail": exc.detail}
-    if exc.field:
-        body["field"] = exc.field
-    headers = {"Retry-After": "5"} if exc.status_code == 503 else None
+    body: dict[str, Any] = {"error": exc.code, "detail": exc.detail, "field": exc.field}
+    headers: dict[str, str] | None = None
+    if isinstance(exc, RateLimited):
+        headers = {"Retry-After": str(exc.retry_after)}
+    elif exc.status_code == 503:
+        headers = {"Retry-After": "5"}
     return JSONResponse(body, status_code=exc.status_code, headers=headers)
+
+
+def allowed_methods(request: Request) -> list[str]:
+    """Every method some route serves at this path. Starlette's own 405 names only the
+    first route that matched; and a literal path (``/v1/runs/claim``) shadows a
+    parameterised one (``/v1/runs/{run_id}``), as a request would be routed."""
+    scope = {**request.scope, "method": "GET"}
+    exact: set[str] = set()
+    templated: set[str] = set()
+    for route in request.app.router.routes:
+        methods = getattr(route, "methods", None)
+        if not methods or route.matches(scope)[0] == Match.NONE:
+            continue
+        (templated if "{" in getattr(route, "path", "") else exact).update(methods)
+    return sorted(exact or templated)
 
 
 def _location(loc: tuple[Any, ...]) -> str:
@@ -50,14 +71,17 @@ def install(app: FastAPI) -> None:
         return validation_response(exc)
 
     @app.exception_handler(HTTPException)
-    async def _http(_: Request, exc: HTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: HTTPException) -> JSONResponse:
         code = {404: "not_found", 405: "method_not_allowed", 413: "too_large"}.get(
             exc.status_code, "http_error"
         )
+        headers = dict(getattr(exc, "headers", None) or {})
+        if exc.status_code == 405:
+            headers["Allow"] = ", ".join(allowed_methods(request))
         return JSONResponse(
-            {"error": code, "detail": str(exc.detail)},
+            {"error": code, "detail": str(exc.detail), "field": None},
             status_code=exc.status_code,
-            headers=getattr(exc, "headers", None),
+            headers=headers or None,
         )
 
     @app.exception_handler(IntegrityError)
@@ -74,3 +98,15 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(OperationalError)
     async def _operational(_: Request, exc: OperationalError) -> JSONResponse:
         return error_response(Unavailable("database unavailable; retry shortly"))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        # A bug, not bad input (bad input is a CharterError or a validation error).
+        # Logged with its traceback; the body names no internals, and the connection
+        # is closed explicitly so a client never reuses it after a half-handled request.
+        log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+        return JSONResponse(
+            {"error": "internal", "detail": "internal server error; it has been logged"},
+            status_code=500,
+            headers={"Connection": "close"},
+        )

@@ -10,9 +10,13 @@ from typing import Any, Generic, TypeVar
 from pydantic import BaseModel
 from sqlalchemy import and_, or_
 
+from charter.core.documents import Bounds, load_json
 from charter.errors import Invalid
 
 T = TypeVar("T")
+
+MAX_CURSOR_CHARS = 512  # an issued cursor is ~100: a timestamp and an id, or one integer
+_BOUNDS = Bounds(max_depth=4, max_string_chars=256)
 
 
 class Page(BaseModel, Generic[T]):
@@ -25,11 +29,21 @@ def encode_cursor(value: Any) -> str:
 
 
 def decode_cursor(cursor: str | None) -> Any:
+    """The value inside a cursor; anything this API could not have issued is a 422.
+
+    Cursors are short (a key or two) and parsed strictly with tight bounds, so a
+    crafted one (megabytes long, deeply nested, a 5,000-digit number) costs nothing.
+    """
     if cursor is None:
         return None
+    if len(cursor) > MAX_CURSOR_CHARS:
+        raise Invalid(
+            f"cursor is longer than {MAX_CURSOR_CHARS} characters: not one this API issued",
+            field="cursor",
+        )
     try:
-        return json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-    except (ValueError, UnicodeDecodeError) as exc:
+        return load_json(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)), _BOUNDS)
+    except (ValueError, UnicodeError) as exc:  # binascii.Error and DocumentError included
         raise Invalid("cursor is not one this API issued", field="cursor") from exc
 
 

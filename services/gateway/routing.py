@@ -1,28 +1,36 @@
-"""One unit of work per request: authenticate, run, commit once, then publish.
+"""One unit of work per request: authenticate, authorise, run, commit once, then publish.
 
 Every ``/v1`` route uses :class:`UnitOfWorkRoute`. It opens the session the
-endpoint's dependencies receive, authenticates the key, replays or records
-``Idempotency-Key`` responses in the same transaction as the endpoint's writes
-(so a retry can never observe half a request), commits once, and only then runs
-the after-commit hooks (publishing to the broker). Services only flush.
+endpoint's dependencies receive, authenticates the key, counts the request
+against the key's rate limit and checks the scope the route requires (before
+anything else, so no replay or parse ever answers a key that may not call the
+route), parses a JSON body strictly and off the event loop
+(:mod:`charter.core.documents`: no NaN, no duplicate keys, no lone surrogates,
+bounded depth and sizes), replays or records ``Idempotency-Key`` responses in
+the same transaction as the endpoint's writes (so a retry can never observe half
+a request), commits once, and only then runs the after-commit hooks (publishing
+to the broker). Services only flush.
 """
 
 from __future__ import annotations
 
+import email.message
 import hashlib
 from collections.abc import Callable, Coroutine
 from typing import Any
 
 from fastapi import Request, Response
+from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
-from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
-from charter.db.models import IdempotencyRecord
+from charter import idempotency
+from charter.core.documents import DocumentError, load_json
 from charter.errors import CharterError, Conflict, Invalid, Unavailable
 from services.gateway.auth import authenticate
+from services.gateway.deps import check_scope
 from services.gateway.errors import error_response
 
 MAX_IDEMPOTENCY_KEY = 255
@@ -31,6 +39,33 @@ MAX_IDEMPOTENCY_KEY = 255
 def after_commit(request: Request, hook: Callable[[], None]) -> None:
     """Run ``hook`` once the request's transaction has committed."""
     request.state.after_commit.append(hook)
+
+
+def mark_secret(request: Request, *fields: str) -> None:
+    """The response carries secrets in these top-level fields: an idempotency record
+    stores them redacted, and a retry is answered 409 instead of a replay."""
+    request.state.secret_fields = (*request.state.secret_fields, *fields)
+
+
+def _required_scope(dependant: Dependant) -> str | None:
+    """The scope checked by the route's ``require(scope)`` dependency, if any."""
+    for dependency in dependant.dependencies:
+        scope = getattr(dependency.call, "required_scope", None) or _required_scope(dependency)
+        if scope:
+            return str(scope)
+    return None
+
+
+def _is_json(content_type: str | None) -> bool:
+    """Whether FastAPI would read this body as JSON (its own rule: no type, or */json, */*+json)."""
+    if not content_type:
+        return True
+    message = email.message.Message()
+    message["content-type"] = content_type
+    subtype = message.get_content_subtype()
+    return message.get_content_maintype() == "application" and (
+        subtype == "json" or subtype.endswith("+json")
+    )
 
 
 def _fingerprint(request: Request, body: bytes) -> str:
@@ -42,17 +77,19 @@ def _fingerprint(request: Request, body: bytes) -> str:
     return digest.hexdigest()
 
 
-def _replay(session: Session, project_id: str, key: str, fingerprint: str) -> Response | None:
-    record = session.scalar(
-        select(IdempotencyRecord).where(
-            IdempotencyRecord.project_id == project_id, IdempotencyRecord.key == key
-        )
-    )
+def _replay(session: Session, api_key_id: str, key: str, fingerprint: str) -> Response | None:
+    record = idempotency.find(session, api_key_id, key)
     if record is None:
         return None
     if record.request_hash != fingerprint:
         raise Invalid(
-            "Idempotency-Key was already used with a different request body",
+            "Idempotency-Key was already used with a different request", field="Idempotency-Key"
+        )
+    if record.redacted:
+        raise Conflict(
+            "the request with this Idempotency-Key already succeeded, and its response held a "
+            "secret that is shown only once; it is not replayed "
+            f"(first response: {record.response_body})",
             field="Idempotency-Key",
         )
     return Response(
@@ -63,15 +100,34 @@ def _replay(session: Session, project_id: str, key: str, fingerprint: str) -> Re
     )
 
 
+def _page_limit(request: Request, route: APIRoute) -> None:
+    """Enforce ``page_limit_max`` on every ``limit`` query parameter: larger values
+    are refused, and a route default above it is lowered to it."""
+    field = next((f for f in route.dependant.query_params if f.name == "limit"), None)
+    if field is None:
+        return
+    maximum = request.app.state.settings.page_limit_max
+    raw = request.query_params.get("limit")
+    if raw is None:
+        if isinstance(field.default, int) and field.default > maximum:
+            query = request.scope["query_string"].decode("latin-1")
+            request.scope["query_string"] = f"{query}&limit={maximum}".lstrip("&").encode()
+        return
+    if raw.strip().isascii() and raw.strip().isdigit() and int(raw) > maximum:
+        raise Invalid(f"limit must be at most {maximum}", field="limit")
+
+
 class UnitOfWorkRoute(APIRoute):
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         endpoint = super().get_route_handler()
+        self.required_scope = _required_scope(self.dependant)
 
         async def handle(request: Request) -> Response:
             sessions = request.app.state.sessions
             session: Session = sessions()
             request.state.session = session
             request.state.after_commit = []
+            request.state.secret_fields = ()
             try:
                 return await self._handle(request, session, endpoint)
             except CharterError as exc:
@@ -85,6 +141,18 @@ class UnitOfWorkRoute(APIRoute):
 
         return handle
 
+    async def _parse_json_body(self, request: Request, body: bytes) -> None:
+        """Parse the body with the strict loader in the threadpool; FastAPI then reads
+        the cached value (``Request.json`` keeps ``_json``) instead of ``json.loads``."""
+        if self.body_field is None or not body or not _is_json(request.headers.get("content-type")):
+            return
+        bounds = request.app.state.settings.document_bounds
+        try:
+            request._json = await run_in_threadpool(load_json, body, bounds)
+        except DocumentError as exc:
+            field = f"body.{exc.path}" if exc.path else "body"
+            raise Invalid(f"{field}: {exc}", field=field) from exc
+
     async def _handle(
         self,
         request: Request,
@@ -93,38 +161,52 @@ class UnitOfWorkRoute(APIRoute):
     ) -> Response:
         settings = request.app.state.settings
         request.state.api_key = await run_in_threadpool(
-            authenticate, session, request.headers, request.query_params, settings.secret_key
+            authenticate,
+            session,
+            request.headers,
+            request.query_params,
+            settings.secret_key,
+            limiter=request.app.state.rate_limiter,
+            client=request.client,
         )
-        project_id = request.state.api_key.project_id
+        api_key = request.state.api_key
+        if self.required_scope:  # every request of a key counts, replays and bad bodies too
+            request.app.state.rate_limiter.hit(api_key.id, self.required_scope)
+            check_scope(api_key, self.required_scope)
+        _page_limit(request, self)
         key = request.headers.get("idempotency-key") if request.method == "POST" else None
+        body = await request.body()
         fingerprint = ""
         if key is not None:
             if not 1 <= len(key) <= MAX_IDEMPOTENCY_KEY:
                 raise Invalid("Idempotency-Key must be 1-255 characters", field="Idempotency-Key")
-            fingerprint = _fingerprint(request, await request.body())
-            replay = await run_in_threadpool(_replay, session, project_id, key, fingerprint)
+            fingerprint = _fingerprint(request, body)
+            replay = await run_in_threadpool(_replay, session, api_key.id, key, fingerprint)
             if replay is not None:
                 return replay
+        await self._parse_json_body(request, body)
         response = await endpoint(request)
         if response.status_code >= 400:
             await run_in_threadpool(session.rollback)
             return response
         if key is not None:
-            session.add(
-                IdempotencyRecord(
-                    project_id=project_id,
-                    key=key,
-                    request_hash=fingerprint,
-                    status_code=response.status_code,
-                    response_body=bytes(response.body).decode(),
-                )
+            idempotency.record(
+                session,
+                project_id=api_key.project_id,
+                api_key_id=api_key.id,
+                key=key,
+                request_hash=fingerprint,
+                status_code=response.status_code,
+                body=bytes(response.body),
+                secret_fields=request.state.secret_fields,
+                ttl_seconds=settings.idempotency_ttl_seconds,
             )
         try:
             await run_in_threadpool(session.commit)
         except IntegrityError as exc:
             await run_in_threadpool(session.rollback)
             if key is not None:  # a concurrent retry with the same key won the race
-                replay = await run_in_threadpool(_replay, session, project_id, key, fingerprint)
+                replay = await run_in_threadpool(_replay, session, api_key.id, key, fingerprint)
                 if replay is not None:
                     return replay
             raise Conflict("a concurrent request changed the same object; retry") from exc

@@ -4,7 +4,12 @@ It never touches the database. For each run it pulls the frozen dataset version
 over the API (checksum-verified), trains, streams metrics back, saves the model
 directory and a config/metrics record to the artifact store, and marks the run
 completed, or failed with the reason. A heartbeat thread keeps the lease; a
-trainer that vanishes loses it and another trainer picks the run up.
+trainer that vanishes loses it and another trainer picks the run up. Every report
+presents the lease token of the claim, which only this trainer saw.
+
+The artifact store is ``<artifacts_dir>/runs/<run id>/``: the run's checkpoints and
+model go there, and the gateway accepts reports of nothing else. A ``run:<id>``
+model is loaded only from that run's folder of this trainer's own store.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from __future__ import annotations
 import itertools
 import json
 import logging
+import math
 import os
 import random
 import socket
@@ -28,6 +34,7 @@ from transformers import TrainerCallback
 from charter.client import CharterAPIError, CharterClient
 from charter.model_store import resolve_model
 from charter.settings import Settings
+from services.gateway.runs.artifacts import OutsideStore, confine
 
 log = logging.getLogger(__name__)
 ALIVE_FILE = Path("/tmp/charter-trainer-alive")  # container healthcheck
@@ -80,7 +87,13 @@ class MetricsSink:
         self.last = 0.0
 
     def __call__(self, step: int, metrics: dict[str, float]) -> None:
-        clean = {k: float(v) for k, v in metrics.items() if isinstance(v, int | float)}
+        # JSON has no NaN or Infinity (the API refuses them): a diverged loss is dropped
+        # from the report here and still visible in the trainer's log.
+        clean = {
+            k: float(v)
+            for k, v in metrics.items()
+            if isinstance(v, int | float) and math.isfinite(v)
+        }
         if clean:
             self.points.append({"step": int(step), "metrics": clean})
         if time.monotonic() - self.last >= self.every:
@@ -122,28 +135,29 @@ class TrainerService:
         run = self.client.claim_run(self.owner, types)
         if run is None:
             return None
+        token = run.pop("lease_token")  # kept in memory only, never logged
         log.info("run %s (%s) claimed by %s", run["id"], run["type"], self.owner)
-        stop = self._keep_lease(run["id"])
+        stop = self._keep_lease(run["id"], token)
         try:
-            artifact = self.execute(run)
+            artifact = self.execute(run, token)
         except Exception as exc:  # report every failure with its cause, then move on
             log.exception("run %s failed", run["id"])
             reason = f"{type(exc).__name__}: {exc}"
             if not isinstance(exc, RunConfigError | CharterAPIError):
                 reason += "\n" + "".join(traceback.format_exc(limit=-3))
-            return self.client.fail_run(run["id"], self.owner, reason[:20_000])
+            return self.client.fail_run(run["id"], token, reason[:20_000])
         finally:
             stop.set()
-        return self.client.complete_run(run["id"], self.owner, artifact.resolve().as_uri())
+        return self.client.complete_run(run["id"], token, artifact.as_uri())
 
-    def _keep_lease(self, run_id: str) -> threading.Event:
+    def _keep_lease(self, run_id: str, token: str) -> threading.Event:
         stop = threading.Event()
         interval = self.settings.run_lease_seconds / 3
 
         def beat() -> None:
             while not stop.wait(interval):
                 try:
-                    self.client.run_heartbeat(run_id, self.owner)
+                    self.client.run_heartbeat(run_id, token)
                     ALIVE_FILE.touch()
                 except Exception as exc:  # the API blipped; the next beat retries
                     log.warning("heartbeat for run %s failed: %s", run_id, exc)
@@ -153,38 +167,69 @@ class TrainerService:
 
     # ------------------------------------------------------------------ one run
 
+    def run_dir(self, run_id: str) -> Path:
+        """The run's folder of the artifact store (the gateway's rule: the store resolved,
+        then ``runs/<id>``)."""
+        return self.settings.artifacts_dir.resolve() / "runs" / run_id
+
+    def stored(self, value: str, run_id: str, *, plain_path: bool = False) -> Path:
+        """``value`` (a file URI, or a plain path) if it lies in the run's folder, also
+        after following symlinks; ``RunConfigError`` otherwise."""
+        folder = self.run_dir(run_id)
+        try:
+            path = Path(confine(value, folder, plain_path=plain_path))
+        except OutsideStore as exc:
+            raise RunConfigError(
+                f"{value[:200]!r} is not in run {run_id}'s folder of this trainer's artifact "
+                f"store ({exc})"
+            ) from None
+        if not path.resolve().is_relative_to(folder.resolve()):
+            raise RunConfigError(f"{path} leads out of run {run_id}'s folder (a symlink)")
+        return path
+
     def model_dir(self, name: str) -> Path:
-        """A model name the trainer can load, or ``run:<id>``: the artifact of that run."""
+        """A model name the trainer can load, or ``run:<id>``: the artifact of that run,
+        which must lie in that run's folder of this trainer's artifact store."""
         if name.startswith("run:"):
             run = self.client.run(name[4:])
-            uri = run.get("artifact_uri") or ""
-            if run["status"] != "completed" or not uri.startswith("file://"):
-                raise RunConfigError(f"{name} has no local model artifact")
-            return Path(uri.removeprefix("file://"))
+            if run["status"] != "completed" or not run.get("artifact_uri"):
+                raise RunConfigError(f"{name} has no model artifact")
+            return self.stored(run["artifact_uri"], run["id"])
         return resolve_model(name, self.settings.models, self.settings.models_dir)
 
-    def execute(self, run: dict[str, Any]) -> Path:
-        workdir = (self.settings.artifacts_dir / "runs" / run["id"]).resolve()
+    def execute(self, run: dict[str, Any], lease_token: str) -> Path:
+        """Train the claimed run; the model directory it saved."""
+        run_id = run["id"]
+        workdir = self.run_dir(run_id)
         workdir.mkdir(parents=True, exist_ok=True)
         config = dict(run["config"])
         overrides = {k: v for k, v in config.items() if k not in RUN_KEYS}
+        # The dataset version the gateway validated and pinned (dataset_version_id), not config.
+        dataset = run.get("dataset")
+        if not dataset:
+            raise RunConfigError(f"run {run_id} has no dataset version")
         data = workdir / "dataset.jsonl"
-        self.client.export_dataset(config["dataset"], data, verify=True)
+        exported = self.client.export_dataset(dataset, data, verify=True)
+        if exported["ref"] != dataset:
+            raise RunConfigError(f"asked for dataset {dataset}, was served {exported['ref']}")
         rows = read_rows(data)
         if not rows:
-            raise RunConfigError(f"dataset {config['dataset']} has no rows")
+            raise RunConfigError(f"dataset {dataset} has no rows")
         train_rows, eval_rows = split(rows, float(config.get("eval_fraction", 0.1)))
-        sink = MetricsSink(lambda points: self.client.report_metrics(run["id"], self.owner, points))
+        sink = MetricsSink(lambda points: self.client.report_metrics(run_id, lease_token, points))
         output = workdir / "model"
         base = self.model_dir(config["base_model"])
         kind = run["type"]
         # A resumed run continues from the checkpoint its last attempt recorded.
         checkpoint = run.get("checkpoint")
-        resume = checkpoint if checkpoint and Path(checkpoint).is_dir() else None
+        resume = None
+        if checkpoint:
+            saved = self.stored(checkpoint, run_id, plain_path=True)
+            resume = str(saved) if saved.is_dir() else None
         if resume:
-            log.info("run %s resumes from %s", run["id"], resume)
+            log.info("run %s resumes from %s", run_id, resume)
         record = CheckpointReporter(
-            lambda path: self.client.report_checkpoint(run["id"], self.owner, path)
+            lambda path: self.client.report_checkpoint(run_id, lease_token, path)
         )
         common = {"report": sink, "callbacks": [record], "resume_from_checkpoint": resume}
         try:
@@ -212,7 +257,7 @@ class TrainerService:
                 raise RunConfigError(f"unknown run type {kind!r}")
         finally:
             sink.flush()  # what was measured before a crash is reported too
-        log.info("run %s finished: %s", run["id"], getattr(result, "metrics", result))
+        log.info("run %s finished: %s", run_id, getattr(result, "metrics", result))
         return output
 
     def _ppo(

@@ -191,7 +191,7 @@ def test_admin_creates_keys_shown_once_and_stored_hashed(
 def test_key_creation_validation(client: TestClient, admin_headers: dict[str, str]) -> None:
     cases: list[tuple[Any, str]] = [
         ({"scopes": []}, "body.scopes"),
-        ({"scopes": ["root"]}, "scopes"),
+        ({"scopes": ["root"]}, "body.scopes.0"),
         ({"scopes": ["read", "admin", "submit", "train", "read"]}, "body.scopes"),
         ({}, "body.scopes"),
         ({"scopes": "read"}, "body.scopes"),
@@ -233,7 +233,7 @@ def test_other_projects_objects_are_404(client: TestClient, two_projects: dict[s
         ("GET", "/v1/constitutions/default", "ref"),
         ("GET", "/v1/constitutions/default@1", "ref"),
         ("GET", "/v1/constitutions/default/versions", "name"),
-        ("GET", "/v1/constitutions/default/diff?from=1&to=1", "from_version"),
+        ("GET", "/v1/constitutions/default/diff?from=1&to=1", "name"),
         ("GET", f"/v1/batches/{batch}", "batch_id"),
         ("GET", f"/v1/batches/{batch}/prompts", "batch_id"),
         ("GET", f"/v1/jobs/{job}", "job_id"),
@@ -355,11 +355,13 @@ def test_idempotency_on_other_posts(client: TestClient, admin_headers: dict[str,
     )
     _error(upload, 422, "Idempotency-Key")
 
+    # A key creation is not replayed (its secret is shown once): 409 naming the key made.
     key_headers = {**admin_headers, "Idempotency-Key": "key-1"}
     made = client.post("/v1/keys", json={"scopes": ["read"]}, headers=key_headers)
     again = client.post("/v1/keys", json={"scopes": ["read"]}, headers=key_headers)
-    assert made.status_code == again.status_code == 201
-    assert made.json()["id"] == again.json()["id"]
+    assert made.status_code == 201
+    assert made.json()["id"] in _error(again, 409, "Idempotency-Key")["detail"]
+    assert made.json()["key"] not in again.text
     assert len(client.get("/v1/keys", headers=admin_headers).json()) == 2
 
 
@@ -386,3 +388,28 @@ def test_idempotency_key_length(client: TestClient, admin_headers: dict[str, str
     assert client.post("/v1/batches", json=body, headers=longest).status_code == 201
     # On GET the header means nothing.
     assert client.get("/v1/batches", headers=too_long).status_code == 200
+
+
+# --------------------------------------------------------------------------- last admin key
+
+
+def test_the_last_admin_key_cannot_be_revoked(
+    client: TestClient, issue: Any, engine: Engine
+) -> None:
+    admin = issue("alpha", ("admin",))
+    reader = issue("alpha", ("read",))
+    expired = issue("alpha", ("admin",), expires_at=utcnow() - timedelta(seconds=1))
+    other_project = issue("beta", ("admin",))  # another project's admins do not count
+    assert other_project.project_id != admin.project_id
+    # The expired admin key is not usable, so `admin` is the last one.
+    body = _error(client.post(f"/v1/keys/{admin.id}/revoke", headers=admin.headers), 409, "key_id")
+    assert "last" in body["detail"]
+    assert client.post(f"/v1/keys/{reader.id}/revoke", headers=admin.headers).status_code == 200
+    assert client.post(f"/v1/keys/{expired.id}/revoke", headers=admin.headers).status_code == 200
+    # With a second admin key, the first can go; then the second is the last.
+    second = client.post("/v1/keys", json={"scopes": ["admin"]}, headers=admin.headers).json()
+    assert client.post(f"/v1/keys/{admin.id}/revoke", headers=admin.headers).status_code == 200
+    headers = {"X-API-Key": second["key"]}
+    _error(client.post(f"/v1/keys/{second['id']}/revoke", headers=headers), 409, "key_id")
+    with session_factory(engine)() as session:
+        assert session.get_one(ApiKey, second["id"]).revoked_at is None

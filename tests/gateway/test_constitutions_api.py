@@ -292,12 +292,34 @@ def test_unknown_name_or_version_is_404(
     )
 
 
-def test_bad_ref_is_422(api: Any, client: TestClient, admin_headers: dict[str, str]) -> None:
+def test_bad_ref_in_a_path_is_404(
+    api: Any, client: TestClient, admin_headers: dict[str, str]
+) -> None:
+    """In a path a malformed ref names nothing, like any unknown id (datasets agree);
+    in a request body it is a 422 naming the field."""
     api.push_default(admin_headers)
-    for ref in ("Bad@x", "default@0", "default@", "default@1@2", "-x", "default@x"):
+    for ref in ("Bad@x", "default@0", "default@", "default@1@2", "-x", "default@x", "0.1.0"):
         response = client.get(f"/v1/constitutions/{ref}", headers=admin_headers)
-        assert response.status_code == 422, (ref, response.text)
+        assert response.status_code == 404, (ref, response.text)
         assert response.json()["field"] == "ref", ref
+        assert "not a constitution reference" in response.json()["detail"]
+    batch = api.create_batch(admin_headers, [{"prompt": "p"}])
+    job = {"type": "sl_cai", "batch_id": batch["id"], "model": "smollm2", "constitution": "Bad@x"}
+    response = client.post("/v1/jobs", json=job, headers=admin_headers)
+    assert response.status_code == 422 and response.json()["field"] == "constitution"
+
+
+def test_diff_of_an_unknown_name_is_404(
+    api: Any, client: TestClient, admin_headers: dict[str, str]
+) -> None:
+    api.push_default(admin_headers)
+    for name in ("0.1.0", "nope"):
+        response = client.get(f"/v1/constitutions/{name}/diff?from=1&to=1", headers=admin_headers)
+        assert response.status_code == 404 and response.json()["field"] == "name", response.text
+    too_big = client.get(
+        "/v1/constitutions/default/diff?from=1&to=2147483648", headers=admin_headers
+    )
+    assert too_big.status_code == 422 and too_big.json()["field"] == "query.to"
 
 
 def test_diff_bad_query_is_422(api: Any, client: TestClient, admin_headers: dict[str, str]) -> None:

@@ -19,6 +19,8 @@ from charter.db.models import Job, Prompt, Worker, WorkItem, utcnow
 from charter.db.session import session_factory
 from charter.dispatch import publish_pending
 from charter.queue import queue_for
+from workers.engines.scripted import ScriptedEngine
+from workers.runner import ChunkRunner
 
 PROMPTS = [{"prompt": f"prompt {i}"} for i in range(10)]
 WITH_RESPONSE = [{"prompt": f"prompt {i}", "response": f"response {i}"} for i in range(10)]
@@ -562,6 +564,50 @@ def test_workers_listing(
     ]
     assert workers[0]["last_seen"].endswith("Z") or "+00:00" in workers[0]["last_seen"]
     _error(client.get("/v1/workers"), 401)
+
+
+def _label_all(engine: Engine, settings: Any, job: dict[str, Any], worker_id: str) -> None:
+    """Run every chunk of ``job`` as ``worker_id`` with the scripted engine."""
+    engines = {"m": ScriptedEngine(model_name="m")}
+    runner = ChunkRunner(session_factory(engine), engines, settings, worker_id)
+    for chunk in range(job["chunk_count"]):
+        runner.run_chunk(job["id"], chunk)
+
+
+def test_workers_count_only_the_callers_labels(
+    api: Any, client: TestClient, make_headers: Any, engine: Engine, settings: Any
+) -> None:
+    """The fleet is shared; how much work it did for other projects is not."""
+    counts = {"alpha": 3, "beta": 5}
+    with session_factory(engine)() as session, session.begin():
+        session.add(Worker(id="host-1:42", hostname="host-1", pid=42, engine="hf", models=["m"]))
+    for project, n in counts.items():
+        headers = make_headers(project, "admin")
+        api.push_default(headers)
+        batch = api.create_batch(headers, [{"prompt": f"p{i}"} for i in range(n)])
+        job = api.submit(headers, batch_id=batch["id"], model="m")
+        _label_all(engine, settings, job, "host-1:42")
+    for project, n in counts.items():
+        [worker] = client.get("/v1/workers", headers=make_headers(project, "read")).json()
+        assert worker["items_done"] == n
+
+
+def test_unknown_models_are_refused(
+    api: Any, client: TestClient, admin_headers: dict[str, str], ready: Batches, engine: Engine
+) -> None:
+    spec = {"type": "sl_cai", "batch_id": ready["prompts"], "constitution": "default"}
+    for model in ("no-such-model", "../../etc", "smollm2/../x"):
+        response = client.post("/v1/jobs", json={**spec, "model": model}, headers=admin_headers)
+        body = _error(response, 422)
+        assert body["field"] == "model" and "unknown model" in body["detail"], body
+    with session_factory(engine)() as session:
+        assert session.scalar(select(func.count()).select_from(Job)) == 0
+    # A model a registered worker announces is known, as are the configured ones.
+    with session_factory(engine)() as session, session.begin():
+        session.add(Worker(id="gpu:1", hostname="gpu", pid=1, engine="vllm", models=["big-7b"]))
+    for model in ("big-7b", "smollm2", "m"):
+        response = client.post("/v1/jobs", json={**spec, "model": model}, headers=admin_headers)
+        assert response.status_code == 202, response.text
 
 
 def test_scopes_for_jobs(api: Any, client: TestClient, make_headers: Any, ready: Batches) -> None:

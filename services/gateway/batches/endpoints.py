@@ -2,11 +2,13 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Query, Request, status
 from sqlalchemy import select
+from starlette.concurrency import run_in_threadpool
 
 from charter.db.models import PromptBatch
 from services.gateway.batches import service
 from services.gateway.batches.schemas import BatchCreate, BatchOut, PromptOut
 from services.gateway.deps import Cursor, Limit, ReadKey, SessionDep, SettingsDep, SubmitKey
+from services.gateway.jsonl import check_media_type
 from services.gateway.pagination import Page, decode_int_cursor, encode_cursor, keyset
 from services.gateway.routing import UnitOfWorkRoute
 
@@ -21,7 +23,8 @@ def _out(batch: PromptBatch) -> BatchOut:
 
 @router.post("", response_model=BatchOut, status_code=status.HTTP_201_CREATED)
 def create_batch(body: BatchCreate, session: SessionDep, key: SubmitKey) -> BatchOut:
-    return _out(service.create(session, key.project_id, body.name, body.rows))
+    rows = [service.record(row) for row in body.rows]
+    return _out(service.create(session, key.project_id, body.name, rows))
 
 
 @router.post(
@@ -43,8 +46,20 @@ async def upload_batch(
     key: SubmitKey,
     name: str = Query(default="", max_length=128),
 ) -> BatchOut:
-    rows = service.parse_jsonl(await request.body(), settings.max_batch_rows)
-    return _out(service.create(session, key.project_id, name, rows))
+    check_media_type(request.headers.get("content-type", ""))
+    body = await request.body()
+    bounds = settings.document_bounds
+
+    def store() -> BatchOut:  # parsing and the database work, off the event loop
+        rows = service.parse_jsonl(
+            body,
+            settings.max_batch_rows,
+            bounds=bounds,
+            max_line_bytes=settings.max_jsonl_line_bytes,
+        )
+        return _out(service.create(session, key.project_id, name, rows))
+
+    return await run_in_threadpool(store)
 
 
 @router.get("", response_model=Page[BatchOut])

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -14,10 +14,34 @@ class ChatMessage(BaseModel):
     content: str = Field(max_length=TEXT_MAX)
 
 
+def _string(name: str) -> dict[str, Any]:
+    return {"required": [name], "properties": {name: {"type": "string"}}}
+
+
+# What the validator below checks, in JSON Schema, so the OpenAPI document says it too
+# (all but "messages end with a user turn", which JSON Schema cannot express).
+_SHAPE_SCHEMA: dict[str, Any] = {
+    "allOf": [
+        {
+            "oneOf": [
+                _string("prompt"),
+                {"required": ["messages"], "properties": {"messages": {"type": "array"}}},
+            ]
+        },
+        {
+            "anyOf": [
+                {"properties": {"response_a": {"type": "null"}, "response_b": {"type": "null"}}},
+                {"allOf": [_string("response_a"), _string("response_b")]},
+            ]
+        },
+    ]
+}
+
+
 class PromptRow(BaseModel):
     """A prompt (plain text or chat messages) with optional supplied responses."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_SHAPE_SCHEMA)
     prompt: str | None = Field(default=None, min_length=1, max_length=TEXT_MAX)
     messages: list[ChatMessage] | None = Field(default=None, min_length=1, max_length=64)
     response: str | None = Field(default=None, max_length=TEXT_MAX)

@@ -11,20 +11,46 @@ from sqlalchemy.orm import Session
 from charter.core.constitution import Constitution, ConstitutionDiff, diff, parse_ref
 from charter.db.models import Constitution as ConstitutionRow
 from charter.db.models import ConstitutionVersion
-from charter.errors import Invalid, NotFound
+from charter.errors import CharterError, Invalid, NotFound, TooLarge
+
+# A pushed body may be larger than its canonical form (indentation, comments, YAML
+# block scalars), but not by more than this factor; a larger one is refused unparsed,
+# so no client can make the gateway parse megabytes of YAML (pure Python, ~MB/s).
+BODY_SLACK = 4
 
 
-def validate(content: Any) -> Constitution:
+def check_body_size(body: bytes, max_bytes: int) -> None:
+    """413 for a body too large to hold a constitution of at most ``max_bytes``."""
+    if len(body) > BODY_SLACK * max_bytes:
+        raise TooLarge(
+            f"a constitution document may be at most {BODY_SLACK * max_bytes} bytes "
+            f"({max_bytes} bytes in canonical form); this one is {len(body)}",
+            field="body",
+        )
+
+
+def validate(content: Any, *, max_bytes: int | None = None) -> Constitution:
+    """The constitution in a parsed document; 413 if its canonical JSON (what is
+    stored) exceeds ``max_bytes``."""
     if not isinstance(content, dict):
         raise Invalid(
             "a constitution must be a mapping (JSON object or YAML mapping)", field="body"
         )
     try:
-        return Constitution.model_validate(content)
+        constitution = Constitution.model_validate(content)
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "body"
         raise Invalid(f"{where}: {first['msg']}", field=where) from exc
+    if max_bytes is not None:
+        size = len(constitution.canonical_json().encode())
+        if size > max_bytes:
+            raise TooLarge(
+                f"the constitution is {size} bytes in canonical form; the limit is "
+                f"{max_bytes} bytes",
+                field="body",
+            )
+    return constitution
 
 
 def push(
@@ -66,13 +92,20 @@ def push(
 
 
 def resolve(
-    session: Session, project_id: str, ref: str, *, field: str = "constitution"
+    session: Session,
+    project_id: str,
+    ref: str,
+    *,
+    field: str = "constitution",
+    malformed: type[CharterError] = Invalid,
 ) -> ConstitutionVersion:
-    """``name`` (latest version) or ``name@version`` within the project."""
+    """``name`` (latest version) or ``name@version`` within the project. A ref that
+    cannot name any constitution raises ``malformed``: 422 in a request body, 404 in
+    a path (where, as for any id, it is simply not found)."""
     try:
         name, number = parse_ref(ref)
     except ValueError as exc:
-        raise Invalid(str(exc), field=field) from exc
+        raise malformed(str(exc), field=field) from exc
     query = (
         select(ConstitutionVersion)
         .join(ConstitutionRow, ConstitutionRow.id == ConstitutionVersion.constitution_id)
@@ -126,6 +159,7 @@ def versions(session: Session, project_id: str, name: str) -> list[ConstitutionV
 def compare(
     session: Session, project_id: str, name: str, before: int, after: int
 ) -> ConstitutionDiff:
+    versions(session, project_id, name)  # 404 naming "name" for a name with no versions
     old = resolve(session, project_id, f"{name}@{before}", field="from_version")
     new = resolve(session, project_id, f"{name}@{after}", field="to_version")
     return diff(Constitution.model_validate(old.content), Constitution.model_validate(new.content))

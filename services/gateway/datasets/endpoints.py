@@ -12,6 +12,7 @@ from charter.errors import Invalid
 from services.gateway.datasets import export, service
 from services.gateway.datasets.schemas import DatasetCreate, DatasetKind, DatasetVersionOut
 from services.gateway.deps import Cursor, Limit, ReadKey, SessionDep, SettingsDep, SubmitKey
+from services.gateway.jsonl import check_media_type
 from services.gateway.pagination import Page, keyset
 from services.gateway.routing import UnitOfWorkRoute
 
@@ -91,11 +92,18 @@ async def upload_dataset(
     kind: DatasetKind | None = Query(default=None, description="Required for a new dataset."),
 ) -> DatasetVersionOut:
     service.check_name(name)
+    check_media_type(request.headers.get("content-type", ""))
     body = await request.body()
 
     def store() -> DatasetVersionOut:
         dataset_kind = service.upload_kind(session, key.project_id, name, kind)
-        rows = service.parse_jsonl(body, dataset_kind, settings.max_batch_rows)
+        rows = service.parse_jsonl(
+            body,
+            dataset_kind,
+            settings.max_batch_rows,
+            bounds=settings.document_bounds,
+            max_line_bytes=settings.max_jsonl_line_bytes,
+        )
         return _out(*service.upload(session, key.project_id, name, dataset_kind, rows))
 
     return await run_in_threadpool(store)

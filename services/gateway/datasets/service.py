@@ -38,6 +38,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Session
 
 from charter.core.constitution import parse_ref
+from charter.core.documents import Bounds
 from charter.core.export import LABEL_KINDS
 from charter.db.models import (
     Constitution,
@@ -58,10 +59,11 @@ from services.gateway.datasets.schemas import (
     DatasetFilter,
     MixSpec,
 )
-from services.gateway.jsonl import parse_lines
+from services.gateway.jsonl import MAX_LINE_BYTES, parse_lines
 
 INSERT_CHUNK = 5_000
 _NAME = re.compile(NAME_PATTERN)
+_VERSION = re.compile(r"[1-9][0-9]{0,8}")
 
 
 # --------------------------------------------------------------------------- look-ups
@@ -76,10 +78,15 @@ def _dataset(session: Session, project_id: str, name: str) -> Dataset | None:
 def resolve(
     session: Session, project_id: str, ref: str, *, field: str = "ref", missing: type = NotFound
 ) -> tuple[Dataset, DatasetVersion]:
-    """``name`` (latest version) or ``name@version`` within the project."""
+    """``name`` (latest version) or ``name@version`` within the project.
+
+    The version is ASCII ``[1-9][0-9]{0,8}`` (``str.isdigit`` also takes "²", which
+    ``int`` refuses, and 20 digits overflow the column): anything else is not found.
+    """
     name, at, number = ref.strip().partition("@")
-    dataset = _dataset(session, project_id, name) if _NAME.match(name) else None
-    if dataset is None or (at and not number.isdigit()):
+    well_formed = _NAME.fullmatch(name) and (not at or _VERSION.fullmatch(number))
+    dataset = _dataset(session, project_id, name) if well_formed else None
+    if dataset is None:
         raise missing(f"dataset {ref!r} not found", field=field)
     query = select(DatasetVersion).where(DatasetVersion.dataset_id == dataset.id)
     if at:
@@ -318,11 +325,24 @@ def _copy_rows(
 # --------------------------------------------------------------------------- uploads
 
 
-def parse_jsonl(body: bytes, kind: str, max_rows: int) -> list[dict[str, Any]]:
-    """Validate every line in the kind's TRL shape; errors name the line and the field."""
+def parse_jsonl(
+    body: bytes,
+    kind: str,
+    max_rows: int,
+    *,
+    bounds: Bounds = Bounds(),
+    max_line_bytes: int = MAX_LINE_BYTES,
+) -> list[dict[str, Any]]:
+    """Parse (strictly) and validate every line in the kind's TRL shape; errors name
+    the line and the field."""
     model = UPLOAD_MODELS[kind]
     return parse_lines(
-        body, lambda line: model.model_validate_json(line).canonical(), max_rows, "upload"
+        body,
+        lambda value: model.model_validate(value).canonical(),
+        max_rows,
+        "upload",
+        bounds=bounds,
+        max_line_bytes=max_line_bytes,
     )
 
 

@@ -38,7 +38,7 @@ def _out(job: Job, counts: dict[str, int]) -> JobOut:
 def submit_job(
     body: JobCreate, request: Request, session: SessionDep, settings: SettingsDep, key: SubmitKey
 ) -> JobOut:
-    job = service.submit(session, key.project_id, body, settings.chunk_size)
+    job = service.submit(session, key.project_id, body, settings)
     state = request.app.state
     after_commit(request, lambda: publish_pending(state.sessions, state.producer, job_id=job.id))
     return _out(job, {"queued": job.item_count})
@@ -93,7 +93,18 @@ def job_items(
     return Page(items=[ItemOut.model_validate(r) for r in rows], next_cursor=next_cursor)
 
 
-@router.get("/workers", response_model=list[WorkerOut], tags=["workers"])
+@router.get(
+    "/workers",
+    response_model=list[WorkerOut],
+    tags=["workers"],
+    description="The shared worker fleet, so a project can see which models are served. "
+    "Identity (id, host, pid, engine, models) is fleet-wide and already recorded on every "
+    "label; `items_done` counts this project's labels only, never other projects' work.",
+)
 def list_workers(session: SessionDep, key: ReadKey) -> list[WorkerOut]:
-    rows = session.scalars(select(Worker).order_by(Worker.last_seen.desc()))
-    return [WorkerOut.model_validate(w) for w in rows]
+    rows = list(session.scalars(select(Worker).order_by(Worker.last_seen.desc())))
+    done = service.items_done_by_worker(session, key.project_id, [w.id for w in rows])
+    return [
+        WorkerOut.model_validate(w).model_copy(update={"items_done": done.get(w.id, 0)})
+        for w in rows
+    ]

@@ -15,8 +15,10 @@ from charter.core.jobs import (
     JobType,
     job_status,
 )
-from charter.db.models import Job, Prompt, WorkItem, utcnow
+from charter.db.models import Job, Label, Prompt, Worker, WorkItem, utcnow
 from charter.errors import Conflict, Invalid, NotFound
+from charter.model_store import BUILTIN_SMOLLM2
+from charter.settings import Settings
 from services.gateway.batches import service as batches
 from services.gateway.constitutions import service as constitutions
 from services.gateway.jobs.schemas import JobCreate
@@ -49,13 +51,36 @@ def _check_constitution(content: dict[str, object], job_type: JobType, ref: str)
         raise Invalid(f"{ref} has no comparison principles", field="constitution")
 
 
-def submit(session: Session, project_id: str, spec: JobCreate, default_chunk: int) -> Job:
+def known_models(session: Session, settings: Settings) -> set[str]:
+    """Models some configuration knows: the built-in one, the gateway's model map and
+    worker list, and whatever a registered worker announced it serves."""
+    announced = session.scalars(select(Worker.models)).all()
+    return {
+        BUILTIN_SMOLLM2,
+        *settings.models,
+        *settings.worker_models,
+        *(m for models in announced for m in models),
+    }
+
+
+def _check_model(session: Session, settings: Settings, model: str) -> None:
+    known = known_models(session, settings)
+    if model not in known:
+        raise Invalid(
+            f"unknown model {model!r}: no configuration or worker serves it "
+            f"(known: {', '.join(sorted(known))})",
+            field="model",
+        )
+
+
+def submit(session: Session, project_id: str, spec: JobCreate, settings: Settings) -> Job:
+    _check_model(session, settings, spec.model)
     batch = batches.get(session, project_id, spec.batch_id)
     version = constitutions.resolve(session, project_id, spec.constitution)
     ref = f"{constitutions.name_of(session, version)}@{version.version}"
     _check_constitution(version.content, spec.type, ref)
     _check_batch(session, batch.id, spec.type)
-    chunk_size = spec.chunk_size or default_chunk
+    chunk_size = spec.chunk_size or settings.chunk_size
     job = Job(
         project_id=project_id,
         type=spec.type.value,
@@ -123,3 +148,18 @@ def cancel(session: Session, project_id: str, job_id: str) -> Job:
     )
     session.flush()
     return job
+
+
+def items_done_by_worker(
+    session: Session, project_id: str, worker_ids: list[str]
+) -> dict[str, int]:
+    """This project's labels per worker (a fleet-wide count would show others' work)."""
+    if not worker_ids:
+        return {}
+    return dict(
+        session.execute(  # type: ignore[arg-type]
+            select(Label.worker_id, func.count())
+            .where(Label.project_id == project_id, Label.worker_id.in_(worker_ids))
+            .group_by(Label.worker_id)
+        ).all()
+    )

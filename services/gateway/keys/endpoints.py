@@ -1,16 +1,21 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from typing import Literal, get_args
 
-from fastapi import APIRouter, status
+from fastapi import APIRouter, Request, status
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 
+from charter import keys
 from charter.db.models import ApiKey, utcnow
-from charter.errors import NotFound
-from charter.projects import issue_key
+from charter.errors import Conflict, NotFound
+from charter.projects import issue_key, live_admin_keys
 from services.gateway.deps import AdminKey, SessionDep, SettingsDep
-from services.gateway.routing import UnitOfWorkRoute
+from services.gateway.routing import UnitOfWorkRoute, mark_secret
+
+Scope = Literal["admin", "submit", "read", "train"]
+assert set(get_args(Scope)) == set(keys.SCOPES)
 
 router = APIRouter(prefix="/v1/keys", tags=["keys"], route_class=UnitOfWorkRoute)
 
@@ -18,7 +23,7 @@ router = APIRouter(prefix="/v1/keys", tags=["keys"], route_class=UnitOfWorkRoute
 class KeyCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str = Field(default="", max_length=128)
-    scopes: list[str] = Field(min_length=1, max_length=4)
+    scopes: list[Scope] = Field(min_length=1, max_length=4)
     expires_in_days: int | None = Field(default=None, ge=1, le=3650)
 
 
@@ -38,9 +43,15 @@ class KeyCreated(KeyOut):
     key: str = Field(description="The secret key. It is shown only once.")
 
 
-@router.post("", response_model=KeyCreated, status_code=status.HTTP_201_CREATED)
+@router.post(
+    "",
+    response_model=KeyCreated,
+    status_code=status.HTTP_201_CREATED,
+    description="The secret is in this response only. A retry with the same Idempotency-Key "
+    "is answered 409 (naming the key created), never with the secret again.",
+)
 def create_key(
-    body: KeyCreate, session: SessionDep, settings: SettingsDep, key: AdminKey
+    body: KeyCreate, request: Request, session: SessionDep, settings: SettingsDep, key: AdminKey
 ) -> KeyCreated:
     expires = utcnow() + timedelta(days=body.expires_in_days) if body.expires_in_days else None
     row, plaintext = issue_key(
@@ -51,6 +62,7 @@ def create_key(
         name=body.name,
         expires_at=expires,
     )
+    mark_secret(request, "key")
     return KeyCreated(**KeyOut.model_validate(row).model_dump(), key=plaintext)
 
 
@@ -62,11 +74,22 @@ def list_keys(session: SessionDep, key: AdminKey) -> list[KeyOut]:
     return [KeyOut.model_validate(r) for r in rows]
 
 
-@router.post("/{key_id}/revoke", response_model=KeyOut)
+@router.post(
+    "/{key_id}/revoke",
+    response_model=KeyOut,
+    description="409 for the project's last usable admin key: a project keeps one.",
+)
 def revoke_key(key_id: str, session: SessionDep, key: AdminKey) -> KeyOut:
     row = session.get(ApiKey, key_id)
     if row is None or row.project_id != key.project_id:
         raise NotFound(f"API key {key_id!r} not found", field="key_id")
+    if row.revoked_at is None and [k.id for k in live_admin_keys(session, key.project_id)] == [
+        row.id
+    ]:
+        raise Conflict(
+            "this is the project's last usable admin key; create another admin key first",
+            field="key_id",
+        )
     row.revoked_at = row.revoked_at or utcnow()
     session.flush()
     return KeyOut.model_validate(row)

@@ -1,15 +1,17 @@
 from __future__ import annotations
 
-from fastapi import APIRouter, Response, status
+from fastapi import APIRouter, Request, Response, status
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from charter.db.models import RunMetric, TrainingRun
 from services.gateway.deps import Cursor, Limit, ReadKey, SessionDep, SettingsDep, TrainKey
 from services.gateway.pagination import Page, id_page, keyset
-from services.gateway.routing import UnitOfWorkRoute
+from services.gateway.routing import UnitOfWorkRoute, mark_secret
 from services.gateway.runs import service
 from services.gateway.runs.schemas import (
     CheckpointReport,
+    Claimed,
     ClaimRequest,
     CompleteReport,
     FailReport,
@@ -23,12 +25,12 @@ from services.gateway.runs.schemas import (
 router = APIRouter(prefix="/v1/runs", tags=["training runs"], route_class=UnitOfWorkRoute)
 
 
-def _out(run: TrainingRun, metrics: dict[str, float] | None = None) -> RunOut:
+def _out(run: TrainingRun, dataset: str | None, metrics: dict[str, float] | None = None) -> RunOut:
     return RunOut(
         id=run.id,
         type=run.type,
         status=run.status,
-        dataset=run.config.get("dataset"),
+        dataset=dataset,
         dataset_version_id=run.dataset_version_id,
         config=run.config,
         artifact_uri=run.artifact_uri,
@@ -42,9 +44,13 @@ def _out(run: TrainingRun, metrics: dict[str, float] | None = None) -> RunOut:
     )
 
 
+def _one(session: Session, run: TrainingRun, metrics: dict[str, float] | None = None) -> RunOut:
+    return _out(run, service.dataset_refs(session, [run]).get(run.id), metrics)
+
+
 @router.post("", response_model=RunOut, status_code=status.HTTP_201_CREATED)
 def create_run(body: RunCreate, session: SessionDep, key: TrainKey) -> RunOut:
-    return _out(service.create(session, key.project_id, body))
+    return _one(session, service.create(session, key.project_id, body))
 
 
 @router.get("", response_model=Page[RunOut])
@@ -55,13 +61,14 @@ def list_runs(
     runs, next_cursor = keyset(
         session, query, TrainingRun.created_at, TrainingRun.id, cursor, limit
     )
-    return Page(items=[_out(r) for r in runs], next_cursor=next_cursor)
+    refs = service.dataset_refs(session, runs)
+    return Page(items=[_out(r, refs.get(r.id)) for r in runs], next_cursor=next_cursor)
 
 
 @router.get("/{run_id}", response_model=RunOut)
 def get_run(run_id: str, session: SessionDep, key: ReadKey) -> RunOut:
     run = service.get(session, key.project_id, run_id)
-    return _out(run, service.last_metrics(session, run.id))
+    return _one(session, run, service.last_metrics(session, run.id))
 
 
 @router.get("/{run_id}/metrics", response_model=Page[MetricOut])
@@ -78,65 +85,76 @@ def run_metrics(
 def cancel_run(run_id: str, session: SessionDep, key: TrainKey) -> RunOut:
     run = service.get(session, key.project_id, run_id)
     service.cancel(run)
-    return _out(run)
+    return _one(session, run)
 
 
 @router.post("/{run_id}/resume", response_model=RunOut)
 def resume_run(run_id: str, session: SessionDep, key: TrainKey) -> RunOut:
     run = service.get(session, key.project_id, run_id)
     service.resume(run)
-    return _out(run)
+    return _one(session, run)
 
 
-# The trainer's side: claim, heartbeat, report. Every call names the lease owner.
+# The trainer's side: claim, heartbeat, report. Every report presents the claim's lease_token.
 
 
-@router.post("/claim", response_model=RunOut, responses={204: {"description": "Nothing queued."}})
+@router.post("/claim", response_model=Claimed, responses={204: {"description": "Nothing queued."}})
 def claim_run(
-    body: ClaimRequest, session: SessionDep, settings: SettingsDep, key: TrainKey
-) -> RunOut | Response:
-    run = service.claim(session, key.project_id, body.owner, body.types, settings.run_lease_seconds)
-    if run is None:
+    body: ClaimRequest,
+    request: Request,
+    session: SessionDep,
+    settings: SettingsDep,
+    key: TrainKey,
+) -> Claimed | Response:
+    claimed = service.claim(
+        session, key.project_id, body.owner, body.types, settings.run_lease_seconds
+    )
+    if claimed is None:
         return Response(status_code=status.HTTP_204_NO_CONTENT)
-    return _out(run)
+    run, token = claimed
+    mark_secret(request, "lease_token")
+    return Claimed(**_one(session, run).model_dump(), lease_token=token)
 
 
 @router.post("/{run_id}/heartbeat", response_model=RunOut)
 def heartbeat(
     run_id: str, body: Lease, session: SessionDep, settings: SettingsDep, key: TrainKey
 ) -> RunOut:
-    run = service.held(session, key.project_id, run_id, body.owner)
+    run = service.held(session, key.project_id, run_id, body.lease_token)
     service.heartbeat(run, settings.run_lease_seconds)
-    return _out(run)
+    return _one(session, run)
 
 
 @router.post("/{run_id}/metrics", status_code=status.HTTP_204_NO_CONTENT)
 def report_metrics(
     run_id: str, body: MetricsReport, session: SessionDep, key: TrainKey
 ) -> Response:
-    run = service.held(session, key.project_id, run_id, body.owner)
+    run = service.held(session, key.project_id, run_id, body.lease_token)
     service.add_metrics(session, run, body.points)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
 @router.post("/{run_id}/checkpoint", response_model=RunOut)
 def report_checkpoint(
-    run_id: str, body: CheckpointReport, session: SessionDep, key: TrainKey
+    run_id: str, body: CheckpointReport, session: SessionDep, settings: SettingsDep, key: TrainKey
 ) -> RunOut:
-    run = service.held(session, key.project_id, run_id, body.owner)
-    run.checkpoint = body.checkpoint
-    return _out(run)
+    run = service.held(session, key.project_id, run_id, body.lease_token)
+    run.checkpoint = service.checkpoint_path(body.checkpoint, settings.artifacts_dir, run)
+    return _one(session, run)
 
 
 @router.post("/{run_id}/complete", response_model=RunOut)
-def complete_run(run_id: str, body: CompleteReport, session: SessionDep, key: TrainKey) -> RunOut:
-    run = service.held(session, key.project_id, run_id, body.owner)
-    service.finish(run, "completed", artifact_uri=body.artifact_uri)
-    return _out(run)
+def complete_run(
+    run_id: str, body: CompleteReport, session: SessionDep, settings: SettingsDep, key: TrainKey
+) -> RunOut:
+    run = service.held(session, key.project_id, run_id, body.lease_token)
+    uri = service.artifact_uri(body.artifact_uri, settings.artifacts_dir, run)
+    service.finish(run, "completed", artifact_uri=uri)
+    return _one(session, run)
 
 
 @router.post("/{run_id}/fail", response_model=RunOut)
 def fail_run(run_id: str, body: FailReport, session: SessionDep, key: TrainKey) -> RunOut:
-    run = service.held(session, key.project_id, run_id, body.owner)
+    run = service.held(session, key.project_id, run_id, body.lease_token)
     service.finish(run, "failed", error=body.error)
-    return _out(run)
+    return _one(session, run)

@@ -33,7 +33,15 @@ class RunCreate(BaseModel):
     reference_model: str | None = Field(
         default=None, pattern=MODEL_PATTERN, description="PPO: KL reference; default base_model."
     )
-    config: dict[str, Any] = Field(default_factory=dict, description="Trainer config overrides.")
+    config: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Trainer config overrides (hyper-parameters); it may not set the fields "
+        "above or dataset_version_id (422 naming config.<key>).",
+    )
+
+
+PROVENANCE = frozenset(RunCreate.model_fields) - {"config"} | {"dataset_version_id"}
+"""What a run trains on, from its validated fields only: keys ``config`` may not set."""
 
 
 class RunOut(BaseModel):
@@ -53,18 +61,43 @@ class RunOut(BaseModel):
     last_metrics: dict[str, float] | None = None
 
 
-class Lease(BaseModel):
+class Claimed(RunOut):
+    lease_token: str = Field(
+        description="The secret of this lease, shown only here: every heartbeat, metrics, "
+        "checkpoint, complete and fail call of the lease presents it. A later claim of the "
+        "run (after the lease expired) issues a new one, and this one stops working."
+    )
+
+
+class ClaimRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    owner: str = Field(min_length=1, max_length=128)
-
-
-class ClaimRequest(Lease):
+    owner: str = Field(
+        min_length=1, max_length=128, description="A label for the trainer (lease_owner)."
+    )
     types: list[RunType] | None = None
+
+
+class Lease(BaseModel):
+    """A lease-holder call: fenced on the claim's ``lease_token``, never on ``owner``."""
+
+    model_config = ConfigDict(extra="forbid")
+    lease_token: str | None = Field(
+        default=None,
+        max_length=128,
+        description="Required: the lease_token of the claim; 409 when it is missing, wrong, "
+        "or the lease was taken over.",
+    )
+    owner: str | None = Field(
+        default=None,
+        max_length=128,
+        description="Not checked (anyone can read lease_owner); accepted so that a trainer "
+        "that still sends it is told about lease_token.",
+    )
 
 
 class MetricPoint(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    step: int = Field(ge=0)
+    step: int = Field(ge=0, le=2**31 - 1)  # run_metrics.step is a 32-bit integer
     metrics: dict[str, float] = Field(max_length=64)
 
 
@@ -73,11 +106,20 @@ class MetricsReport(Lease):
 
 
 class CheckpointReport(Lease):
-    checkpoint: str = Field(min_length=1, max_length=1024)
+    checkpoint: str = Field(
+        min_length=1,
+        max_length=1024,
+        description="A directory inside <artifacts_dir>/runs/<run id>/: an absolute path or a "
+        "file:// URI.",
+    )
 
 
 class CompleteReport(Lease):
-    artifact_uri: str = Field(min_length=1, max_length=1024)
+    artifact_uri: str = Field(
+        min_length=1,
+        max_length=1024,
+        description="The model directory, a file:// URI inside <artifacts_dir>/runs/<run id>/.",
+    )
 
 
 class FailReport(Lease):

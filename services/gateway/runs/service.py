@@ -1,22 +1,34 @@
 """Training runs: queued by users, leased by trainers, reported over the API.
 
 The trainer never touches the database: it claims a run here (a lease with an
-owner and an expiry, like work items), heartbeats, streams metrics, and marks
-the run completed or failed. Every write names the owner, so a trainer whose
-lease was taken over cannot report into a run it no longer holds.
+expiry, like work items), heartbeats, streams metrics, and marks the run
+completed or failed. The claim answers a random lease token, shown only then and
+stored only as its sha256; every lease-holder write presents it (:func:`held`
+is the one fence), so neither a trainer whose lease was taken over nor another
+train key that read the run's ``lease_owner`` can report into it. A new claim
+issues a new token; finishing or cancelling the run clears it.
+
+What a run trains on is fixed at creation: the validated fields go into its
+config and ``config`` may not override them (:data:`PROVENANCE`). What it
+reports (artifact, checkpoint) must lie in its folder of the artifact store.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import secrets
 from datetime import timedelta
+from pathlib import Path
 
 from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session
 
-from charter.db.models import RunMetric, TrainingRun, utcnow
+from charter.db.models import Dataset, DatasetVersion, RunMetric, TrainingRun, utcnow
 from charter.errors import Conflict, Invalid, NotFound
 from services.gateway.datasets import service as datasets
-from services.gateway.runs.schemas import DATASET_KINDS, MetricPoint, RunCreate
+from services.gateway.runs.artifacts import OutsideStore, confine
+from services.gateway.runs.schemas import DATASET_KINDS, PROVENANCE, MetricPoint, RunCreate
 
 FINAL = ("completed", "failed", "cancelled")
 
@@ -28,7 +40,30 @@ def get(session: Session, project_id: str, run_id: str, *, field: str = "run_id"
     return run
 
 
+def dataset_refs(session: Session, runs: list[TrainingRun]) -> dict[str, str]:
+    """Run id -> ``name@version`` of the dataset version it was created on (one query).
+
+    Read from ``dataset_version_id``, never from the run's config."""
+    ids = {r.dataset_version_id for r in runs if r.dataset_version_id}
+    if not ids:
+        return {}
+    rows = session.execute(
+        select(DatasetVersion.id, Dataset.name, DatasetVersion.version)
+        .join(Dataset, Dataset.id == DatasetVersion.dataset_id)
+        .where(DatasetVersion.id.in_(ids))
+    )
+    refs = {version_id: f"{name}@{number}" for version_id, name, number in rows}
+    return {r.id: refs[r.dataset_version_id] for r in runs if r.dataset_version_id in refs}
+
+
 def create(session: Session, project_id: str, spec: RunCreate) -> TrainingRun:
+    clash = sorted(PROVENANCE & spec.config.keys())
+    if clash:
+        raise Invalid(
+            f"config may not set {', '.join(clash)}: what a run trains on is given by its "
+            "validated fields beside config, never overridden inside it",
+            field=f"config.{clash[0]}",
+        )
     dataset, version = datasets.resolve(session, project_id, spec.dataset, field="dataset")
     if dataset.kind not in DATASET_KINDS[spec.type]:
         raise Invalid(
@@ -67,10 +102,15 @@ def create(session: Session, project_id: str, spec: RunCreate) -> TrainingRun:
     return run
 
 
+def _digest(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
 def claim(
     session: Session, project_id: str, owner: str, types: list[str] | None, lease_seconds: float
-) -> TrainingRun | None:
-    """The oldest queued run (or one whose trainer vanished), leased to ``owner``."""
+) -> tuple[TrainingRun, str] | None:
+    """The oldest queued run (or one whose trainer vanished), leased under a new
+    token (returned with it; only its hash is stored); ``owner`` is a label."""
     now = utcnow()
     query = (
         select(TrainingRun)
@@ -91,21 +131,33 @@ def claim(
     run = session.scalar(query)
     if run is None:
         return None
+    token = secrets.token_urlsafe(32)
     run.status = "running"
     run.lease_owner = owner
+    run.lease_token_hash = _digest(token)
     run.lease_expires_at = now + timedelta(seconds=lease_seconds)
     run.started_at = run.started_at or now
     run.error = None
     session.flush()
-    return run
+    return run, token
 
 
-def held(session: Session, project_id: str, run_id: str, owner: str) -> TrainingRun:
-    """The run, if ``owner`` still holds its lease; 409 otherwise (fencing)."""
-    run = get(session, project_id, run_id)
-    if run.status != "running" or run.lease_owner != owner:
+def held(session: Session, project_id: str, run_id: str, token: str | None) -> TrainingRun:
+    """The run, if ``token`` is its current lease token; 409 otherwise (fencing).
+
+    The row is locked (PostgreSQL) so a takeover cannot commit between this check
+    and the caller's write."""
+    run = session.get(TrainingRun, run_id, with_for_update=True)
+    if run is None or run.project_id != project_id:
+        raise NotFound(f"training run {run_id!r} not found", field="run_id")
+    current = run.lease_token_hash if run.status == "running" else None
+    # Compare digests of equal length in constant time, even when nothing matches.
+    presented = _digest(token or "")
+    if not (token and current and hmac.compare_digest(current, presented)):
         raise Conflict(
-            f"run {run_id} is not leased to {owner!r} (status {run.status})", field="owner"
+            f"run {run_id} is not leased under this lease_token (status {run.status}): "
+            "the lease expired and was taken over, or the token is wrong",
+            field="lease_token",
         )
     return run
 
@@ -118,12 +170,41 @@ def add_metrics(session: Session, run: TrainingRun, points: list[MetricPoint]) -
     session.add_all(RunMetric(run_id=run.id, step=p.step, metrics=p.metrics) for p in points)
 
 
+def run_dir(store: Path, run: TrainingRun) -> Path:
+    """The one folder of the artifact store a run may report artifacts in."""
+    return store.resolve() / "runs" / run.id
+
+
+def _confined(value: str, store: Path, run: TrainingRun, field: str, plain_path: bool) -> str:
+    folder = run_dir(store, run)
+    try:
+        return str(confine(value, folder, plain_path=plain_path))
+    except OutsideStore as exc:
+        forms = "a file:// URI or an absolute path" if plain_path else "a file:// URI"
+        raise Invalid(
+            f"{field} {value[:200]!r} is refused: {exc}; run {run.id} keeps its artifacts "
+            f"under {folder}/ ({forms})",
+            field=field,
+        ) from None
+
+
+def artifact_uri(value: str, store: Path, run: TrainingRun) -> str:
+    """The model's ``file://`` URI, normalised, if it lies in the run's folder; 422 otherwise."""
+    return Path(_confined(value, store, run, "artifact_uri", plain_path=False)).as_uri()
+
+
+def checkpoint_path(value: str, store: Path, run: TrainingRun) -> str:
+    """The checkpoint (a ``file://`` URI or an absolute path) as the normalised path the
+    trainer resumes from, if it lies in the run's folder; 422 otherwise."""
+    return _confined(value, store, run, "checkpoint", plain_path=True)
+
+
 def finish(
     run: TrainingRun, status: str, *, artifact_uri: str | None = None, error: str | None = None
 ) -> None:
     run.status = status
     run.finished_at = utcnow()
-    run.lease_owner = run.lease_expires_at = None
+    run.lease_owner = run.lease_token_hash = run.lease_expires_at = None
     if artifact_uri is not None:
         run.artifact_uri = artifact_uri
     if error is not None:

@@ -1,0 +1,361 @@
+"""Who may call what: every /v1 operation in the OpenAPI document, every kind of caller.
+
+The operations come from the app's own document, and :data:`REQUIRED_SCOPE` must
+name exactly those: a new route without an entry (or an entry without a route)
+fails here, so the next route is covered by the same matrix. The callers:
+
+- no key, a malformed key, a revoked key, an expired key: 401;
+- each single-scope key of the owning project: 403 without the scope the
+  operation needs (:data:`GRANTS` says what each scope implies), otherwise past
+  authorisation (a 2xx, or a 4xx that is not about the key);
+- another project's admin key, on the owner's real ids: for an id in the path (or
+  one the body refers to), exactly the answer for an id that does not exist, never
+  the owner's data and never a change to it; for a list, a 200 without the owner's
+  rows.
+
+The requests are built to pass validation where that matters (a body the route
+accepts), so that what decides the answer is the key.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import Engine
+
+from charter import keys
+from charter.db.models import ApiKey, Job, TrainingRun, utcnow
+from charter.db.session import session_factory
+from tests.conftest import IssuedKey
+
+REQUIRED_SCOPE: dict[tuple[str, str], str] = {
+    ("GET", "/v1/constitutions"): "read",
+    ("POST", "/v1/constitutions"): "submit",
+    ("GET", "/v1/constitutions/{ref}"): "read",
+    ("GET", "/v1/constitutions/{name}/versions"): "read",
+    ("GET", "/v1/constitutions/{name}/diff"): "read",
+    ("POST", "/v1/batches"): "submit",
+    ("GET", "/v1/batches"): "read",
+    ("POST", "/v1/batches/upload"): "submit",
+    ("GET", "/v1/batches/{batch_id}"): "read",
+    ("GET", "/v1/batches/{batch_id}/prompts"): "read",
+    ("POST", "/v1/jobs"): "submit",
+    ("GET", "/v1/jobs"): "read",
+    ("GET", "/v1/jobs/{job_id}"): "read",
+    ("POST", "/v1/jobs/{job_id}/cancel"): "submit",
+    ("GET", "/v1/jobs/{job_id}/results"): "read",
+    ("GET", "/v1/jobs/{job_id}/items"): "read",
+    ("GET", "/v1/workers"): "read",
+    ("GET", "/v1/keys"): "admin",
+    ("POST", "/v1/keys"): "admin",
+    ("POST", "/v1/keys/{key_id}/revoke"): "admin",
+    ("POST", "/v1/runs"): "train",
+    ("GET", "/v1/runs"): "read",
+    ("GET", "/v1/runs/{run_id}"): "read",
+    ("GET", "/v1/runs/{run_id}/metrics"): "read",
+    ("POST", "/v1/runs/{run_id}/metrics"): "train",
+    ("POST", "/v1/runs/{run_id}/cancel"): "train",
+    ("POST", "/v1/runs/{run_id}/resume"): "train",
+    ("POST", "/v1/runs/claim"): "train",
+    ("POST", "/v1/runs/{run_id}/heartbeat"): "train",
+    ("POST", "/v1/runs/{run_id}/checkpoint"): "train",
+    ("POST", "/v1/runs/{run_id}/complete"): "train",
+    ("POST", "/v1/runs/{run_id}/fail"): "train",
+    ("POST", "/v1/datasets"): "submit",
+    ("GET", "/v1/datasets"): "read",
+    ("GET", "/v1/datasets/{ref}"): "read",
+    ("GET", "/v1/datasets/{name}/versions"): "read",
+    ("POST", "/v1/datasets/{name}/upload"): "submit",
+    ("GET", "/v1/datasets/{ref}/export"): "read",
+}
+# What a key with one scope may do: submitting or training needs to read what it made.
+GRANTS = {
+    "admin": {"admin", "submit", "read", "train"},
+    "submit": {"submit", "read"},
+    "read": {"read"},
+    "train": {"train", "read"},
+}
+# The path names what the request creates in the caller's own project, not an object:
+# another project's key gets what a never-used name gets (not a 404).
+CREATES_BY_NAME = {("POST", "/v1/datasets/{name}/upload")}
+# The fleet is shared by design: every project sees the same workers (items_done counts
+# the caller's own labels only), so there are no owner rows to hide.
+SHARED = {("GET", "/v1/workers")}
+# The body names an object of the owner's (a batch, a dataset, a job).
+BODY_REFERENCES = {("POST", "/v1/jobs"), ("POST", "/v1/runs"), ("POST", "/v1/datasets")}
+
+NDJSON = {"Content-Type": "application/x-ndjson"}
+LEASE = {"lease_token": "not-the-lease-token", "owner": "matrix"}
+
+
+@dataclass
+class Owner:
+    """The owning project's real objects (by name or id)."""
+
+    constitution: str
+    batch: str
+    job: str
+    dataset: str
+    run: str
+    key: str  # a second key of the project, the target of revoke
+    document: dict[str, Any]  # the constitution a POST /v1/constitutions sends
+    ids: dict[str, str] = field(default_factory=dict)  # what must never leak, by what it is
+
+    def path_values(self, path: str) -> dict[str, str]:
+        resource = path.split("/")[2]
+        return {
+            "batch_id": self.batch,
+            "job_id": self.job,
+            "run_id": self.run,
+            "key_id": self.key,
+            "ref": f"{self.constitution if resource == 'constitutions' else self.dataset}@1",
+            "name": self.constitution if resource == "constitutions" else self.dataset,
+        }
+
+
+MISSING_HEX = secrets.token_hex(16)
+MISSING_NAME = f"missing-{secrets.token_hex(4)}"
+
+
+def _missing(value: str) -> str:
+    name, at, version = value.partition("@")
+    if re.fullmatch(r"[0-9a-f]{32}", name):
+        return MISSING_HEX
+    return f"{MISSING_NAME}{at}{version}"
+
+
+def _request(method: str, path: str, owner: Owner, *, missing: bool = False) -> dict[str, Any]:
+    """``client.request`` arguments for an operation on the owner's objects (or missing ones)."""
+    values = owner.path_values(path)
+    if missing:
+        values = {k: _missing(v) for k, v in values.items()}
+    url = re.sub(r"\{(\w+)\}", lambda m: values[m.group(1)], path)
+    batch = _missing(owner.batch) if missing else owner.batch
+    dataset = _missing(owner.dataset) if missing else owner.dataset
+    job = _missing(owner.job) if missing else owner.job
+    kwargs: dict[str, Any] = {}
+    bodies: dict[tuple[str, str], Any] = {
+        ("POST", "/v1/batches"): {"name": "matrix", "rows": [{"prompt": "Hello?"}]},
+        ("POST", "/v1/jobs"): {
+            "type": "sl_cai",
+            "batch_id": batch,
+            "constitution": "matrix-default",
+            "model": "smollm2-135m",
+        },
+        ("POST", "/v1/keys"): {"scopes": ["read"]},
+        ("POST", "/v1/runs"): {"type": "sft", "dataset": dataset, "base_model": "smollm2"},
+        ("POST", "/v1/runs/claim"): {"owner": "matrix"},
+        ("POST", "/v1/runs/{run_id}/heartbeat"): LEASE,
+        ("POST", "/v1/runs/{run_id}/metrics"): LEASE
+        | {"points": [{"step": 1, "metrics": {"loss": 0.5}}]},
+        ("POST", "/v1/runs/{run_id}/checkpoint"): LEASE | {"checkpoint": "/tmp/matrix"},
+        ("POST", "/v1/runs/{run_id}/complete"): LEASE | {"artifact_uri": "file:///tmp/matrix"},
+        ("POST", "/v1/runs/{run_id}/fail"): LEASE | {"error": "matrix"},
+        ("POST", "/v1/datasets"): {
+            "name": "matrix-labels",
+            "kind": "sft",
+            "filter": {"job_ids": [job]},
+        },
+    }
+    if (method, path) in bodies:
+        kwargs["json"] = bodies[(method, path)]
+    elif (method, path) == ("POST", "/v1/batches/upload"):
+        kwargs |= {"content": b'{"prompt": "Hello?"}\n', "headers": NDJSON}
+    elif (method, path) == ("POST", "/v1/datasets/{name}/upload"):
+        kwargs |= {"content": b'{"prompt": "Hi", "completion": "Hello"}\n', "headers": NDJSON}
+    elif (method, path) == ("POST", "/v1/constitutions"):
+        kwargs["json"] = owner.document
+    elif (method, path) == ("GET", "/v1/constitutions/{name}/diff"):
+        kwargs["params"] = {"from": 1, "to": 1}
+    return {"method": method, "url": url, **kwargs}
+
+
+def _send(client: TestClient, request: dict[str, Any], key: str | None) -> Any:
+    headers = dict(request.get("headers", {}))
+    if key is not None:
+        headers["X-API-Key"] = key
+    return client.request(**{**request, "headers": headers})
+
+
+def _seed(
+    client: TestClient, admin: dict[str, str], issue: Callable[..., IssuedKey], document: Any
+) -> Owner:
+    def ok(response: Any) -> dict[str, Any]:
+        assert response.status_code in (200, 201, 202), response.text
+        return response.json()
+
+    tag = secrets.token_hex(3)
+    constitution = ok(
+        client.post("/v1/constitutions", json=document | {"name": f"owner-{tag}"}, headers=admin)
+    )
+    ok(client.post("/v1/constitutions", json=document | {"name": "matrix-default"}, headers=admin))
+    rows = {"name": f"owner-batch-{tag}", "rows": [{"prompt": "Owner's secret prompt?"}]}
+    batch = ok(client.post("/v1/batches", json=rows, headers=admin))
+    job = {"type": "sl_cai", "batch_id": batch["id"], "constitution": constitution["name"]}
+    job = ok(client.post("/v1/jobs", json=job | {"model": "smollm2-135m"}, headers=admin))
+    line = json.dumps({"prompt": "Owner's question", "completion": "Owner's answer"})
+    dataset = ok(
+        client.post(
+            f"/v1/datasets/owner-ds-{tag}/upload",
+            params={"kind": "sft"},
+            content=line.encode(),
+            headers=admin | NDJSON,
+        )
+    )
+    run = {"type": "sft", "dataset": dataset["ref"], "base_model": "smollm2"}
+    run = ok(client.post("/v1/runs", json=run, headers=admin))
+    second = issue("alpha", ("read",), name="revoke-me")
+    owner = Owner(
+        constitution["name"],
+        batch["id"],
+        job["id"],
+        dataset["name"],
+        run["id"],
+        second.id,
+        document | {"name": "matrix-default"},
+    )
+    owner.ids = {
+        "constitution": constitution["name"],
+        "batch": batch["id"],
+        "batch name": rows["name"],
+        "job": job["id"],
+        "dataset": dataset["name"],
+        "run": run["id"],
+        "key": second.id,
+        "key prefix": second.key.split("_")[1],
+    }
+    return owner
+
+
+def _code(response: Any) -> str | None:
+    try:
+        return str(response.json()["error"])
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+def _masked(response: Any, *values: str) -> tuple[int, str]:
+    text = response.text
+    for value in values:
+        text = text.replace(value, "<id>")
+    return response.status_code, text
+
+
+def test_the_table_names_every_operation(make_client: Callable[..., TestClient]) -> None:
+    document = make_client().get("/openapi.json").json()
+    operations = {
+        (method.upper(), path)
+        for path, methods in document["paths"].items()
+        for method in methods
+        if path.startswith("/v1/")
+    }
+    assert operations - set(REQUIRED_SCOPE) == set(), "new operations need a REQUIRED_SCOPE entry"
+    assert set(REQUIRED_SCOPE) - operations == set(), (
+        "REQUIRED_SCOPE names operations that are gone"
+    )
+    assert set(REQUIRED_SCOPE.values()) <= set(keys.SCOPES)
+    assert {scope: keys.granted([scope]) for scope in keys.SCOPES} == GRANTS
+
+
+@pytest.fixture
+def matrix_client(make_client: Callable[..., TestClient]) -> TestClient:
+    # Rate limits off: the matrix sends hundreds of bad keys from one address on purpose,
+    # and a 429 would hide the 401 under test (test_rate_limits.py covers the limits).
+    return make_client(rate_limits={scope: "" for scope in keys.SCOPES}, auth_failure_limit="")
+
+
+def test_access_matrix(
+    matrix_client: TestClient,
+    issue: Callable[..., IssuedKey],
+    engine: Engine,
+    default_document: dict[str, Any],
+) -> None:
+    client = matrix_client
+    document = client.get("/openapi.json").json()
+    operations = [
+        (method.upper(), path)
+        for path, methods in document["paths"].items()
+        for method in methods
+        if path.startswith("/v1/")
+    ]
+    admin = issue("alpha", ("admin",))
+    owner = _seed(client, admin.headers, issue, default_document)
+    scoped = {scope: issue("alpha", (scope,)).key for scope in keys.SCOPES}
+    revoked = issue("alpha", ("admin",))
+    response = client.post(f"/v1/keys/{revoked.id}/revoke", headers=admin.headers)
+    assert response.status_code == 200, response.text
+    expired = issue("alpha", ("admin",), expires_at=utcnow() - timedelta(seconds=1))
+    other = issue("beta", ("admin",))
+    assert other.project_id != admin.project_id
+    identifiers = list(owner.ids.values())
+    wrong: list[str] = []
+
+    def expect(condition: bool, caller: str, method: str, path: str, response: Any) -> None:
+        if not condition:
+            wrong.append(f"{caller}: {method} {path} -> {response.status_code} {response.text}")
+
+    # Another project's admin key first, before the owner's own calls change anything.
+    for method, path in operations:
+        request = _request(method, path, owner)
+        response = _send(client, request, other.key)
+        if "{" in path or (method, path) in BODY_REFERENCES:
+            # The owner's id, in the path or the body: the answer for an id that does not
+            # exist (which echoes the id sent, so compare with the ids masked).
+            missing = _send(client, _request(method, path, owner, missing=True), other.key)
+            ids = list(owner.path_values(path).values())
+            masked = [*ids, *map(_missing, ids)]
+            same = _masked(response, *masked) == _masked(missing, *masked)
+            expect(same, "other project (unlike a missing id)", method, path, response)
+            if "{" in path and (method, path) not in CREATES_BY_NAME:
+                expect(response.status_code == 404, "other project", method, path, response)
+            continue
+        leaked = [i for i in identifiers if i in response.text]
+        expect(not leaked, f"other project (leaked {leaked})", method, path, response)
+        if method == "GET":
+            expect(response.status_code == 200, "other project (list)", method, path, response)
+            if (method, path) not in SHARED:  # the owner does see its rows there
+                mine = _send(client, request, admin.key)
+                seen = any(i in mine.text for i in identifiers)
+                expect(seen, "owner (list without its rows)", method, path, mine)
+        elif (method, path) == ("POST", "/v1/runs/claim"):
+            # The owner's run is queued, but the other project's queue is empty.
+            expect(response.status_code == 204, "other project (claim)", method, path, response)
+        else:
+            expect(response.status_code not in (401, 403), "other project", method, path, response)
+
+    with session_factory(engine)() as session:  # nothing of the owner's changed
+        assert session.get_one(ApiKey, owner.key).revoked_at is None
+        assert session.get_one(Job, owner.job).status != "cancelled"
+        run = session.get_one(TrainingRun, owner.run)
+        assert (run.status, run.lease_owner, run.checkpoint) == ("queued", None, None)
+
+    for method, path in operations:
+        request = _request(method, path, owner)
+        for caller, key in (
+            ("no key", None),
+            ("malformed key", "chk_nope"),
+            ("revoked key", revoked.key),
+            ("expired key", expired.key),
+        ):
+            response = _send(client, request, key)
+            unauthorized = response.status_code == 401 and _code(response) == "unauthorized"
+            expect(unauthorized, caller, method, path, response)
+        required = REQUIRED_SCOPE.get((method, path), "admin")
+        for scope, key in scoped.items():
+            response = _send(client, request, key)
+            if required in GRANTS[scope]:
+                expect(response.status_code not in (401, 403), scope, method, path, response)
+            else:
+                forbidden = response.status_code == 403 and _code(response) == "forbidden"
+                expect(forbidden, scope, method, path, response)
+
+    assert not wrong, "\n".join(wrong)
+    assert len(operations) == len(REQUIRED_SCOPE)
