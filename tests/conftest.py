@@ -41,6 +41,24 @@ CONSTITUTIONS_DIR = ROOT / "constitutions"
 EXAMPLE_PROMPTS = ROOT / "examples" / "prompts.jsonl"
 TEST_SECRET = "test-secret-for-pytest"
 
+# A constitution whose metadata nests aliases eight levels deep: yaml.safe_load
+# expands it to 10**8 strings (about a minute of CPU and gigabytes of memory).
+ALIAS_BOMB = b"""name: bomb
+comparison_principles:
+  - id: better
+    text: Which response is better?
+metadata:
+  a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol","lol"]
+  b: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a,*a]
+  c: &c [*b,*b,*b,*b,*b,*b,*b,*b,*b,*b]
+  d: &d [*c,*c,*c,*c,*c,*c,*c,*c,*c,*c]
+  e: &e [*d,*d,*d,*d,*d,*d,*d,*d,*d,*d]
+  f: &f [*e,*e,*e,*e,*e,*e,*e,*e,*e,*e]
+  g: &g [*f,*f,*f,*f,*f,*f,*f,*f,*f,*f]
+  h: &h [*g,*g,*g,*g,*g,*g,*g,*g,*g,*g]
+  i: [*h,*h,*h,*h,*h,*h,*h,*h,*h,*h]
+"""
+
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(

@@ -16,27 +16,10 @@ import yaml
 
 from charter.core import documents
 from charter.core.documents import Bounds, DocumentError, check_value, load_json, load_yaml
+from tests.conftest import ALIAS_BOMB
 
 CONSTITUTIONS = Path(__file__).resolve().parents[2] / "constitutions"
 LOADERS = {"json": load_json, "yaml": load_yaml}
-
-# A constitution whose metadata nests aliases eight levels deep: yaml.safe_load
-# expands it to 10**8 strings (about a minute of CPU and gigabytes of memory).
-ALIAS_BOMB = b"""name: bomb
-comparison_principles:
-  - id: better
-    text: Which response is better?
-metadata:
-  a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol","lol"]
-  b: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a,*a]
-  c: &c [*b,*b,*b,*b,*b,*b,*b,*b,*b,*b]
-  d: &d [*c,*c,*c,*c,*c,*c,*c,*c,*c,*c]
-  e: &e [*d,*d,*d,*d,*d,*d,*d,*d,*d,*d]
-  f: &f [*e,*e,*e,*e,*e,*e,*e,*e,*e,*e]
-  g: &g [*f,*f,*f,*f,*f,*f,*f,*f,*f,*f]
-  h: &h [*g,*g,*g,*g,*g,*g,*g,*g,*g,*g]
-  i: [*h,*h,*h,*h,*h,*h,*h,*h,*h,*h]
-"""
 
 
 def _refused(load: Any, data: bytes | str, bounds: Bounds = Bounds()) -> DocumentError:

@@ -38,11 +38,11 @@ def live_server(app: FastAPI) -> Iterator[LiveServer]:
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 20
     while not server.started:
         if time.monotonic() > deadline or not thread.is_alive():
             raise RuntimeError("uvicorn did not start")
         time.sleep(0.01)
     yield LiveServer("127.0.0.1", port)
     server.should_exit = True
-    thread.join(timeout=10)
+    thread.join(timeout=30)

@@ -23,6 +23,7 @@ from sqlalchemy import Engine, func, select
 
 from charter.db import models
 from charter.db.session import session_factory
+from tests.conftest import ALIAS_BOMB
 
 JSON = {"Content-Type": "application/json"}
 YAML = {"Content-Type": "application/yaml"}
@@ -42,24 +43,6 @@ WRITABLE = (
     models.TrainingRun,
     models.IdempotencyRecord,
 )
-
-# A whole constitution (about 500 bytes) whose metadata nests aliases eight levels
-# deep: yaml.safe_load expands it to 10**8 strings (a minute of CPU, gigabytes).
-ALIAS_BOMB = b"""name: bomb
-comparison_principles:
-  - id: better
-    text: Which response is better?
-metadata:
-  a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol","lol"]
-  b: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a,*a]
-  c: &c [*b,*b,*b,*b,*b,*b,*b,*b,*b,*b]
-  d: &d [*c,*c,*c,*c,*c,*c,*c,*c,*c,*c]
-  e: &e [*d,*d,*d,*d,*d,*d,*d,*d,*d,*d]
-  f: &f [*e,*e,*e,*e,*e,*e,*e,*e,*e,*e]
-  g: &g [*f,*f,*f,*f,*f,*f,*f,*f,*f,*f]
-  h: &h [*g,*g,*g,*g,*g,*g,*g,*g,*g,*g]
-  i: [*h,*h,*h,*h,*h,*h,*h,*h,*h,*h]
-"""
 
 
 def _counts(engine: Engine) -> dict[str, int]:

@@ -12,22 +12,14 @@ from __future__ import annotations
 import gc
 import json
 import random
-import socket
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
-import pytest
-import uvicorn
 import yaml
-from sqlalchemy import Engine
-
-from charter.settings import Settings
-from services.gateway.app import create_app
 
 MAX_HEALTHZ_SECONDS = 0.2
 # Polls /healthz every 10 ms until its stdin closes, then prints [[answered_at, seconds], ...]
@@ -49,32 +41,6 @@ with httpx.Client(base_url=sys.argv[1], timeout=30) as http:
 print(json.dumps(polls), flush=True)
 """
 VOCABULARY = "the a model should explain how why constitution helps users ask about history é 🙂"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@pytest.fixture
-def server_url(settings: Settings, engine: Engine) -> Iterator[str]:
-    """``create_app(settings, engine)`` served by uvicorn in a background thread."""
-    port = _free_port()
-    config = uvicorn.Config(
-        create_app(settings, engine), host="127.0.0.1", port=port, log_level="warning"
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("uvicorn did not start")
-        time.sleep(0.01)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=30)
 
 
 def _text(rng: random.Random, chars: int) -> str:
@@ -106,7 +72,7 @@ def _big_constitution(default_yaml: bytes) -> bytes:
 
 
 def test_healthz_answers_fast_while_big_uploads_are_parsed(
-    server_url: str,
+    live_server: Any,
     admin_headers: dict[str, str],
     default_yaml: bytes,
     record_property: Any,
@@ -132,7 +98,7 @@ def test_healthz_answers_fast_while_big_uploads_are_parsed(
     def send(name: str) -> None:
         path, body, headers = requests[name]
         try:
-            with httpx.Client(base_url=server_url, timeout=300) as http:
+            with httpx.Client(base_url=live_server.url, timeout=300) as http:
                 results[name] = http.post(path, content=body, headers=headers)
         except Exception as exc:  # reported by the assertions below
             results[name] = exc
@@ -140,7 +106,7 @@ def test_healthz_answers_fast_while_big_uploads_are_parsed(
             finished[name] = time.monotonic()
 
     poller = subprocess.Popen(
-        [sys.executable, "-c", POLLER, server_url],
+        [sys.executable, "-c", POLLER, live_server.url],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
