@@ -25,6 +25,7 @@ from fastapi.routing import APIRoute
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import QueryParams
 
 from charter import idempotency
 from charter.core.documents import DocumentError, load_json
@@ -112,6 +113,8 @@ def _page_limit(request: Request, route: APIRoute) -> None:
         if isinstance(field.default, int) and field.default > maximum:
             query = request.scope["query_string"].decode("latin-1")
             request.scope["query_string"] = f"{query}&limit={maximum}".lstrip("&").encode()
+            # Starlette caches the parsed query; FastAPI reads that cache.
+            request._query_params = QueryParams(request.scope["query_string"])
         return
     if raw.strip().isascii() and raw.strip().isdigit() and int(raw) > maximum:
         raise Invalid(f"limit must be at most {maximum}", field="limit")

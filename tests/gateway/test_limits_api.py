@@ -250,3 +250,23 @@ def test_readyz_is_503_when_the_database_is_unreachable(
     assert api.status_code == 503, api.text
     assert api.json()["error"] == "unavailable"
     assert api.headers["Retry-After"] == "5"
+
+
+def test_page_limit_max_is_enforced(make_client: Any, admin_headers: dict[str, str]) -> None:
+    client = make_client(page_limit_max=3)
+    for n in range(5):
+        client.post("/v1/batches", json={"rows": [{"prompt": f"p{n}"}]}, headers=admin_headers)
+    too_big = client.get("/v1/batches", params={"limit": 4}, headers=admin_headers)
+    assert too_big.status_code == 422, too_big.text
+    assert too_big.json()["field"] == "limit" and "at most 3" in too_big.json()["detail"]
+    # A route's default above the maximum is lowered to it: pages of 3, every row once.
+    seen, cursor = [], None
+    while True:
+        params = {"cursor": cursor} if cursor else {}
+        page = client.get("/v1/batches", params=params, headers=admin_headers).json()
+        assert len(page["items"]) <= 3
+        seen += [b["id"] for b in page["items"]]
+        if not (cursor := page["next_cursor"]):
+            break
+    assert len(seen) == len(set(seen)) == 5
+    assert client.get("/v1/batches", params={"limit": 3}, headers=admin_headers).status_code == 200
