@@ -252,6 +252,9 @@ class Stack:
         """A model name of this test's own, hence a queue no other test consumes."""
         model = f"{prefix}-{secrets.token_hex(4)}"
         self.models.append(model)
+        # Configure the gateway to serve it, as a deployment lists its models: jobs for a
+        # model no configuration knows are refused (the worker may not be up yet).
+        self.gateway.app.state.settings.worker_models.append(model)
         return model
 
     def worker_settings(self, models: list[str], **overrides: Any) -> Settings:
