@@ -3,7 +3,8 @@
 Against a real uvicorn server in a background thread (TestClient runs requests
 one at a time, so it cannot show one request starving another): a ~20 MB JSONL
 upload and a ~1 MB YAML constitution are sent from threads while another process
-polls ``/healthz`` every 10 ms; every poll must answer within 200 ms. Parsing
+polls ``/healthz`` every 10 ms; 99% of the polls must answer within 200 ms and
+none may take a second. Parsing
 either body on the event loop (as the endpoints once did) stalls it for seconds.
 """
 
@@ -22,6 +23,7 @@ import httpx
 import yaml
 
 MAX_HEALTHZ_SECONDS = 0.2
+MAX_STALL_SECONDS = 1.0
 # Polls /healthz every 10 ms until its stdin closes, then prints [[answered_at, seconds], ...]
 # (time.monotonic, which is one clock for every process). A process of its own, as a
 # client is: polling from a thread of this one would time this process's GIL, not the server.
@@ -146,4 +148,10 @@ def test_healthz_answers_fast_while_big_uploads_are_parsed(
         f"\nhealthz: {len(polls)} polls, {len(in_flight)} while both requests ran, "
         f"max {worst * 1000:.1f} ms; the big requests took {max(finished.values()) - started:.2f} s"
     )
-    assert worst < MAX_HEALTHZ_SECONDS, sorted(latency for _, latency in polls)[-5:]
+    # Every poll while the big requests ran: 99% within 200 ms, none over 1 s. A full
+    # garbage collection in the server process holds the GIL for a few hundred ms on a
+    # loaded 2-core machine (seen once per run at most, and gone with gc disabled); a
+    # request parsed or stored on the event loop stalls it for seconds (3.3 s before).
+    latencies = sorted(latency for answered, latency in polls if answered > started)
+    p99 = latencies[int(0.99 * (len(latencies) - 1))]
+    assert p99 < MAX_HEALTHZ_SECONDS and worst < MAX_STALL_SECONDS, latencies[-5:]
