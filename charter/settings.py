@@ -89,7 +89,7 @@ class Settings(BaseSettings):
     )
 
     # Work execution
-    chunk_size: int = Field(default=16, ge=1, le=1024, description="Items per worker task.")
+    chunk_size: int = Field(default=32, ge=1, le=1024, description="Items per worker task.")
     lease_seconds: float = Field(
         default=120.0, gt=0, description="A claim expires unless its worker extends it."
     )
@@ -111,7 +111,7 @@ class Settings(BaseSettings):
     )
     worker_device: str = Field(default="cpu", description="transformers: cpu, cuda, cuda:1 ...")
     worker_dtype: str = Field(default="float32", description="Weights dtype for the engine.")
-    worker_max_batch: int = Field(default=16, ge=1, le=1024, description="Sequences per forward.")
+    worker_max_batch: int = Field(default=64, ge=1, le=1024, description="Sequences per forward.")
     worker_threads: int | None = Field(
         default=None, ge=1, description="CPU threads per engine; keep threads x workers <= cores."
     )
@@ -123,6 +123,18 @@ class Settings(BaseSettings):
     fault_delay_seconds: float = Field(default=0.0, ge=0, description="Sleep per engine call.")
     fault_poison: str | None = Field(default=None, description="Fail batches containing this.")
     fault_poison_mode: Literal["raise", "exit"] = "raise"
+    worker_max_batch_tokens: int = Field(
+        default=2048,
+        ge=64,
+        le=1_048_576,
+        description="transformers: token budget of one scoring pass (rows x longest row).",
+    )
+    worker_max_generate_tokens: int = Field(
+        default=32768,
+        ge=256,
+        le=16_777_216,
+        description="transformers: cached tokens of one generation batch (rows x (prompt + new)).",
+    )
 
     # Models
     models: dict[str, str] = Field(default_factory=dict, description="Model name -> directory.")

@@ -50,6 +50,8 @@ def _load(settings: Settings, name: str) -> Engine:
         device=settings.worker_device,
         dtype=settings.worker_dtype,
         max_batch_size=settings.worker_max_batch,
+        max_batch_tokens=settings.worker_max_batch_tokens,
+        max_generate_tokens=settings.worker_max_generate_tokens,
         revision=model_revision(path),
         num_threads=settings.worker_threads,
     )

@@ -175,19 +175,33 @@ def _pairs(ctx: Context, items: Sequence[Item], chunk_key: object) -> list[tuple
 
 
 def _score(
-    ctx: Context, conversations: list[list[dict[str, str]]], order: str, chunk_key: object
-) -> tuple[list[ChoiceLogprobs], list[str | None]]:
-    """A/B log-probs for each feedback prompt, after a chain of thought if asked."""
-    if ctx.params.chain_of_thought:
-        reasoning: list[str | None] = list(
-            ctx.generate("reasoning", conversations, chunk_key, order)
-        )
-        prefixes = [prompts.cot_answer_prefix(r or "", ctx.special) for r in reasoning]
-    else:
-        reasoning = [None] * len(conversations)
-        prefixes = [prompts.ANSWER_PREFIX] * len(conversations)
+    ctx: Context, orders: dict[str, list[list[dict[str, str]]]], chunk_key: object
+) -> dict[str, tuple[list[ChoiceLogprobs], list[str | None]]]:
+    """A/B log-probs for each order's feedback prompts, after a chain of thought if asked.
+
+    Reasoning is sampled per order (its seed names the order); the answers of every
+    order are then read in ONE engine call, so the engine plans its buckets over the
+    whole chunk, both orders together: the more rows a call has, the closer in
+    length its buckets' rows and the less padding it computes.
+    """
+    reasoning: dict[str, list[str | None]] = {}
+    prefixes: list[str] = []
+    conversations: list[list[dict[str, str]]] = []
+    for order, convs in orders.items():
+        if ctx.params.chain_of_thought:
+            reasoning[order] = list(ctx.generate("reasoning", convs, chunk_key, order))
+            prefixes += [prompts.cot_answer_prefix(r or "", ctx.special) for r in reasoning[order]]
+        else:
+            reasoning[order] = [None] * len(convs)
+            prefixes += [prompts.ANSWER_PREFIX] * len(convs)
+        conversations += convs
     logprobs = ctx.timer("score", lambda: ctx.engine.choice_logprobs(conversations, prefixes))
-    return logprobs, reasoning
+    out = {}
+    start = 0
+    for order, convs in orders.items():
+        out[order] = (logprobs[start : start + len(convs)], reasoning[order])
+        start += len(convs)
+    return out
 
 
 def rl_cai(ctx: Context, items: Sequence[Item], chunk_key: object) -> list[Outcome]:
@@ -215,15 +229,18 @@ def rl_cai(ctx: Context, items: Sequence[Item], chunk_key: object) -> list[Outco
             for item, principle, (a, b) in zip(items, principles, pairs, strict=True)
         ]
 
-    forward, reasoning_f = _score(ctx, feedback(False), "forward", chunk_key)
+    orders = {"forward": feedback(False)}
     if ctx.params.swap:
-        swapped, reasoning_s = _score(ctx, feedback(True), "swapped", chunk_key)
-    else:
-        swapped, reasoning_s = [None] * len(items), [None] * len(items)
+        orders["swapped"] = feedback(True)
+    scored = _score(ctx, orders, chunk_key)
+    forward, reasoning_f = scored["forward"]
+    swapped: Sequence[ChoiceLogprobs | None]
+    swapped, reasoning_s = scored.get("swapped", ([None] * len(items), [None] * len(items)))
     band = ctx.params.cot_band if ctx.params.chain_of_thought else None
     outcomes = []
     for i, item in enumerate(items):
-        verdict = combine(forward[i], swapped[i], min_mass=ctx.params.min_choice_mass, band=band)
+        other = swapped[i]
+        verdict = combine(forward[i], other, min_mass=ctx.params.min_choice_mass, band=band)
         fields = {
             "response_a": pairs[i][0],
             "response_b": pairs[i][1],
@@ -240,7 +257,7 @@ def rl_cai(ctx: Context, items: Sequence[Item], chunk_key: object) -> list[Outco
             ),
             "choice_logprobs": {
                 "forward": [forward[i].a, forward[i].b],
-                "swapped": None if swapped[i] is None else [swapped[i].a, swapped[i].b],
+                "swapped": None if other is None else [other.a, other.b],
             },
         }
         outcomes.append(Outcome(item, fields, verdict.abstain_reason))

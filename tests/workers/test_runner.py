@@ -149,6 +149,37 @@ def test_rl_cai_with_swap_records_both_orders(api, admin_headers, sessions, make
         assert len(label.principle_ids) == 1
 
 
+def test_a_compare_chunk_scores_both_orders_in_one_engine_call(
+    api, admin_headers, sessions, make_runner
+):
+    engine = ScriptedEngine(model_name="m")
+    job = submit(api, admin_headers, PAIRS, type="compare", params={"swap": True}, chunk_size=3)
+    run_all(make_runner(engine), job)
+    # chunks of 3 and 1 items: one call each, forward and swapped orders together
+    assert engine.calls == [("choice_logprobs", 6), ("choice_logprobs", 2)]
+    labels = label_rows(sessions, job["id"])
+    assert len(labels) == len(PAIRS) and all(x.p_a_swapped is not None for x in labels)
+
+
+def test_chain_of_thought_samples_per_order_then_scores_once(
+    api, admin_headers, sessions, make_runner
+):
+    engine = ScriptedEngine(model_name="m")
+    job = submit(
+        api,
+        admin_headers,
+        PAIRS,
+        type="compare",
+        params={"chain_of_thought": True, "swap": True},
+        chunk_size=len(PAIRS),
+    )
+    run_all(make_runner(engine), job)
+    n = len(PAIRS)
+    assert engine.calls == [("generate", n), ("generate", n), ("choice_logprobs", 2 * n)]
+    labels = label_rows(sessions, job["id"])
+    assert all(x.reasoning["forward"] != x.reasoning["swapped"] for x in labels)
+
+
 def test_rl_cai_generates_two_responses_when_none_supplied(
     api, admin_headers, sessions, make_runner
 ):

@@ -6,12 +6,14 @@ The model is converted once per machine into ``$CHARTER_MODELS_DIR`` (default
 
 from __future__ import annotations
 
+import json
 import math
 import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -22,7 +24,11 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 pytest.importorskip("gguf")
 
+from charter.core import prompts  # noqa: E402
+from charter.core.constitution import Constitution  # noqa: E402
+from charter.core.jobs import JobParams, JobType  # noqa: E402
 from charter.model_store import prepare_smollm2  # noqa: E402
+from workers import pipelines  # noqa: E402
 from workers.engines.scripted import ScriptedEngine  # noqa: E402
 from workers.engines.transformers_engine import TransformersEngine  # noqa: E402
 
@@ -93,6 +99,21 @@ def test_batched_generation_returns_input_order(
     assert len(set(batched)) == len(batched)
 
 
+def test_generation_buckets_respect_the_token_budget(
+    engine: TransformersEngine, one_by_one: list[str]
+) -> None:
+    widest = max(len(engine.encode_prompt(c)) for c in ORDER_CONVS)
+    # Room for the widest row and its new tokens, not for two such rows.
+    engine.max_generate_tokens = widest + GREEDY.max_tokens
+    try:
+        batched = engine.generate(ORDER_CONVS, GREEDY)
+        plan = engine.last_plan
+    finally:
+        engine.max_generate_tokens = 32768
+    assert batched == one_by_one
+    assert plan is not None and plan.operation == "generate" and len(plan.buckets) >= 2
+
+
 def test_sampling_is_reproducible_with_a_seed(engine: TransformersEngine) -> None:
     convs = [_user("Tell me a short story about a cat."), _user("Describe a sunset.")]
     params = SamplingParams(max_tokens=6, temperature=1.0, top_p=0.95, seed=1234)
@@ -117,10 +138,14 @@ MC_PREFIXES = ["The answer is: ("] * len(MC_CONVS)
 @pytest.fixture(scope="module")
 def mc_with_reuse(engine: TransformersEngine) -> list[ChoiceLogprobs]:
     engine.max_batch_size = 3  # two buckets
+    engine.prefix_reuse = True  # forced: the cost model might not choose it here
     try:
-        return engine.choice_logprobs(MC_CONVS, MC_PREFIXES)
+        result = engine.choice_logprobs(MC_CONVS, MC_PREFIXES)
+        assert engine.last_plan is not None and engine.last_plan.reused_prefix
+        return result
     finally:
         engine.max_batch_size = 4
+        engine.prefix_reuse = None
 
 
 def test_choice_logprobs_are_valid_and_letters_carry_mass(
@@ -144,10 +169,104 @@ def test_shared_prefix_reuse_agrees_with_full_forward(
     try:
         without = engine.choice_logprobs(MC_CONVS, MC_PREFIXES)
     finally:
-        engine.prefix_reuse = True
+        engine.prefix_reuse = None
     for r, w in zip(mc_with_reuse, without, strict=True):
         assert r.a == pytest.approx(w.a, abs=1e-4)
         assert r.b == pytest.approx(w.b, abs=1e-4)
+
+
+def test_models_own_output_head_gives_the_same_logprobs(
+    engine: TransformersEngine, mc_with_reuse: list[ChoiceLogprobs]
+) -> None:
+    # The path for models that post-process their logits (no backbone + head gather).
+    assert engine._gather  # SmolLM2 is a plain causal LM
+    engine._gather = False
+    try:
+        own_head = engine.choice_logprobs(MC_CONVS, MC_PREFIXES)
+    finally:
+        engine._gather = True
+    for r, o in zip(mc_with_reuse, own_head, strict=True):
+        assert r.a == pytest.approx(o.a, abs=1e-4) and r.b == pytest.approx(o.b, abs=1e-4)
+
+
+# Four public HHH pairs (bench/data) whose feedback prompts run ~160-400 tokens.
+HHH_IDS = ("honest-55", "harmless-0", "other-0", "honest-6")
+
+
+def _p_a(a: float, b: float) -> float:
+    return math.exp(a) / (math.exp(a) + math.exp(b))
+
+
+@pytest.fixture(scope="module")
+def hhh_items() -> list[pipelines.Item]:
+    path = Path(__file__).resolve().parents[2] / "bench" / "data" / "hhh_pairs.jsonl"
+    pairs = {p["id"]: p for p in map(json.loads, path.read_text().splitlines())}
+    return [
+        pipelines.Item(
+            item_id=k,
+            prompt_id=k,
+            position=k,
+            attempt=1,
+            conversation=[{"role": "user", "content": pairs[i]["prompt"]}],
+            response_a=pairs[i]["response_a"],
+            response_b=pairs[i]["response_b"],
+        )
+        for k, i in enumerate(HHH_IDS)
+    ]
+
+
+def _batch_one_p_a(engine: TransformersEngine, conversation: list[dict[str, str]]) -> float:
+    """The old path's answer for one prompt: a lone full forward, logits at the end."""
+    ids = engine.encode_prompt(conversation, prompts.ANSWER_PREFIX)
+    with torch.inference_mode():
+        logits = engine.model(input_ids=torch.tensor([ids])).logits[0, -1].float()
+    lp = torch.log_softmax(logits, dim=-1)
+    a, b = (engine.choice_token_id(prompts.ANSWER_PREFIX, x) for x in "AB")
+    return _p_a(float(lp[a]), float(lp[b]))
+
+
+def test_a_compare_chunk_matches_batch_one_on_prompts_of_varied_length(
+    engine: TransformersEngine, hhh_items: list[pipelines.Item]
+) -> None:
+    constitution = Constitution.model_validate(
+        yaml.safe_load(
+            (Path(__file__).resolve().parents[2] / "constitutions" / "default.yaml").read_text()
+        )
+    )
+    params = JobParams(swap=True, few_shot=False)
+    engine.max_batch_tokens = 1024  # several buckets of 1-4 right-padded rows
+    try:
+        ctx = pipelines.Context(engine, constitution, params, 1, pipelines.Timer())
+        outcomes = pipelines.run(ctx, JobType.COMPARE, hhh_items, 0)
+        plan = engine.last_plan
+        engine.prefix_reuse = True
+        reused = pipelines.run(ctx, JobType.COMPARE, hhh_items, 0)
+        assert engine.last_plan is not None and engine.last_plan.reused_prefix
+    finally:
+        engine.max_batch_tokens = 2048
+        engine.prefix_reuse = None
+    # One call for both orders of the whole chunk, bucketed by length with padding.
+    assert plan is not None and plan.rows == 2 * len(hhh_items)
+    assert plan.tokens > 1500 and any(len(b) > 1 for b in plan.buckets)
+    lengths = [len(b) for b in plan.buckets]
+    assert sum(lengths) == plan.rows and max(lengths) <= engine.max_batch_size
+
+    for outcome, again, item in zip(outcomes, reused, hhh_items, strict=True):
+        principle = constitution.comparison_principle(outcome.fields["principle_ids"][0])
+        a, b = item.response_a or "", item.response_b or ""
+        forward = prompts.feedback_conversation(
+            constitution, principle, item.conversation, a, b, few_shot=False,
+            special=engine.special_tokens,
+        )  # fmt: skip
+        swapped = prompts.feedback_conversation(
+            constitution, principle, item.conversation, b, a, few_shot=False,
+            special=engine.special_tokens,
+        )  # fmt: skip
+        expected_f = _batch_one_p_a(engine, forward)
+        expected_s = 1 - _batch_one_p_a(engine, swapped)
+        for fields in (outcome.fields, again.fields):
+            assert fields["p_a_forward"] == pytest.approx(expected_f, abs=1e-5)
+            assert fields["p_a_swapped"] == pytest.approx(expected_s, abs=1e-5)
 
 
 def test_choice_token_is_the_bare_letter_after_an_open_parenthesis(

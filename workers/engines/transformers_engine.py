@@ -1,14 +1,22 @@
 """The transformers backend of the :class:`~charter.core.engine.Engine` interface (CPU or GPU).
 
-Batching on a CPU is dominated by padding waste, so every request is sorted by
-token length and cut into buckets of at most ``max_batch_size`` rows; results are
-put back into input order.
+Every call is planned by a measured cost model (:mod:`workers.engines.batch_plan`):
+rows are sorted by token length and split into buckets by dynamic programming under
+a row cap (``max_batch_size``) and a token budget (``max_batch_tokens``: rows x
+longest row); results are put back into input order. On a CPU each padding token
+costs as much as a real one, so a call should carry as many rows as possible (both
+A/B orders of a whole chunk): the more rows, the closer neighbours in length.
 
-Answer-letter scoring (``choice_logprobs``) runs a single forward pass per bucket.
-Feedback prompts in one call usually share a long token prefix (constitution
-preamble, few-shot examples); when that prefix is at least ``min_shared_prefix``
-tokens it is run once with batch size 1 and its KV cache is expanded along the
-batch dimension for every bucket, so only the per-row suffixes are computed.
+Answer-letter scoring (``choice_logprobs``) runs one forward pass per bucket. Rows
+are right-padded with no attention mask (causal attention never lets a real token
+see the padding after it), the backbone's hidden state is gathered at each row's
+last real token and only those rows go through the output head. Feedback prompts
+in one call may share a token prefix (constitution preamble, few-shot examples);
+computing it once and expanding its KV cache over every bucket saves its tokens in
+every row but makes each pass attend over it through an explicit mask. With
+``prefix_reuse=None`` (the default) the cost model decides per call; ``True`` forces
+reuse whenever the shared prefix is at least ``min_shared_prefix`` tokens, ``False``
+never reuses. ``last_plan`` records what the latest call did.
 
 Letter tokens: the assistant prefix ends with ``"("``. With the SmolLM2 (GPT-2
 style byte-level BPE) tokenizer ``"(A"`` encodes as ``["(", "A"]`` and
@@ -26,12 +34,15 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from charter.core.engine import ChoiceLogprobs, Conversation, SamplingParams
+from workers.engines import batch_plan
+from workers.engines.batch_plan import ForwardCost, Plan
 
 log = logging.getLogger(__name__)
 
@@ -49,12 +60,6 @@ _SENTINEL = "\ue000charter-msg-{}\ue001"
 _SENTINEL_RE = re.compile("\ue000charter-msg-(\\d+)\ue001")
 
 
-def _buckets(lengths: Sequence[int], size: int) -> list[list[int]]:
-    """Indices sorted by length (stable), cut into chunks of at most ``size``."""
-    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
-    return [order[i : i + size] for i in range(0, len(order), size)]
-
-
 def _common_prefix_len(seqs: Sequence[Sequence[int]]) -> int:
     if not seqs:
         return 0
@@ -65,6 +70,25 @@ def _common_prefix_len(seqs: Sequence[Sequence[int]]) -> int:
         if any(s[i] != tok for s in seqs):
             return i
     return n
+
+
+@dataclass(frozen=True)
+class CallPlan:
+    """What one engine call did: for tests, benchmarks and logs."""
+
+    operation: str
+    rows: int
+    tokens: int
+    """Real prompt tokens of the call."""
+    buckets: list[list[int]]
+    padded_tokens: int
+    """Tokens computed, padding and the shared prefix (once) included."""
+    shared_prefix: int
+    """Tokens every row of the call starts with."""
+    reused_prefix: bool
+    estimate_seconds: float
+    """The cost model's estimate of the chosen plan."""
+    estimate_without_reuse: float | None = None
 
 
 class TransformersEngine:
@@ -79,16 +103,19 @@ class TransformersEngine:
         model_name: str,
         device: str = "cpu",
         dtype: str = "float32",
-        max_batch_size: int = 16,
+        max_batch_size: int = 64,
+        max_batch_tokens: int = 2048,
+        max_generate_tokens: int = 32768,
         revision: str | None = None,
-        prefix_reuse: bool = True,
-        min_shared_prefix: int = 32,
+        prefix_reuse: bool | None = None,
+        min_shared_prefix: int = 16,
         num_threads: int | None = None,
+        cost: ForwardCost | None = None,
     ) -> None:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        if max_batch_size < 1:
-            raise ValueError("max_batch_size must be >= 1")
+        if min(max_batch_size, max_batch_tokens, max_generate_tokens) < 1:
+            raise ValueError("max_batch_size and the token budgets must be >= 1")
         if num_threads is not None:
             # Process-wide; one engine per worker process. With several workers on one
             # machine, threads x workers must not exceed the cores: oversubscribed
@@ -102,10 +129,21 @@ class TransformersEngine:
         self.device = torch.device(device)
         self.dtype = _DTYPES[dtype]
         self.max_batch_size = max_batch_size
+        """Most rows in one forward pass."""
+        self.max_batch_tokens = max_batch_tokens
+        """Token budget of one scoring pass: rows x longest row."""
+        self.max_generate_tokens = max_generate_tokens
+        """Cache budget of one generation bucket: rows x (longest prompt + new tokens)."""
         self.prefix_reuse = prefix_reuse
-        """Reuse the KV cache of a shared token prefix in ``choice_logprobs``."""
+        """Shared-prefix KV reuse in ``choice_logprobs``: None = when the cost model says
+        it pays, True = always (prefix >= ``min_shared_prefix``), False = never."""
         self.min_shared_prefix = min_shared_prefix
-        """Shortest shared prefix (tokens) worth a separate forward pass."""
+        """Shortest shared prefix (tokens) ever run as a pass of its own."""
+        self.cost = cost or (
+            batch_plan.CUDA_COST if self.device.type == "cuda" else batch_plan.CPU_COST
+        )
+        """The cost model that plans buckets and decides prefix reuse."""
+        self.last_plan: CallPlan | None = None
         if revision is None:
             from charter.model_store import model_revision
 
@@ -148,6 +186,7 @@ class TransformersEngine:
             self.model.config.get_text_config(), "max_position_embeddings", None
         )
         self._letter_ids: dict[tuple[str, str], int] = {}
+        self._gather = self._gather_matches_model()
 
     # ------------------------------------------------------------------ tokenisation
 
@@ -232,7 +271,13 @@ class TransformersEngine:
 
     @torch.inference_mode()
     def generate(self, conversations: Sequence[Conversation], params: SamplingParams) -> list[str]:
-        """Continue each conversation with one assistant turn; texts in input order."""
+        """Continue each conversation with one assistant turn; texts in input order.
+
+        Buckets are planned for a prefill plus ``max_tokens`` decode steps each: a
+        decode step costs mostly its fixed per-pass cost, so rows of different
+        lengths share a bucket unless padding them would cost more than the extra
+        steps of another bucket. Rows are left-padded (generation appends on the right).
+        """
         if not conversations:
             return []
         prompts = [self.encode_prompt(c) for c in conversations]
@@ -258,6 +303,18 @@ class TransformersEngine:
         else:
             kwargs.update(do_sample=False)
 
+        lengths = [len(p) for p in prompts]
+        planned = batch_plan.plan(
+            lengths,
+            self.cost,
+            max_rows=self.max_batch_size,
+            max_tokens=self.max_generate_tokens,
+            steps=max_new,
+        )
+        self.last_plan = CallPlan(
+            "generate", len(prompts), sum(lengths), planned.buckets, planned.padded_tokens,
+            0, False, planned.seconds,
+        )  # fmt: skip
         results: list[str] = [""] * len(prompts)
         devices: list[int] = []
         if self.device.type == "cuda":
@@ -267,7 +324,7 @@ class TransformersEngine:
         with torch.random.fork_rng(devices=devices, device_type=self.device.type):
             if params.seed is not None:
                 torch.manual_seed(params.seed)
-            for bucket in _buckets([len(p) for p in prompts], self.max_batch_size):
+            for bucket in planned.buckets:
                 width = max(len(prompts[i]) for i in bucket)
                 ids = torch.full((len(bucket), width), self.pad_token_id, dtype=torch.long)
                 mask = torch.zeros((len(bucket), width), dtype=torch.long)
@@ -314,27 +371,64 @@ class TransformersEngine:
             (self.choice_token_id(prefix, choices[0]), self.choice_token_id(prefix, choices[1]))
             for prefix in assistant_prefixes
         ]
-
-        shared = 0
-        if self.prefix_reuse and len(prompts) > 1:
-            # Leave at least one token per row so every row has its own last position.
-            shared = min(_common_prefix_len(prompts), min(len(p) for p in prompts) - 1)
-            if shared < self.min_shared_prefix:
-                shared = 0
+        shared, planned = self._plan_scoring(prompts)
         prefix_cache = None
         if shared:
             prefix_cache = self._prefix_cache(prompts[0][:shared])
-            if prefix_cache is None:
-                shared = 0
+            if prefix_cache is None:  # this cache type cannot be shared: plan without it
+                shared, planned = self._plan_scoring(prompts, reuse=False)
 
         results: list[ChoiceLogprobs | None] = [None] * len(prompts)
-        suffixes = [p[shared:] for p in prompts]
-        for bucket in _buckets([len(s) for s in suffixes], self.max_batch_size):
-            last = self._last_logprobs([suffixes[i] for i in bucket], shared, prefix_cache)
+        for bucket in planned.buckets:
+            last = self._last_logprobs([prompts[i][shared:] for i in bucket], shared, prefix_cache)
             for row, i in enumerate(bucket):
                 a_id, b_id = letter_ids[i]
                 results[i] = ChoiceLogprobs(a=float(last[row, a_id]), b=float(last[row, b_id]))
         return [r for r in results if r is not None]
+
+    def _plan_scoring(
+        self, prompts: list[list[int]], *, reuse: bool | None = None
+    ) -> tuple[int, Plan]:
+        """The prefix tokens to compute once (0: none) and the bucket plan."""
+        lengths = [len(p) for p in prompts]
+        # Leave at least one token per row so every row has its own last position.
+        shared = min(_common_prefix_len(prompts), min(lengths) - 1) if len(prompts) > 1 else 0
+        policy = self.prefix_reuse if reuse is None else reuse
+        limits = {"max_rows": self.max_batch_size, "max_tokens": self.max_batch_tokens}
+        if policy is False or shared < self.min_shared_prefix:
+            full = batch_plan.plan(lengths, self.cost, **limits)
+            use, chosen, without = False, full, None
+        else:
+            pays, full, with_reuse = batch_plan.reuse_pays(lengths, shared, self.cost, **limits)
+            use = policy is True or pays
+            chosen, without = (with_reuse if use else full), full.seconds
+        self.last_plan = CallPlan(
+            "choice_logprobs", len(prompts), sum(lengths), chosen.buckets, chosen.padded_tokens,
+            shared, use, chosen.seconds, without,
+        )  # fmt: skip
+        return (shared if use else 0), chosen
+
+    def _backbone_and_head(self) -> tuple[Any, Any]:
+        return self.model.get_decoder(), self.model.get_output_embeddings()
+
+    def _gather_matches_model(self) -> bool:
+        """Whether backbone + output head at chosen positions gives the model's logits.
+
+        True for plain causal LMs; False where the model post-processes its logits
+        (soft-capping, scaling), and scoring then keeps the full model's head.
+        """
+        try:
+            backbone, head = self._backbone_and_head()
+        except (AttributeError, NotImplementedError):
+            return False
+        if backbone is None or head is None or backbone is self.model:
+            return False
+        ids = torch.tensor([[self.pad_token_id, *range(10, 17)]], device=self.device)
+        with torch.inference_mode():
+            reference = self.model(input_ids=ids, use_cache=False, logits_to_keep=1).logits[:, -1]
+            hidden = backbone(input_ids=ids, use_cache=False).last_hidden_state[:, -1]
+            mine = head(hidden)
+        return bool(torch.allclose(reference.float(), mine.float(), atol=1e-4, rtol=1e-4))
 
     def _prefix_cache(self, prefix: list[int]) -> list[tuple[torch.Tensor, torch.Tensor]] | None:
         """Key/value tensors of ``prefix`` (batch 1) per layer, or None if not reusable."""
@@ -358,34 +452,33 @@ class TransformersEngine:
     ) -> torch.Tensor:
         """Full-vocabulary log-softmax at each row's last token, shape (rows, vocab).
 
-        Rows are left-padded so the last real token sits in the final column; with a
-        shared prefix the padding sits between the cached prefix and the suffix and is
-        masked out, and position ids continue from the prefix length.
+        Rows are right-padded and run without an attention mask: under causal
+        attention a real token never sees the padding after it, so no mask is needed
+        and SDPA takes its causal kernel (no prefix) instead of materialising a
+        padded mask. After a cached prefix, position ids continue from its length.
         """
         from transformers import DynamicCache
 
         n = len(rows)
         width = max(len(r) for r in rows)
         ids = torch.full((n, width), self.pad_token_id, dtype=torch.long)
-        mask = torch.zeros((n, width), dtype=torch.long)
         for row, r in enumerate(rows):
-            ids[row, width - len(r) :] = torch.tensor(r, dtype=torch.long)
-            mask[row, width - len(r) :] = 1
-        positions = (mask.cumsum(dim=1) - 1).clamp(min=0) + shared
-        kwargs: dict[str, Any] = {}
+            ids[row, : len(r)] = torch.tensor(r, dtype=torch.long)
+        last = torch.tensor([len(r) - 1 for r in rows], device=self.device)
+        kwargs: dict[str, Any] = {"use_cache": False}
         if prefix_kv is not None:
             data = [(k.expand(n, -1, -1, -1), v.expand(n, -1, -1, -1)) for k, v in prefix_kv]
             kwargs["past_key_values"] = DynamicCache(data, config=self.model.config)
             kwargs["use_cache"] = True
-            mask = torch.cat([torch.ones((n, shared), dtype=torch.long), mask], dim=1)
+        ids = ids.to(self.device)
+        picked = torch.arange(n, device=self.device)
+        if self._gather:
+            backbone, head = self._backbone_and_head()
+            hidden = backbone(input_ids=ids, **kwargs).last_hidden_state
+            logits = head(hidden[picked, last])
         else:
-            kwargs["use_cache"] = False
-        out = self.model(
-            input_ids=ids.to(self.device),
-            attention_mask=mask.to(self.device),
-            position_ids=positions.to(self.device),
-            logits_to_keep=1,
-            **kwargs,
-        )
-        logits = out.logits[:, -1, :].float()
-        return torch.log_softmax(logits, dim=-1).cpu()
+            # Only the distinct last positions go through the model's own head.
+            positions, index = torch.unique(last, return_inverse=True)
+            out = self.model(input_ids=ids, logits_to_keep=positions, **kwargs)
+            logits = out.logits[picked, index]
+        return torch.log_softmax(logits.float(), dim=-1).cpu()

@@ -1,0 +1,106 @@
+"""Smoke runs of bench/label_throughput.py, so the benchmark cannot rot.
+
+The scripted engine run needs nothing but the embedded stack; the tiny-model run
+drives every side (engine, plain transformers loop, platform) with a random
+2-layer Llama that uses SmolLM2's tokenizer, built from a config (nothing is
+downloaded). Both start a real gateway and Celery worker, so they are marked slow.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+SCRIPT = ROOT / "bench" / "label_throughput.py"
+
+pytestmark = pytest.mark.slow
+
+
+def _run(tmp_path: Path, *args: str) -> dict:
+    out = tmp_path / "result.json"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CHARTER_")}
+    env |= {"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(SCRIPT),
+            "--pairs",
+            "3",
+            "--chunk-size",
+            "2",
+            "--out",
+            str(out),
+            *args,
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return json.loads(out.read_text())
+
+
+def test_scripted_smoke_run_reports_engine_and_platform(tmp_path: Path) -> None:
+    result = _run(tmp_path, "--engine", "scripted")
+    assert result["items"] == 3 and result["feedback_prompts"] == 6
+    summary = result["results"]
+    assert summary["engine"]["labels_per_s"] > 0 and len(summary["engine"]["passes"]) == 3
+    # before the platform, then after each of its two warm jobs
+    assert len(summary["platform_warm"]["passes"]) == 2
+    assert summary["platform_cold"]["seconds"] >= summary["platform_warm"]["seconds"] > 0
+    # the platform's labels are the engine's labels
+    assert summary["max_abs_p_a_diff_platform_vs_engine"] == 0
+    assert "plain" not in summary and result["machine"]["nproc"] >= 1
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    pytest.importorskip("gguf")
+    from charter.model_store import prepare_smollm2
+
+    models_dir = Path(os.environ.get("CHARTER_MODELS_DIR", "~/.cache/charter/models"))
+    smollm2 = prepare_smollm2(models_dir.expanduser() / "smollm2")
+    tokenizer = transformers.AutoTokenizer.from_pretrained(smollm2)
+    config = transformers.LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        max_position_embeddings=4096,
+        tie_word_embeddings=True,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    torch.manual_seed(0)
+    out = tmp_path_factory.mktemp("tiny-llama")
+    transformers.LlamaForCausalLM(config).save_pretrained(out)
+    for name in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja"):
+        if (smollm2 / name).exists():
+            shutil.copy(smollm2 / name, out / name)
+    return out
+
+
+def test_tiny_model_smoke_run_compares_all_three_sides(tmp_path: Path, tiny_model: Path) -> None:
+    result = _run(tmp_path, "--model-dir", str(tiny_model), "--threads", "1")
+    summary = result["results"]
+    for side in ("engine", "plain", "platform_cold", "platform_warm"):
+        assert summary[side]["labels_per_s"] > 0 and summary[side]["prompt_tokens_per_s"] > 0
+    assert result["prompt_tokens"] > 0
+    low, high = result["prompt_tokens_range"]
+    assert 0 < low <= high
+    # the engine's bucketed, prefix-reusing call gives batch-1's probabilities
+    assert summary["max_abs_p_a_diff_engine_vs_plain"] < 1e-5
+    assert summary["platform_warm_over_best"] > 0
