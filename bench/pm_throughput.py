@@ -15,11 +15,13 @@ preference pair. Two measurements, in one run:
    shared machine swamps a few-percent difference between whole runs.
 
 For each, the medians per trainer, their ratio charter/trl (goal: >= 0.95) and, end
-to end, the median of the per-repetition ratios::
+to end, the median of the per-repetition ratios. The lockstep measurement runs at
+every size of ``--batch-sizes`` (fresh trainers per size), so the result also gives
+the cost of a pair against the batch size, plotted next to the JSON::
 
-    python bench/pm_throughput.py                          # small random Llama, CPU or GPU
+    python bench/pm_throughput.py --threads 1              # small random Llama, CPU or GPU
     python bench/pm_throughput.py --model-dir DIR --steps 20 --batch-size 4
-    python bench/pm_throughput.py --threads 1 --out pm_throughput.json
+    python bench/pm_throughput.py --threads 1 --batch-sizes 4,8,16,32 --out result.json
 
 Without ``--model-dir`` the model is a random-initialised Llama (``--hidden``,
 ``--layers``) over a word-level tokenizer built here, so nothing is downloaded.
@@ -29,9 +31,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import json
 import os
-import platform
 import random
 import statistics
 import sys
@@ -62,6 +62,7 @@ from transformers import (  # noqa: E402
 from transformers.trainer_callback import PrinterCallback  # noqa: E402
 from trl import RewardTrainer  # noqa: E402
 
+from bench.common import log, machine, plot, write_result  # noqa: E402
 from charter.core.export import preference_row  # noqa: E402
 from services.trainer.pm_config import PMConfig  # noqa: E402
 from services.trainer.pm_trainer import PMTrainer, preference_dataset  # noqa: E402
@@ -209,7 +210,8 @@ def run_once(
 def lockstep(
     args: argparse.Namespace, tokenizer: PreTrainedTokenizerBase, dataset: Dataset, output_dir: str
 ) -> dict[str, dict[str, float]]:
-    """Median-step samples/s (wall and CPU) with single steps alternating between trainers."""
+    """Median-step samples/s (wall and CPU) with single steps alternating between trainers,
+    at ``args.batch_size`` pairs per step."""
     trainers = {kind: make_trainer(kind, args, tokenizer, dataset, output_dir) for kind in KINDS}
     batches = {}
     for kind, trainer in trainers.items():
@@ -242,18 +244,33 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--hidden", type=int, default=128, help="random Llama hidden size")
     ap.add_argument("--layers", type=int, default=2, help="random Llama layers")
     ap.add_argument("--words", type=int, default=32, help="max words per response")
-    ap.add_argument("--batch-size", type=int, default=8, help="pairs per step")
+    ap.add_argument("--batch-size", type=int, default=8, help="pairs per step (end to end)")
+    ap.add_argument(
+        "--batch-sizes", default="4,8,16", help="comma-separated pairs per lockstep step"
+    )
     ap.add_argument("--steps", type=int, default=20, help="timed steps per end-to-end run")
     ap.add_argument("--warmup", type=int, default=3, help="untimed steps at the start")
-    ap.add_argument("--repeats", type=int, default=6, help="end-to-end runs per trainer")
+    ap.add_argument("--repeats", type=int, default=4, help="end-to-end runs per trainer")
     ap.add_argument("--lockstep-steps", type=int, default=100, help="timed lockstep steps")
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch default)")
     ap.add_argument("--bf16", action="store_true")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--out", help="write the numbers here (JSON)")
+    ap.add_argument(
+        "--out",
+        type=Path,
+        default=ROOT / "bench" / "results" / "pm_throughput.json",
+        help="JSON result; the plot goes next to it (.svg)",
+    )
     args = ap.parse_args(argv)
     if min(args.warmup, args.steps, args.repeats, args.lockstep_steps) < 1:
         ap.error("--warmup, --steps, --repeats and --lockstep-steps must be >= 1")
+    try:
+        sizes = [int(b) for b in args.batch_sizes.split(",")]
+    except ValueError:
+        ap.error(f"--batch-sizes: not a comma-separated list of integers: {args.batch_sizes!r}")
+    if not sizes or min(sizes) < 1:
+        ap.error("--batch-sizes: every size must be >= 1")
+    sizes = sorted(set(sizes) | {args.batch_size})  # the headline size is always measured
     if args.threads:
         torch.set_num_threads(args.threads)
 
@@ -261,7 +278,9 @@ def main(argv: list[str] | None = None) -> int:
         AutoTokenizer.from_pretrained(args.model_dir) if args.model_dir else word_tokenizer()
     )
     # The same rows for both: the soft label stays; RewardTrainer drops it as an unused column.
-    dataset = preference_dataset(rows((args.warmup + args.steps) * args.batch_size, args.words))
+    largest = max(args.batch_size, *sizes)
+    dataset = preference_dataset(rows((args.warmup + args.steps) * largest, args.words))
+    started = machine()
 
     runs: dict[str, list[dict[str, float]]] = {kind: [] for kind in KINDS}
     with tempfile.TemporaryDirectory() as tmp:
@@ -271,7 +290,13 @@ def main(argv: list[str] | None = None) -> int:
                 runs[kind].append(run)
                 numbers = "  ".join(f"{k} {v:7.2f}" for k, v in run.items())
                 print(f"run {rep + 1:2d}/{args.repeats} {kind:8s} samples/s: {numbers}", flush=True)
-        steps = lockstep(args, tokenizer, dataset, tmp)
+        by_size = {}
+        for size in sizes:
+            log(f"lockstep at {size} pairs per step")
+            by_size[size] = lockstep(
+                argparse.Namespace(**(vars(args) | {"batch_size": size})), tokenizer, dataset, tmp
+            )
+    steps = by_size[args.batch_size]
 
     print("end to end (median over repetitions, samples/s):")
     end_to_end = {}
@@ -293,28 +318,47 @@ def main(argv: list[str] | None = None) -> int:
             f"ratio {e['ratio']:.3f}  paired {e['median_paired_ratio']:.3f}"
         )
     print(f"lockstep ({args.lockstep_steps} steps each, median step, samples/s):")
-    for clock in ("wall", "cpu"):
-        charter, trl = steps["charter"][clock], steps["trl"][clock]
-        print(f"  {clock:16s} charter {charter:7.2f}  trl {trl:7.2f}  ratio {charter / trl:.3f}")
+    lockstep_report = {}
+    for size, result in by_size.items():
+        ratio = {c: result["charter"][c] / result["trl"][c] for c in ("wall", "cpu")}
+        lockstep_report[str(size)] = {**result, "ratio": ratio}
+        for clock in ("wall", "cpu"):
+            charter, trl = result["charter"][clock], result["trl"][clock]
+            print(
+                f"  batch {size:3d} {clock:5s} charter {charter:7.2f}  trl {trl:7.2f}  "
+                f"ratio {ratio[clock]:.3f}"
+            )
     print("goal: ratio >= 0.95")
 
-    if args.out:
-        report = {
-            "machine": {
-                "platform": platform.platform(),
-                "cpu_count": os.cpu_count(),
-                "torch_threads": torch.get_num_threads(),
-                "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
-                "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None,
-            },
-            "settings": {k: v for k, v in vars(args).items() if k != "out"},
-            "end_to_end": {"runs": runs, "summary": end_to_end},
-            "lockstep": {
-                **steps,
-                "ratio": {c: steps["charter"][c] / steps["trl"][c] for c in ("wall", "cpu")},
-            },
-        }
-        Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
+    report = {
+        "machine": {
+            **started,
+            "load_average_end": machine()["load_average"],
+            "torch_threads": torch.get_num_threads(),
+            "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
+        },
+        "settings": {k: v for k, v in vars(args).items() if k != "out"},
+        "end_to_end": {"runs": runs, "summary": end_to_end},
+        "lockstep": {
+            **steps,
+            "ratio": {c: steps["charter"][c] / steps["trl"][c] for c in ("wall", "cpu")},
+            "by_batch_size": lockstep_report,
+        },
+    }
+    write_result(args.out, report)
+    plot(
+        args.out.with_suffix(".svg"),
+        {
+            f"{kind} ({clock})": [
+                (size, 1000 / result[kind][clock]) for size, result in by_size.items()
+            ]
+            for kind in KINDS
+            for clock in ("wall", "cpu")
+        },
+        title="PM training: cost of a preference pair (lockstep)",
+        xlabel="pairs per step",
+        ylabel="ms per pair (median step)",
+    )
     return 0
 
 

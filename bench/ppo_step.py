@@ -12,11 +12,13 @@ and run ``--ppo-epochs`` passes of minibatch updates. Two setups:
 Throughput: sampled response tokens per second of step time, all tokens (prompt +
 response) per second of step time, and response tokens per second of sampling alone.
 The first ``--warmup`` steps are not timed; the median of ``--steps`` timed steps
-(by step time) is reported with its breakdown::
+(by step time) is reported with its breakdown, for every rollout size of
+``--batch-sizes`` (minibatches of ``--mini-batch-size``, or the whole rollout when that
+does not divide it), with a plot of step time per response against the batch size::
 
-    python bench/ppo_step.py                            # both setups, CPU
-    python bench/ppo_step.py --setups smollm2 --device cuda
-    python bench/ppo_step.py --threads 2 --out ppo_step.json
+    python bench/ppo_step.py --threads 1                 # tiny at 4, 8, 16; CPU
+    python bench/ppo_step.py --setups smollm2 --batch-sizes 4 --steps 1 --threads 1
+    python bench/ppo_step.py --setups smollm2 --device cuda --batch-sizes 8,16,32
 
 ``--model-dir`` points at a SmolLM2 directory; by default it is prepared from the
 bundled GGUF in the Charter model cache. Nothing is downloaded.
@@ -29,6 +31,7 @@ import itertools
 import json
 import os
 import platform
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -54,6 +57,7 @@ from transformers import (  # noqa: E402
     PreTrainedTokenizerFast,
 )
 
+from bench.common import machine, plot, write_result  # noqa: E402
 from services.trainer.ppo_config import PPOConfig  # noqa: E402
 from services.trainer.ppo_trainer import PPOTrainer, pm_reward  # noqa: E402
 
@@ -138,15 +142,17 @@ def smollm2_setup(
     return policy.to(device), ref.to(device), pm.to(device), tokenizer, prompts
 
 
-def bench(setup: str, args: argparse.Namespace) -> dict[str, Any]:
+def bench(setup: str, args: argparse.Namespace, batch_size: int) -> dict[str, Any]:
+    """One setup at one rollout size: warm-up steps, then timed steps; the median step."""
     dtype = DTYPES[args.dtype or ("bfloat16" if args.device.startswith("cuda") else "float32")]
     if setup == "tiny":
         policy, ref, pm, tokenizer, prompts = tiny_setup(args.hidden, dtype, args.device)
     else:
         policy, ref, pm, tokenizer, prompts = smollm2_setup(args.model_dir, dtype, args.device)
+    mini_batch = args.mini_batch_size if batch_size % args.mini_batch_size == 0 else batch_size
     config = PPOConfig(
-        batch_size=args.batch_size,
-        mini_batch_size=args.mini_batch_size,
+        batch_size=batch_size,
+        mini_batch_size=mini_batch,
         ppo_epochs=args.ppo_epochs,
         response_length=args.response_length,
         learning_rate=1e-6,
@@ -157,13 +163,13 @@ def bench(setup: str, args: argparse.Namespace) -> dict[str, Any]:
     for i in range(args.warmup + args.steps):
         if args.device.startswith("cuda"):
             torch.cuda.synchronize()
-        metrics = trainer.step(list(itertools.islice(stream, args.batch_size)))
+        metrics = trainer.step(list(itertools.islice(stream, batch_size)))
         if args.device.startswith("cuda"):
             torch.cuda.synchronize()
         if i >= args.warmup:
             steps.append(metrics)
         print(
-            f"  {setup} step {i + 1}{' (warmup)' if i < args.warmup else ''}: "
+            f"  {setup} batch {batch_size} step {i + 1}{' (warmup)' if i < args.warmup else ''}: "
             f"{metrics['time_step']:.2f} s, {metrics['response_tokens']:.0f} response tokens",
             flush=True,
         )
@@ -172,6 +178,8 @@ def bench(setup: str, args: argparse.Namespace) -> dict[str, Any]:
     mid = sorted(steps, key=lambda m: m["time_step"])[len(steps) // 2]
     return {
         "setup": setup,
+        "batch_size": batch_size,
+        "mini_batch_size": mini_batch,
         "parameters": sum(p.numel() for p in policy.parameters()),
         "dtype": str(dtype).removeprefix("torch."),
         "step_s": mid["time_step"],
@@ -181,15 +189,17 @@ def bench(setup: str, args: argparse.Namespace) -> dict[str, Any]:
         "total_tokens_per_s": mid["tokens_per_second"],
         "sampling_tokens_per_s": mid["response_tokens"] / mid["time_generate"],
         "step_s_all": [m["time_step"] for m in steps],
+        "step_s_per_response": mid["time_step"] / batch_size,
+        "median_score": statistics.median(m["score"] for m in steps),
     }
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--setups", default=",".join(SETUPS), help="comma-separated: tiny,smollm2")
+    parser.add_argument("--setups", default="tiny", help="comma-separated: tiny,smollm2")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     parser.add_argument("--dtype", choices=sorted(DTYPES), help="default: float32, bf16 on cuda")
-    parser.add_argument("--batch-size", type=int, default=8, help="rollout batch")
+    parser.add_argument("--batch-sizes", default="4,8,16", help="comma-separated rollout sizes")
     parser.add_argument("--mini-batch-size", type=int, default=4)
     parser.add_argument("--ppo-epochs", type=int, default=4)
     parser.add_argument("--response-length", type=int, default=32)
@@ -198,8 +208,22 @@ def main() -> None:
     parser.add_argument("--hidden", type=int, default=64, help="tiny model width")
     parser.add_argument("--model-dir", type=Path, help="SmolLM2 directory")
     parser.add_argument("--threads", type=int, help="torch intra-op threads (CPU)")
-    parser.add_argument("--out", type=Path, help="also write the results as JSON")
-    args = parser.parse_args()
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=ROOT / "bench" / "results" / "ppo_step.json",
+        help="JSON result; the plot goes next to it (.svg)",
+    )
+    args = parser.parse_args(argv)
+    try:
+        sizes = [int(b) for b in args.batch_sizes.split(",")]
+    except ValueError:
+        parser.error(f"--batch-sizes: not a comma-separated list of integers: {args.batch_sizes!r}")
+    if not sizes or min(sizes) < 1:
+        parser.error("--batch-sizes: every size must be >= 1")
+    for name in ("mini_batch_size", "ppo_epochs", "response_length", "steps"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be >= 1")
     if args.threads:
         torch.set_num_threads(args.threads)
 
@@ -213,37 +237,54 @@ def main() -> None:
         "torch_threads": torch.get_num_threads(),
         "cpu_count": os.cpu_count(),
         "torch": torch.__version__,
-        "batch_size": args.batch_size,
+        "batch_sizes": sizes,
         "mini_batch_size": args.mini_batch_size,
         "ppo_epochs": args.ppo_epochs,
         "response_length": args.response_length,
     }
     print(json.dumps(environment))
-    results = []
-    for setup in args.setups.split(","):
+    setups = args.setups.split(",")
+    for setup in setups:
         if setup not in SETUPS:
             parser.error(f"unknown setup {setup!r}; choose from {', '.join(SETUPS)}")
-        started = time.perf_counter()
-        result = bench(setup, args)
-        result["wall_s"] = time.perf_counter() - started
-        results.append(result)
+    started_on = machine()
+    results = []
+    for setup in setups:
+        for size in sizes:
+            started = time.perf_counter()
+            result = bench(setup, args, size)
+            result["wall_s"] = time.perf_counter() - started
+            results.append(result)
 
     header = (
-        f"{'setup':<8} {'params':>8} {'step s':>7} {'gen s':>6} {'score s':>7} "
+        f"{'setup':<8} {'batch':>5} {'params':>8} {'step s':>7} {'gen s':>6} {'score s':>7} "
         f"{'fwd s':>6} {'upd s':>6} {'resp tok':>8} {'resp tok/s':>10} "
         f"{'all tok/s':>9} {'sample tok/s':>12}"
     )
     print(header)
     for r in results:
         print(
-            f"{r['setup']:<8} {r['parameters'] / 1e6:>7.1f}M {r['step_s']:>7.2f} "
+            f"{r['setup']:<8} {r['batch_size']:>5} {r['parameters'] / 1e6:>7.1f}M {r['step_s']:>7.2f} "
             f"{r['generate_s']:>6.2f} {r['score_s']:>7.2f} {r['forward_s']:>6.2f} "
             f"{r['update_s']:>6.2f} {r['response_tokens_per_step']:>8.0f} "
             f"{r['response_tokens_per_s']:>10.1f} {r['total_tokens_per_s']:>9.1f} "
             f"{r['sampling_tokens_per_s']:>12.1f}"
         )
-    if args.out:
-        args.out.write_text(json.dumps({"environment": environment, "results": results}, indent=2))
+    environment["machine"] = started_on | {"load_average_end": machine()["load_average"]}
+    write_result(args.out, {"environment": environment, "results": results})
+    plot(
+        args.out.with_suffix(".svg"),
+        {
+            f"{setup} ({args.device})": [
+                (r["batch_size"], r["step_s_per_response"]) for r in results if r["setup"] == setup
+            ]
+            for setup in setups
+        },
+        title=f"PPO step ({args.response_length}-token responses, {args.ppo_epochs} epochs)",
+        xlabel="rollout batch (responses)",
+        ylabel="step seconds per response",
+        logy=True,
+    )
 
 
 if __name__ == "__main__":

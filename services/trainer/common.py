@@ -122,5 +122,6 @@ def train_and_save(
         metrics |= trainer.evaluate()
     trainer.save_model(str(output_dir))
     step = trainer.state.global_step
-    write_training_record(output_dir, method, config, step, metrics=metrics)
+    if trainer.is_world_process_zero():  # one writer under several processes
+        write_training_record(output_dir, method, config, step, metrics=metrics)
     return result_type(output_dir, config.compute_hash(), step, metrics)

@@ -309,12 +309,13 @@ def train_pm(
             report(trainer.state.global_step, evaluation.metrics())
     trainer.save_model(str(output_dir))
     step = trainer.state.global_step
-    write_training_record(
-        output_dir,
-        "pm",
-        config,
-        step,
-        metrics=metrics,
-        evaluation=None if evaluation is None else evaluation.as_dict(),
-    )
+    if trainer.is_world_process_zero():  # one writer under several processes
+        write_training_record(
+            output_dir,
+            "pm",
+            config,
+            step,
+            metrics=metrics,
+            evaluation=None if evaluation is None else evaluation.as_dict(),
+        )
     return PMResult(output_dir, config.compute_hash(), step, metrics, evaluation)

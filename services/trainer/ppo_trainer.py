@@ -25,6 +25,12 @@ with the policy, as in Ziegler et al. (Stiennon et al. used a separate value net
 initialised from the reward model). It costs no second model in memory or compute; the
 price is that value-loss gradients also move the policy trunk, which ``vf_coef`` keeps
 small.
+
+Several processes (``accelerate launch``; see :class:`PPOTrainer`): each process samples
+and scores its own ``batch_size`` prompts, the policy and value head train as one
+DistributedDataParallel module whose gradients are averaged in every backward pass,
+and the step's scores and statistics are gathered so that the KL controller, and the
+metrics, see the whole global batch. Only the main process reports and saves.
 """
 
 from __future__ import annotations
@@ -36,13 +42,16 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.nn import functional as F
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+if TYPE_CHECKING:
+    from accelerate import Accelerator
 
 from services.trainer.ppo_config import PPOConfig
 
@@ -181,6 +190,30 @@ class ValueHead(nn.Module):
         return self.linear(hidden_states.to(self.linear.weight.dtype)).squeeze(-1)
 
 
+class PolicyWithValue(nn.Module):
+    """The policy and its value head as one module, so that Accelerate wraps them in one
+    DistributedDataParallel and a backward pass averages both sets of gradients."""
+
+    def __init__(self, policy: PreTrainedModel, value_head: ValueHead) -> None:
+        super().__init__()
+        self.policy = policy
+        self.value_head = value_head
+
+    def forward(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, keep: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits and values at the last ``keep`` positions."""
+        out = self.policy(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids_of(attention_mask),
+            use_cache=False,
+            output_hidden_states=True,
+            logits_to_keep=keep,
+        )
+        return out.logits, self.value_head(out.hidden_states[-1][:, -keep:])
+
+
 def load_value_head(directory: str | Path, hidden_size: int) -> ValueHead:
     """The value head written by :meth:`PPOTrainer.save`, to resume training."""
     head = ValueHead(hidden_size)
@@ -269,7 +302,16 @@ class Rollout:
 
 
 class PPOTrainer:
-    """PPO with a KL penalty to a frozen reference policy; see the module docstring."""
+    """PPO with a KL penalty to a frozen reference policy; see the module docstring.
+
+    With an ``accelerator`` (``accelerate.Accelerator``) the models are moved to its
+    device and the policy, value head and optimizer are prepared by it; ``batch_size``
+    is then per process (the global batch is ``batch_size * num_processes``), every
+    process must run the same number of steps, and only the main process calls
+    ``report`` and writes in :meth:`save`. Sampling and the no-grad forward passes use
+    the unwrapped policy: DDP's forward is a collective, and ranks sample for different
+    numbers of tokens.
+    """
 
     def __init__(
         self,
@@ -280,6 +322,7 @@ class PPOTrainer:
         config: PPOConfig,
         *,
         value_head: ValueHead | None = None,
+        accelerator: Accelerator | None = None,
     ) -> None:
         if tokenizer.eos_token_id is None:
             raise ValueError("the tokenizer needs an EOS token: responses end at EOS")
@@ -294,14 +337,24 @@ class PPOTrainer:
         self.pad_token_id: int = (
             tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.eos_token_id
         )
+        self.accelerator = accelerator
+        self.num_processes = accelerator.num_processes if accelerator else 1
+        self.process_index = accelerator.process_index if accelerator else 0
+        self.is_main_process = accelerator.is_main_process if accelerator else True
+        if accelerator is not None:
+            policy.to(accelerator.device)
+            self.ref_policy.to(accelerator.device)
         self.device = next(policy.parameters()).device
 
         hidden_size = policy.config.get_text_config().hidden_size
         self.value_head = (value_head or ValueHead(hidden_size)).to(self.device)
-        self.sample_generator = torch.Generator(device=self.device).manual_seed(config.seed)
+        # Each process samples its own responses: its own stream of random numbers.
+        self.sample_generator = torch.Generator(device=self.device).manual_seed(
+            config.seed + self.process_index
+        )
         self.shuffle_generator = torch.Generator().manual_seed(config.seed + 1)
 
-        self.optimizer = torch.optim.Adam(
+        optimizer = torch.optim.Adam(
             [
                 {"params": [p for p in policy.parameters() if p.requires_grad]},
                 {
@@ -312,6 +365,11 @@ class PPOTrainer:
             lr=config.learning_rate,
             eps=config.adam_eps,
         )
+        self.policy_value = PolicyWithValue(policy, self.value_head)
+        """The module the updates run through (DDP-wrapped under several processes)."""
+        self.optimizer = optimizer
+        if accelerator is not None:
+            self.policy_value, self.optimizer = accelerator.prepare(self.policy_value, optimizer)
         self.kl_ctl: FixedKLController | AdaptiveKLController = (
             AdaptiveKLController(config.init_kl_coef, config.target_kl, config.kl_horizon)
             if config.adaptive_kl
@@ -429,24 +487,33 @@ class PPOTrainer:
                 attention_mask[rows],
                 response_ids[rows],
             )
-        length = response_ids.shape[1]
-        with_values = model is self.policy
-        out = model(
-            input_ids=input_ids,
-            attention_mask=attention_mask,
-            position_ids=position_ids_of(attention_mask),
-            use_cache=False,
-            output_hidden_states=with_values,
-            logits_to_keep=length + 1,
-        )
+        keep = response_ids.shape[1] + 1
+        values = None
+        if model is self.policy:
+            # Gradients flow through the prepared (possibly DDP) module; no-grad passes
+            # use the plain one, which holds the same parameters.
+            module = self.policy_value if torch.is_grad_enabled() else self._plain_policy_value
+            all_logits, all_values = module(input_ids, attention_mask, keep)
+            values = all_values[:, :-1]
+        else:
+            all_logits = model(
+                input_ids=input_ids,
+                attention_mask=attention_mask,
+                position_ids=position_ids_of(attention_mask),
+                use_cache=False,
+                logits_to_keep=keep,
+            ).logits
         # Position i predicts token i + 1: the logits for the R response tokens are at
         # [P - 1, P + R - 2], i.e. all kept positions but the last.
-        logits = out.logits[:, :-1].float() / self.config.temperature
+        logits = all_logits[:, :-1].float() / self.config.temperature
         logprobs = logprobs_of(logits, response_ids)
-        values = None
-        if with_values:
-            values = self.value_head(out.hidden_states[-1][:, -length - 1 : -1])
         return logprobs, logits, values
+
+    @property
+    def _plain_policy_value(self) -> nn.Module:
+        if self.accelerator is None:
+            return self.policy_value
+        return self.accelerator.unwrap_model(self.policy_value)
 
     @torch.no_grad()
     def score(self, rollout: Rollout) -> torch.Tensor:
@@ -508,8 +575,10 @@ class PPOTrainer:
         update_stats = self._ppo_epochs(rollout, old_logprob, old_value, advantages, returns)
         t_updated = time.perf_counter()
 
-        sequence_kl = kl.sum(1).mean().item()
-        self.kl_ctl.update(sequence_kl, len(rollout))
+        # Every process must see the same KL, or their coefficients drift apart.
+        global_scores = self._gather(scores)
+        sequence_kl = self._gather(kl.sum(1)).mean().item()
+        self.kl_ctl.update(sequence_kl, len(rollout) * self.num_processes)
         self.global_step += 1
 
         response_tokens = int(mask.sum().item())
@@ -517,8 +586,8 @@ class PPOTrainer:
         elapsed = t_updated - t_start
         metrics = {
             "step": float(self.global_step),
-            "score": scores.mean().item(),
-            "score_std": scores.std().item() if len(rollout) > 1 else 0.0,
+            "score": global_scores.mean().item(),
+            "score_std": global_scores.std().item() if len(global_scores) > 1 else 0.0,
             "non_score_reward": non_score_reward.sum(1).mean().item(),
             "reward": (scores + non_score_reward.sum(1)).mean().item(),
             "kl": sequence_kl,
@@ -538,7 +607,36 @@ class PPOTrainer:
             "tokens_per_second": total_tokens / elapsed,
             "response_tokens_per_second": response_tokens / elapsed,
         }
-        return metrics
+        return self._across_processes(metrics)
+
+    def _gather(self, values: torch.Tensor) -> torch.Tensor:
+        """``values`` ``[n]`` of every process, concatenated (equal ``n`` everywhere)."""
+        if self.accelerator is None or self.num_processes == 1:
+            return values
+        return self.accelerator.gather(values.contiguous())
+
+    def _across_processes(self, metrics: dict[str, float]) -> dict[str, float]:
+        """One process's step metrics made global: means over processes, except token
+        counts (summed), times (the slowest process's, which the others waited for) and
+        throughputs (all processes' tokens over that time). Scores and KL are already
+        global."""
+        if self.num_processes == 1:
+            return metrics
+        keys = sorted(metrics)
+        local = torch.tensor([[metrics[k] for k in keys]], dtype=torch.float64, device=self.device)
+        table = self._gather(local).cpu()  # [processes, keys]
+        column = {k: table[:, i] for i, k in enumerate(keys)}
+        merged = {k: v.mean().item() for k, v in column.items()}
+        elapsed = column["time_step"].max().item()
+        for key in keys:
+            if key.startswith("time_"):
+                merged[key] = column[key].max().item()
+        merged["response_tokens"] = column["response_tokens"].sum().item()
+        merged["tokens_per_second"] = (
+            column["tokens_per_second"] * column["time_step"]
+        ).sum().item() / elapsed
+        merged["response_tokens_per_second"] = merged["response_tokens"] / elapsed
+        return merged
 
     def _ppo_epochs(
         self,
@@ -578,10 +676,18 @@ class PPOTrainer:
 
                 loss = pg_loss + cfg.vf_coef * vf_loss
                 self.optimizer.zero_grad(set_to_none=True)
-                loss.backward()
+                if self.accelerator is not None:
+                    self.accelerator.backward(loss)  # DDP averages the gradients here
+                else:
+                    loss.backward()
                 if cfg.max_grad_norm is not None:
                     params = [p for group in self.optimizer.param_groups for p in group["params"]]
-                    grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm).item()
+                    clip = (
+                        self.accelerator.clip_grad_norm_
+                        if self.accelerator is not None
+                        else torch.nn.utils.clip_grad_norm_
+                    )
+                    grad_norm = float(clip(params, cfg.max_grad_norm))
                 else:
                     grad_norm = float("nan")
                 self.optimizer.step()
@@ -619,25 +725,36 @@ class PPOTrainer:
         ``batch_size`` prompts; stops early when the iterator runs out (a final partial
         batch is dropped). Wrap a finite list in ``itertools.cycle`` to loop over it.
         ``report(step, metrics)`` is called after every step. Returns every step's metrics.
+
+        Under several processes every process passes the same iterator: a step takes
+        ``batch_size * num_processes`` prompts and each process trains on its own slice;
+        only the main process calls ``report``.
         """
         steps = self.config.total_steps if steps is None else steps
+        size = self.config.batch_size
         prompts = iter(prompt_iterator)
         history = []
         for _ in range(steps):
-            batch = list(itertools.islice(prompts, self.config.batch_size))
-            if len(batch) < self.config.batch_size:
+            batch = list(itertools.islice(prompts, size * self.num_processes))
+            if len(batch) < size * self.num_processes:
                 log.info("prompt iterator exhausted after %d steps", len(history))
                 break
-            metrics = self.step(batch)
+            mine = batch[self.process_index * size : (self.process_index + 1) * size]
+            metrics = self.step(mine)
             history.append(metrics)
-            if report is not None:
+            if report is not None and self.is_main_process:
                 report(self.global_step, metrics)
         return history
 
     def save(self, output_dir: str | Path) -> Path:
         """Write the policy and tokenizer (``from_pretrained``-loadable), the value head
-        and the PPO config plus trainer state as JSON."""
+        and the PPO config plus trainer state as JSON. Under several processes only the
+        main one writes (the weights are the same everywhere), after all have arrived."""
         out = Path(output_dir)
+        if self.accelerator is not None:
+            self.accelerator.wait_for_everyone()
+            if not self.is_main_process:
+                return out
         out.mkdir(parents=True, exist_ok=True)
         self.policy.save_pretrained(out)
         self.tokenizer.save_pretrained(out)

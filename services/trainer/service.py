@@ -10,10 +10,26 @@ presents the lease token of the claim, which only this trainer saw.
 The artifact store is ``<artifacts_dir>/runs/<run id>/``: the run's checkpoints and
 model go there, and the gateway accepts reports of nothing else. A ``run:<id>``
 model is loaded only from that run's folder of this trainer's own store.
+
+Several processes (``accelerate launch ... charter trainer run``, one process per GPU):
+only the main process (rank 0) talks to the API. It claims the run, holds the lease
+(heartbeat), downloads the dataset, resolves the models and validates the config,
+then broadcasts what it prepared; every process trains on it (TRL and the PPO trainer
+split the batches and average the gradients), and only the main process reports
+metrics and checkpoints, writes the model and completes the run. The other processes
+only follow: they never hold the API key's lease token. A bad run (config, dataset,
+model name) is failed by the main process before any process trains. A failure during
+training is reported by the main process, which then exits: the launcher stops every
+process, since the others may be waiting in a collective that will never complete, and
+the orchestrator restarts the group. A process that dies on another rank stops the
+group the same way without a report; the lease expires and the run is claimed again
+(resuming from its last checkpoint). Model paths (``run:<id>`` artifacts) must be on
+storage every process can read: one machine, or a shared artifact store.
 """
 
 from __future__ import annotations
 
+import importlib
 import itertools
 import json
 import logging
@@ -113,14 +129,74 @@ class CheckpointReporter(TrainerCallback):
         self.record = record
 
     def on_save(self, args, state, control, **kwargs):  # type: ignore[no-untyped-def]
-        self.record(str(Path(args.output_dir) / f"checkpoint-{state.global_step}"))
+        if state.is_world_process_zero:
+            self.record(str(Path(args.output_dir) / f"checkpoint-{state.global_step}"))
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """What the main process resolved for a run, broadcast to every process."""
+
+    kind: str
+    config: Any
+    """The method's validated config object."""
+    train_rows: list[dict[str, Any]]
+    eval_rows: list[dict[str, Any]] | None
+    base: Path
+    output: Path
+    resume: str | None
+    reference: Path | None = None
+    """PPO: the KL reference model."""
+    reward: Path | None = None
+    """PPO: the preference model."""
+
+
+CONFIGS = {
+    "sft": ("services.trainer.sft_config", "SFTConfig"),
+    "pm": ("services.trainer.pm_config", "PMConfig"),
+    "dpo": ("services.trainer.dpo_config", "DPOConfig"),
+    "ppo": ("services.trainer.ppo_config", "PPOConfig"),
+}
+
+
+def distributed_state() -> Any:
+    """Accelerate's process state when launched as several processes, else None.
+
+    Initialised here, before any trainer, on the CPU when there is no GPU (gloo), so
+    TRL's trainers and the PPO trainer join the same process group.
+    """
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return None
+    import torch
+    from accelerate import PartialState
+
+    return PartialState(cpu=not torch.cuda.is_available())
 
 
 class TrainerService:
-    def __init__(self, client: CharterClient, settings: Settings, owner: str | None = None) -> None:
+    def __init__(
+        self,
+        client: CharterClient,
+        settings: Settings,
+        owner: str | None = None,
+        *,
+        state: Any = None,
+    ) -> None:
+        """``state``: Accelerate's ``PartialState`` of a multi-process launch (default:
+        :func:`distributed_state`); None runs as a single process."""
         self.client = client
         self.settings = settings
         self.owner = owner or f"{socket.gethostname()}:{os.getpid()}"
+        self.state = state if state is not None else distributed_state()
+        self.is_main = self.state is None or self.state.is_main_process
+
+    def share(self, value: Any) -> Any:
+        """The main process's ``value``, on every process (itself when single)."""
+        if self.state is None or self.state.num_processes == 1:
+            return value
+        from accelerate.utils import broadcast_object_list
+
+        return broadcast_object_list([value], from_process=0)[0]
 
     # ------------------------------------------------------------------ loop
 
@@ -131,24 +207,49 @@ class TrainerService:
                 time.sleep(poll)
 
     def run_once(self, types: list[str] | None = None) -> dict[str, Any] | None:
-        """Claim one run and execute it; returns the final run, or None if none was queued."""
+        """Claim one run and execute it; returns the final run, or None if none was queued.
+
+        Under several processes the main process claims and reports; the others
+        return the claimed run as they received it (or None when nothing was queued).
+        """
+        if not self.is_main:
+            return self._follow()
         run = self.client.claim_run(self.owner, types)
         if run is None:
+            self.share(None)
             return None
         token = run.pop("lease_token")  # kept in memory only, never logged
         log.info("run %s (%s) claimed by %s", run["id"], run["type"], self.owner)
         stop = self._keep_lease(run["id"], token)
+        training = False
         try:
-            artifact = self.execute(run, token)
+            prepared = self.prepare(run)
+            self.share((run, prepared))
+            training = True
+            artifact = self.train(prepared, run["id"], token)
         except Exception as exc:  # report every failure with its cause, then move on
             log.exception("run %s failed", run["id"])
             reason = f"{type(exc).__name__}: {exc}"
             if not isinstance(exc, RunConfigError | CharterAPIError):
                 reason += "\n" + "".join(traceback.format_exc(limit=-3))
-            return self.client.fail_run(run["id"], token, reason[:20_000])
+            failed = self.client.fail_run(run["id"], token, reason[:20_000])
+            if training and self.state is not None:
+                raise  # the other processes may be stuck in a collective: stop the group
+            if not training:
+                self.share(None)  # the others wait for a run that will not come
+            return failed
         finally:
             stop.set()
         return self.client.complete_run(run["id"], token, artifact.as_uri())
+
+    def _follow(self) -> dict[str, Any] | None:
+        """A non-main process: train what the main process prepared, if anything."""
+        prepared = self.share(None)
+        if prepared is None:
+            return None
+        run, prepared = prepared
+        self.train(prepared, run["id"], None)
+        return run
 
     def _keep_lease(self, run_id: str, token: str) -> threading.Event:
         stop = threading.Event()
@@ -197,13 +298,19 @@ class TrainerService:
             return self.stored(run["artifact_uri"], run["id"])
         return resolve_model(name, self.settings.models, self.settings.models_dir)
 
-    def execute(self, run: dict[str, Any], lease_token: str) -> Path:
-        """Train the claimed run; the model directory it saved."""
+    def prepare(self, run: dict[str, Any]) -> Prepared:
+        """The main process's half of a run: everything that talks to the API or may
+        be refused (config, dataset, model names), before any process trains."""
         run_id = run["id"]
+        kind = run["type"]
+        if kind not in CONFIGS:
+            raise RunConfigError(f"unknown run type {kind!r}")
         workdir = self.run_dir(run_id)
         workdir.mkdir(parents=True, exist_ok=True)
         config = dict(run["config"])
         overrides = {k: v for k, v in config.items() if k not in RUN_KEYS}
+        module, name = CONFIGS[kind]
+        config_ = build_config(getattr(importlib.import_module(module), name), overrides)
         # The dataset version the gateway validated and pinned (dataset_version_id), not config.
         dataset = run.get("dataset")
         if not dataset:
@@ -215,11 +322,10 @@ class TrainerService:
         rows = read_rows(data)
         if not rows:
             raise RunConfigError(f"dataset {dataset} has no rows")
-        train_rows, eval_rows = split(rows, float(config.get("eval_fraction", 0.1)))
-        sink = MetricsSink(lambda points: self.client.report_metrics(run_id, lease_token, points))
-        output = workdir / "model"
-        base = self.model_dir(config["base_model"])
-        kind = run["type"]
+        if kind == "ppo":  # PPO samples its own responses to every prompt
+            train_rows, eval_rows = rows, None
+        else:
+            train_rows, eval_rows = split(rows, float(config.get("eval_fraction", 0.1)))
         # A resumed run continues from the checkpoint its last attempt recorded.
         checkpoint = run.get("checkpoint")
         resume = None
@@ -228,47 +334,62 @@ class TrainerService:
             resume = str(saved) if saved.is_dir() else None
         if resume:
             log.info("run %s resumes from %s", run_id, resume)
-        record = CheckpointReporter(
-            lambda path: self.client.report_checkpoint(run_id, lease_token, path)
+        reference = reward = None
+        if kind == "ppo":
+            reference = self.model_dir(config["reference_model"])
+            reward = self.model_dir(f"run:{config['reward_run']}")
+        return Prepared(
+            kind=kind,
+            config=config_,
+            train_rows=train_rows,
+            eval_rows=eval_rows,
+            base=self.model_dir(config["base_model"]),
+            output=workdir / "model",
+            resume=resume,
+            reference=reference,
+            reward=reward,
         )
-        common = {"report": sink, "callbacks": [record], "resume_from_checkpoint": resume}
+
+    def train(self, prepared: Prepared, run_id: str, lease_token: str | None) -> Path:
+        """Every process's half of a run: train and save (the main process reports and
+        writes); the model directory."""
+
+        def post(points: list[dict[str, Any]]) -> None:
+            if self.is_main and lease_token is not None:
+                self.client.report_metrics(run_id, lease_token, points)
+
+        def record(path: str) -> None:
+            if self.is_main and lease_token is not None:
+                self.client.report_checkpoint(run_id, lease_token, path)
+
+        sink = MetricsSink(post)
+        p = prepared
+        common = {
+            "report": sink,
+            "callbacks": [CheckpointReporter(record)],
+            "resume_from_checkpoint": p.resume,
+        }
         try:
-            if kind == "sft":
-                from services.trainer.sft_config import SFTConfig
+            if p.kind == "sft":
                 from services.trainer.sft_trainer import train_sft
 
-                config_ = build_config(SFTConfig, overrides)
-                result = train_sft(base, train_rows, eval_rows, config_, output, **common)
-            elif kind == "pm":
-                from services.trainer.pm_config import PMConfig
+                result = train_sft(p.base, p.train_rows, p.eval_rows, p.config, p.output, **common)
+            elif p.kind == "pm":
                 from services.trainer.pm_trainer import train_pm
 
-                config_ = build_config(PMConfig, overrides)
-                result = train_pm(base, train_rows, eval_rows, config_, output, **common)
-            elif kind == "dpo":
-                from services.trainer.dpo_config import DPOConfig
+                result = train_pm(p.base, p.train_rows, p.eval_rows, p.config, p.output, **common)
+            elif p.kind == "dpo":
                 from services.trainer.dpo_trainer import train_dpo
 
-                config_ = build_config(DPOConfig, overrides)
-                result = train_dpo(base, train_rows, eval_rows, config_, output, **common)
-            elif kind == "ppo":
-                result = self._ppo(config, overrides, rows, base, output, sink)
+                result = train_dpo(p.base, p.train_rows, p.eval_rows, p.config, p.output, **common)
             else:
-                raise RunConfigError(f"unknown run type {kind!r}")
+                result = self._ppo(p, sink)
         finally:
             sink.flush()  # what was measured before a crash is reported too
         log.info("run %s finished: %s", run_id, getattr(result, "metrics", result))
-        return output
+        return p.output
 
-    def _ppo(
-        self,
-        config: dict[str, Any],
-        overrides: dict[str, Any],
-        rows: list[dict[str, Any]],
-        base: Path,
-        output: Path,
-        sink: MetricsSink,
-    ) -> dict[str, float]:
+    def _ppo(self, prepared: Prepared, sink: MetricsSink) -> dict[str, float]:
         """PPO against the PM of ``reward_run`` with a KL penalty to ``reference_model``."""
         from transformers import (
             AutoModelForCausalLM,
@@ -276,25 +397,31 @@ class TrainerService:
             AutoTokenizer,
         )
 
-        from services.trainer.ppo_config import PPOConfig
         from services.trainer.ppo_trainer import PPOTrainer, pm_reward
 
-        ppo_config = build_config(PPOConfig, overrides)
-        prompts = [_prompt_text(r) for r in rows]
-        tokenizer = AutoTokenizer.from_pretrained(base)
-        policy = AutoModelForCausalLM.from_pretrained(base)
-        reference = AutoModelForCausalLM.from_pretrained(self.model_dir(config["reference_model"]))
-        pm_dir = self.model_dir(f"run:{config['reward_run']}")
-        pm = AutoModelForSequenceClassification.from_pretrained(pm_dir, num_labels=1)
+        assert prepared.reference is not None and prepared.reward is not None
+        accelerator = None
+        if self.state is not None:
+            from accelerate import Accelerator
+
+            accelerator = Accelerator(cpu=self.state.device.type == "cpu")
+        prompts = [_prompt_text(r) for r in prepared.train_rows]
+        tokenizer = AutoTokenizer.from_pretrained(prepared.base)
+        policy = AutoModelForCausalLM.from_pretrained(prepared.base)
+        reference = AutoModelForCausalLM.from_pretrained(prepared.reference)
+        pm = AutoModelForSequenceClassification.from_pretrained(prepared.reward, num_labels=1)
+        if accelerator is not None:
+            pm.to(accelerator.device)
         trainer = PPOTrainer(
             policy,
             reference,
             tokenizer,
-            pm_reward(pm, AutoTokenizer.from_pretrained(pm_dir)),
-            ppo_config,
+            pm_reward(pm, AutoTokenizer.from_pretrained(prepared.reward)),
+            prepared.config,
+            accelerator=accelerator,
         )
         history = trainer.train(itertools.cycle(prompts), report=sink)
-        trainer.save(output)
+        trainer.save(prepared.output)
         return history[-1] if history else {}
 
 

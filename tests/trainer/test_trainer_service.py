@@ -8,6 +8,9 @@ models built from a config with SmolLM2's tokenizer, and reports metrics.
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -174,3 +177,92 @@ def test_a_crashed_run_resumes_from_its_last_checkpoint(stack, monkeypatch):
     steps = [m["step"] for m in client.run_metrics(run["id"]) if "loss" in m["metrics"]]
     # the first attempt's steps were reported before it failed; the second ran only 5 and 6
     assert steps == [1, 2, 3, 4, 5, 6]
+
+
+def _launch_service(tmp_path: Path, client: CharterClient, settings: Settings, runs: int) -> list:
+    """``run_once`` ``runs`` times in two processes under ``accelerate launch`` (gloo on
+    the CPU; see test_ppo_accelerate.py); each process's results."""
+    out = tmp_path / f"launch-{len(list(tmp_path.glob('launch-*')))}"
+    out.mkdir()
+    overrides = {
+        "env": "test",
+        "data_dir": str(settings.data_dir),
+        "artifacts_dir": str(settings.artifacts_dir.resolve()),
+        "models": settings.models,
+        "run_lease_seconds": settings.run_lease_seconds,
+    }
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CHARTER_")} | {
+        "ACCELERATE_USE_CPU": "1",
+        "OMP_NUM_THREADS": "1",
+        "HF_HUB_OFFLINE": "1",
+        "CHARTER_API_URL": str(client._http.base_url),
+        "CHARTER_API_KEY": client._http.headers["X-API-Key"],
+    }
+    done = subprocess.run(
+        [
+            str(Path(sys.executable).with_name("accelerate")),
+            *("launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1"),
+            *("--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "0"),
+            str(Path(__file__).with_name("service_distributed.py")),
+            *(str(out), json.dumps(overrides), str(runs)),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return [json.loads((out / f"rank-{i}.json").read_text()) for i in (0, 1)]
+
+
+def test_two_processes_share_a_run_and_only_rank_0_talks_to_the_api(stack, tmp_path):
+    client, settings = stack
+    pm = client.create_run(
+        type="pm",
+        dataset="prefs",
+        base_model="tiny",
+        config={
+            "max_steps": 3,
+            "per_device_train_batch_size": 2,
+            "logging_steps": 1,
+            "max_length": 256,
+        },
+    )
+    # The second call finds nothing queued: both processes must see that, not hang.
+    ranks = _launch_service(tmp_path, client, settings, runs=2)
+    assert [r["world_size"] for r in ranks] == [2, 2]
+    first, second = (r["results"] for r in ranks)
+    assert first[0]["id"] == second[0]["id"] == pm["id"] and first[1] is second[1] is None
+    assert first[0]["status"] == "completed", first[0]["error"]
+    # rank 0 claimed the run; rank 1 received the claim without its lease token
+    assert second[0]["lease_owner"] == "dist-0" and "lease_token" not in second[0]
+    steps = [m["step"] for m in client.run_metrics(pm["id"]) if "loss" in m["metrics"]]
+    assert steps == [1, 2, 3]  # each step reported once, not once per process
+    record = json.loads(
+        (
+            Path(first[0]["artifact_uri"].removeprefix("file://")) / "charter-training.json"
+        ).read_text()
+    )
+    assert record["global_step"] == 3
+
+    ppo = client.create_run(
+        type="ppo",
+        dataset="prefs",
+        base_model="tiny",
+        reward_run=pm["id"],
+        config={
+            "total_steps": 2,
+            "batch_size": 2,
+            "mini_batch_size": 1,
+            "response_length": 6,
+            "ppo_epochs": 1,
+        },
+    )
+    first, second = (r["results"] for r in _launch_service(tmp_path, client, settings, runs=1))
+    assert first[0]["status"] == "completed", first[0]["error"]
+    assert second[0]["id"] == ppo["id"]
+    points = list(client.run_metrics(ppo["id"]))
+    assert [m["step"] for m in points] == [1, 2]
+    # 2 processes x 2 responses of at most 6 tokens, gathered into one report per step
+    assert all(4 <= m["metrics"]["response_tokens"] <= 24 for m in points)
+    assert Path(first[0]["artifact_uri"].removeprefix("file://"), "value_head.safetensors").exists()
