@@ -1,31 +1,34 @@
-"""Dataset export rows/s through the gateway versus PostgreSQL COPY of the same rows.
+"""Dataset export through the gateway against PostgreSQL ``COPY TO``, and freezing, 10k-1M rows.
 
-Builds a fresh PostgreSQL database, inserts N labels with COPY (default one
-million), freezes them into a dataset version through the gateway
-(``POST /v1/datasets``), then streams the version's JSONL export from a
-uvicorn subprocess to /dev/null (curl) and compares with
-``COPY (SELECT <the columns the export reads> ...) TO STDOUT`` of the same rows.
-The gateway's memory is read from /proc/<pid>/status while it streams (VmRSS
-samples) and afterwards (VmHWM, the peak): flat memory means the peak does not
-grow with the rows sent.
+One scratch database gets N labels of one kind (``--sizes``, largest first needed:
+default 10k, 100k and 1M), written with COPY as nested jobs so that ``job_ids``
+filters select the first 10k, 100k, ... labels. For each size, in lockstep:
 
-    python bench/export_throughput.py --rows 1000000 --kind sft
-    python bench/export_throughput.py --rows 100000 --kind preference --repeat 3
+- **freeze**: ``POST /v1/datasets`` (it answers at once; the gateway freezes in the
+  background, in batches) polled until ``ready``, against the old synchronous path
+  run in this process: one transaction with one ``INSERT ... SELECT`` of every row
+  and the checksum pass, exactly what the request did before (``one_transaction``);
+- **export**: the version streamed by a fresh uvicorn gateway to /dev/null (curl)
+  as JSONL and as Parquet, alternating with ``COPY (SELECT <the columns the export
+  reads> ...) TO STDOUT`` of the same rows. The gateway's RSS is sampled while it
+  streams and its peak (VmHWM) read after each size: flat means it does not grow
+  with the rows.
 
-``ratio`` is the best COPY time over the best gateway time (``--repeat`` runs
-each, alternating, on a machine that may be shared); ``ratio_per_run`` pairs
-each gateway run with the COPY run right after it. The database is dropped at
-the end unless ``--keep``.
+``ratio`` is COPY's seconds over the gateway's, per lockstep pair (the median is
+reported, and best against best). Results as JSON, and SVG plots of seconds per
+1k rows against rows (``--out``, with ``.svg`` plots beside it).
+
+    python bench/export_throughput.py --kind sft --out bench/results/export_throughput_sft.json
+    python bench/export_throughput.py --kind preference --sizes 10000,100000 --repeat 3
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
 import secrets
-import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -36,22 +39,27 @@ from typing import Any
 
 import httpx
 import psycopg
-from sqlalchemy.engine import make_url
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-SECRET = "bench-secret-" + secrets.token_hex(8)
+from bench.common import (
+    DEFAULT_SERVER,
+    Gateway,
+    admin_key,
+    dsn,
+    log,
+    machine,
+    plot,
+    scratch_database,
+    write_result,
+)
+
 PHRASE = (
     "the assistant should explain clearly why this request may be harmful and offer a safer "
     "alternative that still helps with the underlying goal while staying honest kind and "
     "respectful of the person asking including when the topic is sensitive or très délicat"
 )
 WORDS = tuple(PHRASE.split(" "))
-
-
-def log(message: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
 
 
 class Texts:
@@ -71,46 +79,17 @@ class Texts:
         return pool[self._rng.randrange(self._size)]
 
 
-# --------------------------------------------------------------------------- database
+# --------------------------------------------------------------------------- labels
 
 
-def create_database(server: str) -> str:
-    url = make_url(server)
-    name = f"charter_bench_{secrets.token_hex(4)}"
-    with psycopg.connect(_dsn(url), autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    return url.set(database=name).render_as_string(hide_password=False)
-
-
-def drop_database(server: str, url: str) -> None:
-    name = make_url(url).database
-    with psycopg.connect(_dsn(make_url(server)), autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
-def _dsn(url: Any) -> str:
-    return url.set(drivername="postgresql").render_as_string(hide_password=False)
-
-
-def seed(url: str, rows: int, kind: str) -> tuple[str, str]:
-    """Project, key, constitution, batch, job, work items and ``rows`` labels; the key."""
-    from charter.db.migrate import upgrade
-    from charter.db.models import Base
-    from charter.db.session import make_engine, session_factory
-    from charter.projects import ensure_project, issue_key
-
-    upgrade(url)
-    engine = make_engine(url)
-    with session_factory(engine)() as session, session.begin():
-        project = ensure_project(session, "bench")
-        _, key = issue_key(session, project.id, ["admin"], SECRET, name="bench")
-        project_id = project.id
-    engine.dispose()
-    assert Base.metadata.tables  # the schema came from the migrations
-
+def seed(url: str, project_id: str, sizes: list[int], kind: str) -> list[str]:
+    """``max(sizes)`` labels in nested jobs: the first ``sizes[k]`` labels are jobs 0..k."""
     job_type = "sl_cai" if kind == "sft" else "compare"
-    ids = {k: secrets.token_hex(16) for k in ("constitution", "version", "batch", "job")}
-    with psycopg.connect(_dsn(make_url(url))) as conn:
+    rows = sizes[-1]
+    ids = {k: secrets.token_hex(16) for k in ("constitution", "version", "batch")}
+    jobs = [secrets.token_hex(16) for _ in sizes]
+    bounds = list(zip([0, *sizes[:-1]], sizes, strict=True))
+    with psycopg.connect(dsn(url)) as conn:
         conn.execute(
             "INSERT INTO constitutions (id, project_id, name, created_at) "
             "VALUES (%s, %s, 'default', now())",
@@ -132,19 +111,20 @@ def seed(url: str, rows: int, kind: str) -> tuple[str, str]:
             "ORDER BY g",
             (ids["batch"], rows),
         )
-        conn.execute(
-            "INSERT INTO jobs (id, project_id, type, batch_id, constitution_version_id, "
-            "constitution_ref, model, params, seed, status, item_count, chunk_count, "
-            "created_at, updated_at) VALUES (%s, %s, %s, %s, %s, 'default@1', 'smollm2', "
-            "'{}', 1, 'queued', %s, %s, now(), now())",
-            (ids["job"], project_id, job_type, ids["batch"], ids["version"], rows, rows),
-        )
-        conn.execute(
-            "INSERT INTO work_items (job_id, prompt_id, chunk, status, attempt, updated_at) "
-            "SELECT %s, id, position, 'done', 1, now() FROM prompts WHERE batch_id = %s "
-            "ORDER BY position",
-            (ids["job"], ids["batch"]),
-        )
+        for job, (lo, hi) in zip(jobs, bounds, strict=True):
+            conn.execute(
+                "INSERT INTO jobs (id, project_id, type, batch_id, constitution_version_id, "
+                "constitution_ref, model, params, seed, status, item_count, chunk_count, "
+                "created_at, updated_at) VALUES (%s, %s, %s, %s, %s, 'default@1', 'smollm2', "
+                "'{}', 1, 'completed', %s, %s, now(), now())",
+                (job, project_id, job_type, ids["batch"], ids["version"], hi - lo, hi - lo),
+            )
+            conn.execute(
+                "INSERT INTO work_items (job_id, prompt_id, chunk, status, attempt, updated_at) "
+                "SELECT %s, id, position, 'done', 1, now() FROM prompts "
+                "WHERE batch_id = %s AND position >= %s AND position < %s ORDER BY position",
+                (job, ids["batch"], lo, hi),
+            )
         span = conn.execute(
             "SELECT min(w.id), max(w.id), min(p.id), max(p.id) FROM work_items w "
             "JOIN prompts p ON p.id = w.prompt_id"
@@ -152,128 +132,140 @@ def seed(url: str, rows: int, kind: str) -> tuple[str, str]:
         assert span is not None
         w0, w1, p0, p1 = span
         assert w1 - w0 + 1 == rows and p1 - p0 + 1 == rows, "ids are not contiguous"
-        log(f"prompts and work items in; COPY {rows} {job_type} labels")
+        log(f"prompts and work items in; COPY {rows:,} {job_type} labels")
         start = time.perf_counter()
-        columns = (
-            "work_item_id, job_id, project_id, prompt_id, kind, conversation, response, "
-            "completion, response_a, response_b, p_a, p_a_forward, p_a_swapped, "
-            "swap_disagreement, choice_mass, principle_ids, constitution_version_id, "
-            "constitution_ref, model, model_revision, engine, template_version, template_hash, "
-            "sampling, seed, worker_id, attempt, timings, created_at"
-        )
-        rng = random.Random(0)
-        text = Texts(rng)
-        fixed = (
-            f"{ids['version']}\tdefault@1\tsmollm2\tabc123def4567890\ttransformers\tv3\t"
-            f"{'ab' * 32}\t"
-            '{"max_tokens": 192, "temperature": 0.7}\t1\tworker-1\t1\t{"total": 1.5}\t'
-            "2026-01-01 00:00:00+00\n"
-        )
-        # The rows are consistent by construction: skip the per-row foreign-key triggers.
-        conn.execute("SET session_replication_role = replica")
-        with conn.cursor() as cursor, cursor.copy(f"COPY labels ({columns}) FROM STDIN") as copy:
-            lines: list[str] = []
-            for i in range(rows):
-                conversation = json.dumps(
-                    [{"role": "user", "content": f"Prompt number {i}: {text(12)}?"}],
-                    ensure_ascii=False,
-                )
-                if kind == "sft":
-                    response, completion = text(40), text(60)
-                    pair = "\\N\t\\N\t\\N\t\\N\t\\N\t\\N\t\\N"
-                    principles = '["harmful-content", "honesty"]'
-                else:
-                    response, completion = "\\N", "\\N"
-                    p = rng.random()
-                    pair = (
-                        f"{text(30)}\t{text(30)}\t{p!r}\t{p!r}\t{p!r}\t"
-                        f"{'t' if rng.random() < 0.1 else 'f'}\t0.93"
-                    )
-                    principles = '["less-harmful"]'
-                lines.append(
-                    f"{w0 + i}\t{ids['job']}\t{project_id}\t{p0 + i}\t{job_type}\t"
-                    f"{conversation}\t{response}\t{completion}\t{pair}\t{principles}\t{fixed}"
-                )
-                if len(lines) == 10_000:
-                    copy.write("".join(lines))
-                    lines.clear()
-            copy.write("".join(lines))
+        _copy_labels(conn, rows, kind, job_type, jobs, bounds, project_id, ids["version"], w0, p0)
         conn.commit()
         conn.execute("ANALYZE")
         log(f"labels in: {rows / (time.perf_counter() - start):,.0f} rows/s")
-    return key, project_id
+    return jobs
 
 
-# --------------------------------------------------------------------------- gateway
+def _copy_labels(
+    conn: psycopg.Connection[Any],
+    rows: int,
+    kind: str,
+    job_type: str,
+    jobs: list[str],
+    bounds: list[tuple[int, int]],
+    project_id: str,
+    version_id: str,
+    w0: int,
+    p0: int,
+) -> None:
+    columns = (
+        "work_item_id, job_id, project_id, prompt_id, kind, conversation, response, "
+        "completion, response_a, response_b, p_a, p_a_forward, p_a_swapped, "
+        "swap_disagreement, choice_mass, principle_ids, constitution_version_id, "
+        "constitution_ref, model, model_revision, engine, template_version, template_hash, "
+        "sampling, seed, worker_id, attempt, timings, created_at"
+    )
+    rng = random.Random(0)
+    text = Texts(rng)
+    fixed = (
+        f"{version_id}\tdefault@1\tsmollm2\tabc123def4567890\ttransformers\tv3\t{'ab' * 32}\t"
+        '{"max_tokens": 192, "temperature": 0.7}\t1\tworker-1\t1\t{"total": 1.5}\t'
+        "2026-01-01 00:00:00+00\n"
+    )
+    job_of = [job for job, (lo, hi) in zip(jobs, bounds, strict=True) for _ in range(hi - lo)]
+    # The rows are consistent by construction: skip the per-row foreign-key triggers.
+    conn.execute("SET session_replication_role = replica")
+    with conn.cursor() as cursor, cursor.copy(f"COPY labels ({columns}) FROM STDIN") as copy:
+        lines: list[str] = []
+        for i in range(rows):
+            conversation = json.dumps(
+                [{"role": "user", "content": f"Prompt number {i}: {text(12)}?"}],
+                ensure_ascii=False,
+            )
+            if kind == "sft":
+                response, completion = text(40), text(60)
+                pair = "\\N\t\\N\t\\N\t\\N\t\\N\t\\N\t\\N"
+                principles = '["harmful-content", "honesty"]'
+            else:
+                response, completion = "\\N", "\\N"
+                p = rng.random()
+                pair = (
+                    f"{text(30)}\t{text(30)}\t{p!r}\t{p!r}\t{p!r}\t"
+                    f"{'t' if rng.random() < 0.1 else 'f'}\t0.93"
+                )
+                principles = '["less-harmful"]'
+            lines.append(
+                f"{w0 + i}\t{job_of[i]}\t{project_id}\t{p0 + i}\t{job_type}\t"
+                f"{conversation}\t{response}\t{completion}\t{pair}\t{principles}\t{fixed}"
+            )
+            if len(lines) == 10_000:
+                copy.write("".join(lines))
+                lines.clear()
+        copy.write("".join(lines))
+    conn.execute("SET session_replication_role = DEFAULT")
 
 
-class Gateway:
-    """uvicorn serving the gateway in a subprocess, with its memory readable."""
-
-    def __init__(self, url: str, data_dir: Path) -> None:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
-        env = os.environ | {
-            "CHARTER_DATABASE_URL": url,
-            "CHARTER_SECRET_KEY": SECRET,
-            "CHARTER_DATA_DIR": str(data_dir),
-            "PYTHONPATH": str(ROOT),
-        }
-        env.pop("CHARTER_BROKER_URL", None)
-        self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "uvicorn",
-                "services.gateway.app:create_app",
-                "--factory",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(self.port),
-                "--log-level",
-                "warning",
-                "--no-access-log",
-            ],
-            cwd=data_dir,  # no developer .env
-            env=env,
-        )
-        self.base = f"http://127.0.0.1:{self.port}"
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{self.base}/healthz", timeout=1).status_code < 500:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline or self.process.poll() is not None:
-                raise RuntimeError("the gateway did not start")
-            time.sleep(0.2)
-
-    def memory(self, field: str) -> int:
-        """VmRSS or VmHWM in KiB."""
-        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-        raise KeyError(field)
-
-    def cpu_seconds(self) -> float:
-        """User + system CPU time the gateway process (all its threads) has used."""
-        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-    def stop(self) -> None:
-        self.process.terminate()
-        self.process.wait(timeout=30)
+# --------------------------------------------------------------------------- freezing
 
 
-def export_via_gateway(gateway: Gateway, key: str, ref: str, start: int = 0) -> dict[str, Any]:
+def freeze_via_gateway(gateway: Gateway, key: str, kind: str, jobs: list[str]) -> dict[str, Any]:
+    """POST (answered at once), then GET until ready: the background freeze's wall time."""
+    headers = {"X-API-Key": key}
+    body = {"name": f"bench-{len(jobs)}", "kind": kind, "filter": {"job_ids": jobs}}
+    begin = time.perf_counter()
+    response = httpx.post(f"{gateway.base}/v1/datasets", json=body, headers=headers, timeout=600)
+    response.raise_for_status()
+    answered = time.perf_counter() - begin
+    version = response.json()
+    polls = 0
+    while version["state"] == "freezing":
+        time.sleep(0.05)
+        polls += 1
+        version = httpx.get(
+            f"{gateway.base}/v1/datasets/{version['ref']}", headers=headers, timeout=60
+        ).json()
+    assert version["state"] == "ready", version
+    return {
+        "seconds": time.perf_counter() - begin,
+        "answered_seconds": answered,
+        "polls": polls,
+        "version": version,
+    }
+
+
+def freeze_one_transaction(url: str, project_id: str, kind: str, jobs: list[str]) -> dict[str, Any]:
+    """The synchronous path the request took before: count, one ``INSERT ... SELECT``
+    of every row and the checksum, all in one transaction (here, in this process)."""
+    from charter.db.session import make_engine, session_factory
+    from services.gateway.datasets import export, freezing, service
+    from services.gateway.datasets.schemas import DatasetCreate
+
+    spec = DatasetCreate.model_validate(
+        {"name": f"one-tx-{len(jobs)}", "kind": kind, "filter": {"job_ids": jobs}}
+    )
+    engine = make_engine(url)
+    try:
+        begin = time.perf_counter()
+        with session_factory(engine)() as session, session.begin():
+            _, version = service.create(session, project_id, spec)
+            version.lease_owner = "bench"  # the gateway's freezer leaves it alone
+            session.flush()
+            state = freezing.step(
+                session, version.id, "bench", batch_rows=version.rows_total, lease_seconds=600
+            )
+            assert state == "more"
+            digest = export.checksum(session, version.id, kind, version.rows_total)
+            assert freezing.finish(session, version.id, "bench", digest)
+            rows, checksum = version.row_count, version.checksum
+        return {"seconds": time.perf_counter() - begin, "rows": rows, "checksum": checksum}
+    finally:
+        engine.dispose()
+
+
+# --------------------------------------------------------------------------- export
+
+
+def export_via_gateway(gateway: Gateway, key: str, ref: str, fmt: str) -> dict[str, Any]:
     samples: list[int] = []
     done = threading.Event()
 
     def sample() -> None:
-        while not done.wait(0.25):
+        while not done.wait(0.1):
             samples.append(gateway.memory("VmRSS"))
 
     sampler = threading.Thread(target=sample, daemon=True)
@@ -282,16 +274,9 @@ def export_via_gateway(gateway: Gateway, key: str, ref: str, start: int = 0) -> 
     begin = time.perf_counter()
     out = subprocess.run(
         [
-            "curl",
-            "-sS",
-            "--fail",
-            "-o",
-            "/dev/null",
-            "-H",
-            f"X-API-Key: {key}",
-            "-w",
-            "%{size_download}",
-            f"{gateway.base}/v1/datasets/{ref}/export?format=jsonl&start={start}",
+            *("curl", "-sS", "--fail", "-o", "/dev/null", "-w", "%{size_download}"),
+            *("-H", f"X-API-Key: {key}"),
+            f"{gateway.base}/v1/datasets/{ref}/export?format={fmt}",
         ],
         capture_output=True,
         text=True,
@@ -305,9 +290,7 @@ def export_via_gateway(gateway: Gateway, key: str, ref: str, start: int = 0) -> 
         "seconds": seconds,
         "cpu_seconds": cpu,
         "bytes": int(out.stdout),
-        "rss_kib_min": min(samples, default=0),
-        "rss_kib_max": max(samples, default=0),
-        "hwm_kib": gateway.memory("VmHWM"),
+        "rss_kib_max": max(samples, default=gateway.memory("VmRSS")),
     }
 
 
@@ -323,109 +306,153 @@ def copy_baseline(url: str, version_id: str, kind: str) -> dict[str, Any]:
     )
     size = 0
     begin = time.perf_counter()
-    with (
-        psycopg.connect(_dsn(make_url(url))) as conn,
-        conn.cursor() as cursor,
-        cursor.copy(query) as copy,
-    ):
+    with psycopg.connect(dsn(url)) as conn, conn.cursor() as cursor, cursor.copy(query) as copy:
         for block in copy:
             size += len(block)
     return {"seconds": time.perf_counter() - begin, "bytes": size}
 
 
+def _version_id(url: str, name: str, number: int) -> str:
+    with psycopg.connect(dsn(url)) as conn:
+        row = conn.execute(
+            "SELECT v.id FROM dataset_versions v JOIN datasets d ON d.id = v.dataset_id "
+            "WHERE d.name = %s AND v.version = %s",
+            (name, number),
+        ).fetchone()
+    assert row is not None
+    return str(row[0])
+
+
+def _per_1k(seconds: float, rows: int) -> float:
+    return seconds / rows * 1000
+
+
+def _summary(runs: list[dict[str, Any]], copies: list[dict[str, Any]], rows: int) -> dict[str, Any]:
+    best, copy = min(r["seconds"] for r in runs), min(c["seconds"] for c in copies)
+    return {
+        "rows_per_s": round(rows / best),
+        "seconds": [round(r["seconds"], 3) for r in runs],
+        "cpu_us_per_row": round(min(r["cpu_seconds"] for r in runs) / rows * 1e6, 2),
+        "mib": round(runs[0]["bytes"] / 2**20, 1),
+        "ratio_per_run": [
+            round(c["seconds"] / r["seconds"], 3) for r, c in zip(runs, copies, strict=True)
+        ],
+        "ratio_median": round(
+            statistics.median(
+                c["seconds"] / r["seconds"] for r, c in zip(runs, copies, strict=True)
+            ),
+            3,
+        ),
+        "ratio_best": round(copy / best, 3),
+        "rss_mib_max": round(max(r["rss_kib_max"] for r in runs) / 1024, 1),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--sizes", default="10000,100000,1000000", help="Comma-separated rows.")
     parser.add_argument("--kind", choices=("sft", "preference"), default="sft")
-    parser.add_argument("--repeat", type=int, default=2, help="Best of this many runs each.")
-    parser.add_argument(
-        "--server",
-        default=os.environ.get(
-            "CHARTER_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-        ),
-        help="PostgreSQL server (a database on it); the benchmark creates its own database.",
-    )
-    parser.add_argument("--keep", action="store_true", help="Keep the benchmark database.")
-    parser.add_argument("--json", type=Path, help="Also write the results here.")
+    parser.add_argument("--repeat", type=int, default=2, help="Lockstep export pairs per size.")
+    parser.add_argument("--formats", default="jsonl,parquet")
+    parser.add_argument("--server", default=DEFAULT_SERVER, help="PostgreSQL server to use.")
+    parser.add_argument("--keep", action="store_true", help="Keep the scratch database.")
+    parser.add_argument("--out", type=Path, help="JSON result; the plots go beside it.")
     args = parser.parse_args()
+    sizes = sorted(int(s) for s in args.sizes.split(","))
+    formats = args.formats.split(",")
 
-    url = create_database(args.server)
-    log(f"database {make_url(url).database}")
-    gateway = None
-    try:
-        key, _ = seed(url, args.rows, args.kind)
-        with tempfile.TemporaryDirectory() as tmp:
-            gateway = Gateway(url, Path(tmp))
-            log("freezing the version through the gateway")
-            begin = time.perf_counter()
-            response = httpx.post(
-                f"{gateway.base}/v1/datasets",
-                json={"name": "bench", "kind": args.kind},
-                headers={"X-API-Key": key},
-                timeout=None,
-            )
-            response.raise_for_status()
-            version = response.json()
-            freeze_s = time.perf_counter() - begin
-            freeze_hwm = gateway.memory("VmHWM")
-            log(f"froze {version['ref']}: {version['row_count']} rows in {freeze_s:.1f}s")
-            gateway.stop()
-            # A fresh gateway for the exports, so its peak memory is theirs alone.
-            gateway = Gateway(url, Path(tmp))
-            idle_hwm = gateway.memory("VmHWM")
-            with psycopg.connect(_dsn(make_url(url))) as conn:
-                row = conn.execute(
-                    "SELECT v.id FROM dataset_versions v JOIN datasets d ON d.id = v.dataset_id "
-                    "WHERE d.name = 'bench' AND v.version = %s",
-                    (version["version"],),
-                ).fetchone()
-                assert row is not None
-                version_id = row[0]
-            n = version["row_count"]
-            tail = export_via_gateway(gateway, key, version["ref"], start=n - n // 10)
-            log(f"last 10% via the gateway: {tail['seconds']:.2f}s, peak {tail['hwm_kib']} KiB")
-            runs, copies = [], []
-            for attempt in range(args.repeat):
-                runs.append(export_via_gateway(gateway, key, version["ref"]))
-                copies.append(copy_baseline(url, version_id, args.kind))
-                log(
-                    f"run {attempt + 1}: gateway {n / runs[-1]['seconds']:,.0f} rows/s, "
-                    f"COPY {n / copies[-1]['seconds']:,.0f} rows/s"
+    result: dict[str, Any] = {"kind": args.kind, "sizes": sizes, "machine": machine()}
+    with scratch_database(args.server, keep=args.keep) as url, tempfile.TemporaryDirectory() as tmp:
+        key, project_id = admin_key(url)
+        jobs = seed(url, project_id, sizes, args.kind)
+        freezes: list[dict[str, Any]] = []
+        with Gateway(url, Path(tmp)) as gateway:
+            for k, size in enumerate(sizes):
+                background = freeze_via_gateway(gateway, key, args.kind, jobs[: k + 1])
+                one_tx = freeze_one_transaction(url, project_id, args.kind, jobs[: k + 1])
+                version = background.pop("version")
+                assert version["row_count"] == one_tx["rows"] == size, (version, one_tx)
+                assert version["checksum"] == one_tx["checksum"]
+                freezes.append(
+                    {
+                        "rows": size,
+                        "ref": version["ref"],
+                        "background_seconds": round(background["seconds"], 3),
+                        "background_answered_seconds": round(background["answered_seconds"], 3),
+                        "one_transaction_seconds": round(one_tx["seconds"], 3),
+                        "ratio": round(one_tx["seconds"] / background["seconds"], 3),
+                    }
                 )
-            best = min(runs, key=lambda r: r["seconds"])
-            copy = min(copies, key=lambda r: r["seconds"])
-            result = {
-                "rows": n,
-                "kind": args.kind,
-                "freeze_seconds": round(freeze_s, 2),
-                "freeze_gateway_peak_rss_mib": round(freeze_hwm / 1024, 1),
-                "gateway_rows_per_s": round(n / best["seconds"]),
-                "gateway_seconds": round(best["seconds"], 2),
-                "gateway_mib": round(best["bytes"] / 2**20, 1),
-                "gateway_cpu_us_per_row": round(best["cpu_seconds"] / n * 1e6, 1),
-                "copy_rows_per_s": round(n / copy["seconds"]),
-                "copy_seconds": round(copy["seconds"], 2),
-                "copy_mib": round(copy["bytes"] / 2**20, 1),
-                "ratio": round(copy["seconds"] / best["seconds"], 3),
-                "ratio_per_run": [
-                    round(c["seconds"] / r["seconds"], 3) for r, c in zip(runs, copies, strict=True)
-                ],
-                "gateway_rss_mib_idle_peak": round(idle_hwm / 1024, 1),
-                "gateway_rss_mib_after_last_10pct": round(tail["hwm_kib"] / 1024, 1),
-                "gateway_rss_mib_during_export": [
-                    round(best["rss_kib_min"] / 1024, 1),
-                    round(best["rss_kib_max"] / 1024, 1),
-                ],
-                "gateway_rss_mib_peak_after_all": round(gateway.memory("VmHWM") / 1024, 1),
-            }
-    finally:
-        if gateway is not None and gateway.process.poll() is None:
-            gateway.stop()
-        if not args.keep:
-            drop_database(args.server, url)
-    print(json.dumps(result, indent=2))
-    if args.json:
-        args.json.write_text(json.dumps(result, indent=2) + "\n")
+                log(f"freeze {size:,}: {freezes[-1]}")
+            result["freeze"] = freezes
+            result["freeze_gateway_peak_rss_mib"] = round(gateway.memory("VmHWM") / 1024, 1)
+        # A fresh gateway for the exports, so its peak memory is theirs alone.
+        exports: list[dict[str, Any]] = []
+        with Gateway(url, Path(tmp)) as gateway:
+            result["export_gateway_idle_rss_mib"] = round(gateway.memory("VmHWM") / 1024, 1)
+            for freeze in freezes:
+                size, ref = freeze["rows"], freeze["ref"]
+                name, number = ref.split("@")
+                version_id = _version_id(url, name, int(number))
+                runs: dict[str, list[dict[str, Any]]] = {fmt: [] for fmt in formats}
+                copies: list[dict[str, Any]] = []
+                for _ in range(args.repeat):
+                    for fmt in formats:
+                        runs[fmt].append(export_via_gateway(gateway, key, ref, fmt))
+                    copies.append(copy_baseline(url, version_id, args.kind))
+                row: dict[str, Any] = {
+                    "rows": size,
+                    "copy_rows_per_s": round(size / min(c["seconds"] for c in copies)),
+                    "copy_seconds": [round(c["seconds"], 3) for c in copies],
+                    "copy_mib": round(copies[0]["bytes"] / 2**20, 1),
+                }
+                for fmt in formats:
+                    row[fmt] = _summary(runs[fmt], copies, size)
+                row["gateway_peak_rss_mib_after"] = round(gateway.memory("VmHWM") / 1024, 1)
+                exports.append(row)
+                log(f"export {size:,}: " + json.dumps(row))
+        result["export"] = exports
+    result["machine_after"] = machine()
+    write_result(args.out, result)
+    if args.out is not None:
+        _plots(args.out, args.kind, freezes, exports, formats)
+
+
+def _plots(
+    out: Path,
+    kind: str,
+    freezes: list[dict[str, Any]],
+    exports: list[dict[str, Any]],
+    formats: list[str],
+) -> None:
+    series = {
+        f"gateway {fmt.upper() if fmt == 'jsonl' else fmt.title()}": [
+            (e["rows"], 1000 / e[fmt]["rows_per_s"]) for e in exports
+        ]
+        for fmt in formats
+    }
+    series["PostgreSQL COPY TO"] = [(e["rows"], 1000 / e["copy_rows_per_s"]) for e in exports]
+    plot(
+        out.with_suffix(".svg"),
+        series,
+        title=f"Export of a {kind} version: cost against size",
+        xlabel="rows",
+        ylabel="seconds per 1k rows (best run)",
+    )
+    plot(
+        out.with_name(out.stem + "_freeze.svg"),
+        {
+            "background, batched (through the gateway)": [
+                (f["rows"], _per_1k(f["background_seconds"], f["rows"])) for f in freezes
+            ],
+            "one transaction (the old request)": [
+                (f["rows"], _per_1k(f["one_transaction_seconds"], f["rows"])) for f in freezes
+            ],
+        },
+        title=f"Freezing a {kind} version: cost against size",
+        xlabel="rows",
+        ylabel="seconds per 1k rows",
+    )
 
 
 if __name__ == "__main__":

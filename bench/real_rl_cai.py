@@ -83,7 +83,9 @@ def main() -> None:
                 }
             finally:
                 stop_process(worker)
-            dataset = client.create_dataset("real-prefs", "preference", {"job_ids": [job["id"]]})
+            dataset = client.create_dataset(  # waits until the version is frozen (ready)
+                "real-prefs", "preference", {"job_ids": [job["id"]]}, wait=True
+            )
             report["dataset"] = {k: dataset[k] for k in ("ref", "row_count", "checksum")}
             service = TrainerService(client, settings, owner="real-run")
             pm = client.create_run(

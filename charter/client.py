@@ -185,13 +185,41 @@ class CharterClient:
         mix: dict[str, Any] | None = None,
         *,
         idempotency_key: str | None = None,
+        wait: bool = True,
+        timeout: float = 3600,
     ) -> dict[str, Any]:
-        """Freeze the labels ``filter`` selects (plus ``mix``) into a new version of ``name``."""
+        """Freeze the labels ``filter`` selects (plus ``mix``) into a new version of ``name``.
+
+        The gateway freezes in the background; with ``wait`` (the default) this returns
+        the version once it is ``ready`` (``FreezeFailed`` if it failed), otherwise at
+        once with the version ``freezing``: poll :meth:`dataset` or call
+        :meth:`wait_dataset`.
+        """
         body: dict[str, Any] = {"name": name, "kind": kind, "filter": filter or {}}
         if mix is not None:
             body["mix"] = mix
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
-        return self.request("POST", "/v1/datasets", json=body, headers=headers)
+        version = self.request("POST", "/v1/datasets", json=body, headers=headers)
+        return self.wait_dataset(version["ref"], timeout=timeout) if wait else version
+
+    def wait_dataset(self, ref: str, *, timeout: float = 3600, poll: float = 1.0) -> dict[str, Any]:
+        """The version once it is no longer ``freezing``; polls fast at first (small
+        versions freeze in well under a second), then every ``poll`` seconds."""
+        deadline = time.monotonic() + timeout
+        delay = 0.02
+        while True:
+            version = self.dataset(ref)
+            if version["state"] == "failed":
+                raise FreezeFailed(f"{ref}: {version['error']}")
+            if version["state"] != "freezing":
+                return version
+            if time.monotonic() > deadline:
+                raise TimeoutError(
+                    f"{ref} is still freezing after {timeout:.0f} s "
+                    f"({version['rows_done']} of {version['rows_total']} rows)"
+                )
+            time.sleep(delay)
+            delay = min(delay * 2, poll)
 
     def dataset(self, ref: str) -> dict[str, Any]:
         """A version: ``name`` (the latest) or ``name@version``."""
@@ -314,3 +342,7 @@ def dump(value: Any) -> str:
 
 class ChecksumMismatch(Exception):
     """An exported file does not match the version's checksum or row count."""
+
+
+class FreezeFailed(Exception):
+    """A dataset version failed to freeze (its ``error`` says why)."""

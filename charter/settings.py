@@ -42,6 +42,15 @@ class Settings(BaseSettings):
     env: Literal["development", "test", "production"] = "development"
     data_dir: Path = Field(default=Path(".charter"), description="Embedded database and broker.")
     database_url: str | None = Field(default=None, description="SQLAlchemy URL; default SQLite.")
+    database_pool_size: int = Field(
+        default=4,
+        ge=1,
+        le=200,
+        description="PostgreSQL connections a process keeps (as many again may overflow); "
+        "the gateway admits this many requests at a time. 4 measured best of 4/10/20 on "
+        "2 cores (docs/BENCHMARKS.md, API latency); more cores or a remote database "
+        "may want more.",
+    )
     broker_url: str | None = Field(default=None, description="Celery broker; default filesystem.")
     secret_key: str = Field(default="dev-secret-do-not-use", description="Peppers API-key hashes.")
 

@@ -78,7 +78,8 @@ def _export(client: CharterClient, out: Path, jobs: list[dict[str, Any]]) -> lis
     exported = []
     for job in jobs:
         kind = "sft" if job["type"] == "sl_cai" else "preference"
-        version = client.create_dataset(f"demo-{kind}", kind, {"job_ids": [job["id"]]})
+        # The gateway freezes in the background; wait=True returns the version once ready.
+        version = client.create_dataset(f"demo-{kind}", kind, {"job_ids": [job["id"]]}, wait=True)
         for fmt in ("jsonl", "parquet"):
             exported.append(client.export_dataset(version["ref"], out / f"{kind}.{fmt}", fmt))
     return exported

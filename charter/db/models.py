@@ -251,10 +251,16 @@ class Dataset(Base):
 
 
 class DatasetVersion(Base):
-    """A frozen snapshot: the filter that chose it and, row by row, the exact labels."""
+    """A frozen snapshot: the filter that chose it and, row by row, the exact labels.
+
+    ``freezing`` -> ``ready`` (or ``failed``): a version over labels is frozen in the
+    background, batch by batch (``freeze_cursor`` is the last label id frozen, labels
+    above ``freeze_max_label_id`` are never taken), by whoever holds its lease;
+    ``row_count`` and ``checksum`` are set only when it is ``ready``.
+    """
 
     __tablename__ = "dataset_versions"
-    __table_args__ = (UniqueConstraint("dataset_id", "version"),)
+    __table_args__ = (UniqueConstraint("dataset_id", "version"), Index(None, "state"))
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
     dataset_id: Mapped[str] = mapped_column(ForeignKey("datasets.id", ondelete="CASCADE"))
     version: Mapped[int] = mapped_column(Integer)
@@ -262,7 +268,16 @@ class DatasetVersion(Base):
     mix: Mapped[dict[str, Any] | None] = mapped_column(Json)
     row_count: Mapped[int] = mapped_column(Integer, default=0)
     checksum: Mapped[str | None] = mapped_column(String(64))
+    state: Mapped[str] = mapped_column(String(16), default="ready")
+    rows_total: Mapped[int] = mapped_column(Integer, default=0)
+    rows_done: Mapped[int] = mapped_column(Integer, default=0)
+    freeze_cursor: Mapped[int | None] = mapped_column(BigInteger)
+    freeze_max_label_id: Mapped[int | None] = mapped_column(BigInteger)
+    lease_owner: Mapped[str | None] = mapped_column(String(128))
+    lease_expires_at: Mapped[datetime | None] = mapped_column(Timestamp)
+    error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
+    ready_at: Mapped[datetime | None] = mapped_column(Timestamp)
 
 
 class DatasetRow(Base):

@@ -9,13 +9,21 @@ from typing import Any
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.pool import QueuePool
 
 from charter.settings import get_settings
 
 
-def make_engine(url: str, **kwargs: Any) -> Engine:
+def make_engine(url: str, *, pool_size: int | None = None, **kwargs: Any) -> Engine:
+    """An engine for ``url``. On PostgreSQL the pool keeps ``pool_size`` connections
+    (default ``database_pool_size``) and lets as many again overflow: the gateway admits
+    ``pool_size`` requests at a time, so the overflow serves what runs beside a request's
+    own session (after-commit publishing, streamed exports)."""
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite":
+        if "poolclass" not in kwargs:
+            size = pool_size or get_settings().database_pool_size
+            kwargs = {"pool_size": size, "max_overflow": size} | kwargs
         return create_engine(url, pool_pre_ping=True, **kwargs)
     if parsed.database and parsed.database != ":memory:":
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
@@ -38,6 +46,12 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
         connection.exec_driver_sql("BEGIN IMMEDIATE")
 
     return engine
+
+
+def pool_size(engine: Engine) -> int | None:
+    """The size of a bounded (queue) pool; None for pools without a bound to respect
+    (a connection per thread, per checkout, or one shared)."""
+    return engine.pool.size() if isinstance(engine.pool, QueuePool) else None
 
 
 def is_postgres(engine: Engine) -> bool:

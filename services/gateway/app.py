@@ -2,34 +2,52 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
 from fastapi import FastAPI
 from sqlalchemy import Engine
 
 import charter
-from charter.db.session import make_engine, session_factory
+from charter.db.session import make_engine, pool_size, session_factory
 from charter.queue import make_celery
 from charter.settings import Settings, get_settings
 from services.gateway import errors, health, openapi
 from services.gateway.batches.endpoints import router as batches
 from services.gateway.constitutions.endpoints import router as constitutions
 from services.gateway.datasets.endpoints import router as datasets
+from services.gateway.datasets.freezing import Freezer
 from services.gateway.jobs.endpoints import router as jobs
 from services.gateway.keys.endpoints import router as keys
 from services.gateway.limits import BodySizeLimit
 from services.gateway.ratelimit import RateLimiter
+from services.gateway.routing import Admission
 from services.gateway.runs.endpoints import router as runs
 
 
 def create_app(settings: Settings | None = None, engine: Engine | None = None) -> FastAPI:
     settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.freezer.wake()  # resume versions a stopped gateway left freezing
+        yield
+        await asyncio.to_thread(app.state.freezer.stop)  # the current batch finishes
+
     app = FastAPI(
+        lifespan=lifespan,
         title="Charter",
         version=charter.__version__,
         description="Constitutions in; AI-feedback labels, datasets and trained models out.",
     )
     app.state.settings = settings
-    app.state.engine = engine or make_engine(settings.effective_database_url)
+    app.state.engine = engine or make_engine(
+        settings.effective_database_url, pool_size=settings.database_pool_size
+    )
     app.state.sessions = session_factory(app.state.engine)
+    app.state.admission = Admission(pool_size(app.state.engine))
+    app.state.freezer = Freezer(app.state.sessions)
     app.state.producer = make_celery(settings, name="charter-gateway")
     app.state.rate_limiter = RateLimiter(settings)
     errors.install(app)

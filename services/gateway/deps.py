@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Annotated
 
 from fastapi import Depends, Query, Request
@@ -14,15 +14,17 @@ from charter.errors import Forbidden
 from charter.settings import Settings
 
 
-def _session(request: Request) -> Session:
+# These are ``async def``: they only read ``request.state``, and FastAPI would run a
+# plain ``def`` dependency in the threadpool (a GIL hand-off each, per request).
+async def _session(request: Request) -> Session:
     return request.state.session  # opened by UnitOfWorkRoute
 
 
-def _settings(request: Request) -> Settings:
+async def _settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
-def _key(request: Request) -> ApiKey:
+async def _key(request: Request) -> ApiKey:
     return request.state.api_key  # authenticated by UnitOfWorkRoute
 
 
@@ -36,11 +38,11 @@ def check_scope(key: ApiKey, scope: str) -> None:
         raise Forbidden(f"this API key lacks the '{scope}' scope")
 
 
-def require(scope: str) -> Callable[[ApiKey], ApiKey]:
+def require(scope: str) -> Callable[[ApiKey], Awaitable[ApiKey]]:
     """The key, if it holds ``scope``. ``UnitOfWorkRoute`` reads ``required_scope`` to
     rate-limit and authorise before anything else (replays, body parsing) happens."""
 
-    def check(key: CurrentKey) -> ApiKey:
+    async def check(key: CurrentKey) -> ApiKey:
         check_scope(key, scope)
         return key
 

@@ -102,6 +102,7 @@ RAISES: dict[tuple[str, str], dict[int, str]] = {
         404: "The dataset, reward_run or run:<id> model the body names does not exist."
     },
     ("GET", "/v1/constitutions/{ref}"): {422: "The ref is not name or name@version."},
+    ("GET", "/v1/datasets/{ref}/export"): {409: "The version is not ready: freezing or failed."},
 }
 # Success statuses a route answers besides its own: (method, path) -> (like, status, why).
 ALSO_ANSWERS: dict[tuple[str, str], tuple[int, int, str]] = {
@@ -170,7 +171,7 @@ _link(
     [("POST", "/v1/keys/{key_id}/revoke")],
     {"key_id": "$response.body#/id"},
 )
-_DATASET_SOURCES = [("POST", "/v1/datasets", 201), ("POST", "/v1/datasets/{name}/upload", 201)]
+_DATASET_SOURCES = [("POST", "/v1/datasets", 202), ("POST", "/v1/datasets/{name}/upload", 201)]
 _link(
     _DATASET_SOURCES,
     [("GET", "/v1/datasets/{ref}"), ("GET", "/v1/datasets/{ref}/export")],

@@ -1,7 +1,8 @@
 """One unit of work per request: authenticate, authorise, run, commit once, then publish.
 
-Every ``/v1`` route uses :class:`UnitOfWorkRoute`. It opens the session the
-endpoint's dependencies receive, authenticates the key, counts the request
+Every ``/v1`` route uses :class:`UnitOfWorkRoute`. It admits at most as many
+requests at once as the database pool has connections (:class:`Admission`), opens
+the session the endpoint's dependencies receive, authenticates the key, counts the request
 against the key's rate limit and checks the scope the route requires (before
 anything else, so no replay or parse ever answers a key that may not call the
 route), parses a JSON body strictly and off the event loop
@@ -14,10 +15,13 @@ to the broker). Services only flush.
 
 from __future__ import annotations
 
+import asyncio
 import email.message
 import hashlib
+import weakref
 from collections.abc import Callable, Coroutine
-from typing import Any
+from contextlib import AbstractAsyncContextManager, nullcontext
+from typing import Any, TypeVar
 
 from fastapi import Request, Response
 from fastapi.dependencies.models import Dependant
@@ -29,12 +33,14 @@ from starlette.datastructures import QueryParams
 
 from charter import idempotency
 from charter.core.documents import DocumentError, load_json
+from charter.db.models import ApiKey
 from charter.errors import CharterError, Conflict, Invalid, Unavailable
 from services.gateway.auth import authenticate
 from services.gateway.deps import check_scope
 from services.gateway.errors import error_response
 
 MAX_IDEMPOTENCY_KEY = 255
+_Endpoint = TypeVar("_Endpoint", bound=Callable[..., Any])
 
 
 def after_commit(request: Request, hook: Callable[[], None]) -> None:
@@ -46,6 +52,13 @@ def mark_secret(request: Request, *fields: str) -> None:
     """The response carries secrets in these top-level fields: an idempotency record
     stores them redacted, and a retry is answered 409 instead of a replay."""
     request.state.secret_fields = (*request.state.secret_fields, *fields)
+
+
+def streams_body(endpoint: _Endpoint) -> _Endpoint:
+    """Mark an endpoint that reads ``request.stream()`` itself: the route does not read
+    the body into memory first, unless an ``Idempotency-Key`` needs the body's hash."""
+    endpoint.streams_body = True  # type: ignore[attr-defined]
+    return endpoint
 
 
 def _required_scope(dependant: Dependant) -> str | None:
@@ -120,41 +133,127 @@ def _page_limit(request: Request, route: APIRoute) -> None:
         raise Invalid(f"limit must be at most {maximum}", field="limit")
 
 
+class Admission:
+    """At most ``slots`` units of work at once; the others wait on the event loop.
+
+    A request holds its pooled connection from its first query to its commit, across
+    several threadpool calls. Without a bound, more requests than connections leave
+    threadpool threads blocked on the pool while the requests that hold connections
+    wait for a thread: everything stalls until the pool's 30 s timeout. ``slots`` is
+    the pool's size, so a thread never waits for a connection (``None``: no bound).
+    One semaphore per event loop, since tests drive one app from several loops.
+    """
+
+    def __init__(self, slots: int | None) -> None:
+        self.slots = slots
+        self._by_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    def __call__(self) -> AbstractAsyncContextManager[Any]:
+        if self.slots is None:
+            return nullcontext()
+        loop = asyncio.get_running_loop()
+        semaphore = self._by_loop.get(loop)
+        if semaphore is None:
+            semaphore = self._by_loop[loop] = asyncio.Semaphore(self.slots)
+        return semaphore
+
+
 class UnitOfWorkRoute(APIRoute):
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         endpoint = super().get_route_handler()
         self.required_scope = _required_scope(self.dependant)
 
         async def handle(request: Request) -> Response:
-            sessions = request.app.state.sessions
-            session: Session = sessions()
-            request.state.session = session
-            request.state.after_commit = []
-            request.state.secret_fields = ()
-            try:
-                return await self._handle(request, session, endpoint)
-            except CharterError as exc:
-                await run_in_threadpool(session.rollback)
-                return error_response(exc)
-            except OperationalError as exc:
-                await run_in_threadpool(session.rollback)
-                return error_response(Unavailable(f"database unavailable: {exc.orig}"))
-            finally:
-                await run_in_threadpool(session.close)
+            async with request.app.state.admission():
+                return await self._unit_of_work(request, endpoint)
 
         return handle
 
-    async def _parse_json_body(self, request: Request, body: bytes) -> None:
-        """Parse the body with the strict loader in the threadpool; FastAPI then reads
-        the cached value (``Request.json`` keeps ``_json``) instead of ``json.loads``."""
-        if self.body_field is None or not body or not _is_json(request.headers.get("content-type")):
-            return
-        bounds = request.app.state.settings.document_bounds
+    async def _unit_of_work(
+        self, request: Request, endpoint: Callable[[Request], Coroutine[Any, Any, Response]]
+    ) -> Response:
+        session: Session = request.app.state.sessions()
+        request.state.session = session
+        request.state.after_commit = []
+        request.state.secret_fields = ()
         try:
-            request._json = await run_in_threadpool(load_json, body, bounds)
-        except DocumentError as exc:
-            field = f"body.{exc.path}" if exc.path else "body"
-            raise Invalid(f"{field}: {exc}", field=field) from exc
+            return await self._handle(request, session, endpoint)
+        except CharterError as exc:
+            await run_in_threadpool(session.rollback)
+            return error_response(exc)
+        except OperationalError as exc:
+            await run_in_threadpool(session.rollback)
+            return error_response(Unavailable(f"database unavailable: {exc.orig}"))
+        finally:
+            if session.in_transaction():  # it still holds a connection: releasing it is I/O
+                await run_in_threadpool(session.close)
+            else:
+                session.close()
+
+    # Each threadpool call is a GIL hand-off that costs milliseconds on a busy 2-core
+    # host (bench/api_latency.py), so a request makes as few as it can: one to admit
+    # it, one to replay or parse, the endpoint's, and one to commit and publish.
+
+    def _admit(self, request: Request, session: Session) -> ApiKey:
+        """Authenticate, count the request against its key's rate limit and check the
+        route's scope (the limiter's store may be a network round trip: never on the
+        event loop)."""
+        state = request.app.state
+        api_key = authenticate(
+            session,
+            request.headers,
+            request.query_params,
+            state.settings.secret_key,
+            limiter=state.rate_limiter,
+            client=request.client,
+        )
+        if self.required_scope:  # every request of a key counts, replays and bad bodies too
+            state.rate_limiter.hit(api_key.id, self.required_scope)
+            check_scope(api_key, self.required_scope)
+        return api_key
+
+    def _parses_json(self, request: Request, body: bytes) -> bool:
+        content_type = request.headers.get("content-type")
+        return self.body_field is not None and bool(body) and _is_json(content_type)
+
+    def _replay_or_parse(
+        self, request: Request, session: Session, key: str | None, fingerprint: str, body: bytes
+    ) -> Response | None:
+        """The recorded response of a retried ``Idempotency-Key``; else the body parsed
+        with the strict loader, which FastAPI then reads from the cache (``Request.json``
+        keeps ``_json``) instead of calling ``json.loads``."""
+        if key is not None:
+            replay = _replay(session, request.state.api_key.id, key, fingerprint)
+            if replay is not None:
+                return replay
+        if self._parses_json(request, body):
+            try:
+                request._json = load_json(body, request.app.state.settings.document_bounds)
+            except DocumentError as exc:
+                field = f"body.{exc.path}" if exc.path else "body"
+                raise Invalid(f"{field}: {exc}", field=field) from exc
+        return None
+
+    def _commit(
+        self, request: Request, session: Session, key: str | None, fingerprint: str
+    ) -> Response | None:
+        """Commit, run the after-commit hooks, close; a replay instead when a concurrent
+        retry with the same ``Idempotency-Key`` committed first."""
+        try:
+            session.commit()
+        except IntegrityError as exc:
+            session.rollback()
+            if key is not None:
+                replay = _replay(session, request.state.api_key.id, key, fingerprint)
+                if replay is not None:
+                    return replay
+            raise Conflict("a concurrent request changed the same object; retry") from exc
+        for hook in request.state.after_commit:
+            hook()
+        session.close()
+        return None
 
     async def _handle(
         self,
@@ -163,31 +262,23 @@ class UnitOfWorkRoute(APIRoute):
         endpoint: Callable[[Request], Coroutine[Any, Any, Response]],
     ) -> Response:
         settings = request.app.state.settings
-        request.state.api_key = await run_in_threadpool(
-            authenticate,
-            session,
-            request.headers,
-            request.query_params,
-            settings.secret_key,
-            limiter=request.app.state.rate_limiter,
-            client=request.client,
-        )
-        api_key = request.state.api_key
-        if self.required_scope:  # every request of a key counts, replays and bad bodies too
-            request.app.state.rate_limiter.hit(api_key.id, self.required_scope)
-            check_scope(api_key, self.required_scope)
+        api_key = await run_in_threadpool(self._admit, request, session)
+        request.state.api_key = api_key
         _page_limit(request, self)
         key = request.headers.get("idempotency-key") if request.method == "POST" else None
-        body = await request.body()
+        streams = key is None and getattr(self.endpoint, "streams_body", False)
+        body = b"" if streams else await request.body()
         fingerprint = ""
         if key is not None:
             if not 1 <= len(key) <= MAX_IDEMPOTENCY_KEY:
                 raise Invalid("Idempotency-Key must be 1-255 characters", field="Idempotency-Key")
             fingerprint = _fingerprint(request, body)
-            replay = await run_in_threadpool(_replay, session, api_key.id, key, fingerprint)
+        if key is not None or self._parses_json(request, body):
+            replay = await run_in_threadpool(
+                self._replay_or_parse, request, session, key, fingerprint, body
+            )
             if replay is not None:
                 return replay
-        await self._parse_json_body(request, body)
         response = await endpoint(request)
         if response.status_code >= 400:
             await run_in_threadpool(session.rollback)
@@ -204,15 +295,5 @@ class UnitOfWorkRoute(APIRoute):
                 secret_fields=request.state.secret_fields,
                 ttl_seconds=settings.idempotency_ttl_seconds,
             )
-        try:
-            await run_in_threadpool(session.commit)
-        except IntegrityError as exc:
-            await run_in_threadpool(session.rollback)
-            if key is not None:  # a concurrent retry with the same key won the race
-                replay = await run_in_threadpool(_replay, session, api_key.id, key, fingerprint)
-                if replay is not None:
-                    return replay
-            raise Conflict("a concurrent request changed the same object; retry") from exc
-        for hook in request.state.after_commit:
-            await run_in_threadpool(hook)
-        return response
+        replay = await run_in_threadpool(self._commit, request, session, key, fingerprint)
+        return replay or response

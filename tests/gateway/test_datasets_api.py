@@ -12,6 +12,7 @@ import hashlib
 import json
 import math
 import os
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -141,9 +142,27 @@ def corpus(api: Any, admin_headers: dict[str, str], engine: Engine, settings: An
 
 
 def create(client: TestClient, headers: dict[str, str], **body: Any) -> dict[str, Any]:
+    """POST answers 202 with the version freezing; the version once it is ready."""
     response = client.post("/v1/datasets", json=body, headers=headers)
-    assert response.status_code == 201, response.text
-    return response.json()
+    assert response.status_code == 202, response.text
+    accepted = response.json()
+    assert accepted["state"] == "freezing" and accepted["rows_done"] == 0, accepted
+    assert accepted["row_count"] == 0 and accepted["checksum"] is None
+    return wait_ready(client, headers, accepted["ref"])
+
+
+def wait_ready(
+    client: TestClient, headers: dict[str, str], ref: str, timeout: float = 60
+) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while True:
+        version = client.get(f"/v1/datasets/{ref}", headers=headers).json()
+        if version["state"] != "freezing":
+            assert version["state"] == "ready", version
+            assert version["rows_done"] == version["rows_total"] == version["row_count"]
+            return version
+        assert time.monotonic() < deadline, version
+        time.sleep(0.01)
 
 
 def download(
@@ -287,7 +306,7 @@ def test_versions_are_immutable_and_numbered(
     key = {"Idempotency-Key": "freeze-1"} | admin_headers
     a = client.post("/v1/datasets", json=spec, headers=key)
     b = client.post("/v1/datasets", json=spec, headers=key)
-    assert a.status_code == b.status_code == 201 and a.json() == b.json()
+    assert a.status_code == b.status_code == 202 and a.json() == b.json()
     assert b.headers.get("Idempotent-Replayed") == "true"
     assert client.get("/v1/datasets/harmless", headers=admin_headers).json()["version"] == 3
 

@@ -8,9 +8,9 @@ from charter.db.models import PromptBatch
 from services.gateway.batches import service
 from services.gateway.batches.schemas import BatchCreate, BatchOut, PromptOut
 from services.gateway.deps import Cursor, Limit, ReadKey, SessionDep, SettingsDep, SubmitKey
-from services.gateway.jsonl import check_media_type
+from services.gateway.jsonl import body_chunks, check_media_type
 from services.gateway.pagination import Page, decode_int_cursor, encode_cursor, keyset
-from services.gateway.routing import UnitOfWorkRoute
+from services.gateway.routing import UnitOfWorkRoute, streams_body
 
 router = APIRouter(prefix="/v1/batches", tags=["batches"], route_class=UnitOfWorkRoute)
 
@@ -39,6 +39,7 @@ def create_batch(body: BatchCreate, session: SessionDep, key: SubmitKey) -> Batc
         }
     },
 )
+@streams_body
 async def upload_batch(
     request: Request,
     session: SessionDep,
@@ -47,14 +48,12 @@ async def upload_batch(
     name: str = Query(default="", max_length=128),
 ) -> BatchOut:
     check_media_type(request.headers.get("content-type", ""))
-    body = await request.body()
-    bounds = settings.document_bounds
 
     def store() -> BatchOut:  # parsing and the database work, off the event loop
         rows = service.parse_jsonl(
-            body,
+            body_chunks(request),
             settings.max_batch_rows,
-            bounds=bounds,
+            bounds=settings.document_bounds,
             max_line_bytes=settings.max_jsonl_line_bytes,
         )
         return _out(service.create(session, key.project_id, name, rows))

@@ -1,11 +1,13 @@
-"""Prompt batches. Large uploads take the bulk path: COPY on PostgreSQL."""
+"""Prompt batches. Uploads stream: each line is parsed and validated as it arrives and
+goes straight into one COPY (PostgreSQL) or batched inserts (SQLite), all in the
+request's transaction, so memory stays flat and a bad line anywhere stores nothing."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from itertools import islice
-from typing import Any
+from typing import Any, get_args
 
 from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
@@ -13,21 +15,20 @@ from sqlalchemy.orm import Session
 from charter.core.documents import Bounds
 from charter.db.models import Prompt, PromptBatch
 from charter.errors import NotFound
-from services.gateway.batches.schemas import PromptRow
-from services.gateway.jsonl import MAX_LINE_BYTES, parse_lines
+from services.gateway.batches.schemas import TEXT_MAX, ChatMessage, PromptRow
+from services.gateway.jsonl import MAX_LINE_BYTES, parse_stream
 
 INSERT_CHUNK = 5_000
 _COLUMNS = ("batch_id", "position", "prompt", "messages", "response", "response_a", "response_b")
 
 
 PromptRecord = tuple[str | None, list[dict[str, str]] | None, str | None, str | None, str | None]
-"""A validated row as stored: (prompt, messages, response, response_a, response_b).
+"""A validated row as stored: (prompt, messages, response, response_a, response_b)."""
 
-Uploads hold every row in memory until all have been validated; as tuples of
-strings (which the garbage collector stops tracking) a million rows take a
-fraction of the memory of models, and do not trigger the full collections that
-pause every thread of the gateway, its event loop included.
-"""
+_FIELDS = frozenset(PromptRow.model_fields)
+_MESSAGE_FIELDS = frozenset(ChatMessage.model_fields)
+_ROLES = frozenset(get_args(ChatMessage.model_fields["role"].annotation))
+_MAX_MESSAGES = 64
 
 
 def record(row: PromptRow) -> PromptRecord:
@@ -35,62 +36,119 @@ def record(row: PromptRow) -> PromptRecord:
     return (row.prompt, messages, row.response, row.response_a, row.response_b)
 
 
+def _text(value: Any, min_chars: int = 0) -> bool:
+    return type(value) is str and min_chars <= len(value) <= TEXT_MAX
+
+
+def plain_record(value: Any) -> PromptRecord | None:
+    """The record of a JSON value in the usual shapes, checked by hand: ``None`` when
+    it is anything else, for :class:`PromptRow` to decide and word the error.
+
+    Everything accepted here :class:`PromptRow` accepts too, with the same record
+    (a test holds them together); it is ~10x cheaper than ``model_validate``, which
+    was a third of an upload's CPU time.
+    """
+    if type(value) is not dict or not value.keys() <= _FIELDS:
+        return None
+    get = value.get
+    prompt, messages, response, a, b = (
+        get("prompt"),
+        get("messages"),
+        get("response"),
+        get("response_a"),
+        get("response_b"),
+    )
+    if prompt is not None:
+        if messages is not None or not _text(prompt, 1):
+            return None
+    else:
+        if type(messages) is not list or not 0 < len(messages) <= _MAX_MESSAGES:
+            return None
+        for message in messages:
+            if type(message) is not dict or message.keys() != _MESSAGE_FIELDS:
+                return None
+            role = message["role"]
+            if type(role) is not str or role not in _ROLES or not _text(message["content"]):
+                return None
+        if messages[-1]["role"] != "user":
+            return None
+        messages = [{"role": m["role"], "content": m["content"]} for m in messages]
+    if (a is None) != (b is None):
+        return None
+    for text in (response, a, b):
+        if text is not None and not _text(text):
+            return None
+    return (prompt, messages, response, a, b)
+
+
 def _parse_line(value: Any) -> PromptRecord:
-    return record(PromptRow.model_validate(value))
+    return plain_record(value) or record(PromptRow.model_validate(value))
 
 
 def parse_jsonl(
-    body: bytes,
+    body: bytes | Iterable[bytes],
     max_rows: int,
     *,
     bounds: Bounds = Bounds(),
     max_line_bytes: int = MAX_LINE_BYTES,
-) -> list[PromptRecord]:
-    """Parse (strictly) and validate every line; errors name the line and the field."""
-    return parse_lines(
-        body, _parse_line, max_rows, "batch", bounds=bounds, max_line_bytes=max_line_bytes
+) -> Iterator[PromptRecord]:
+    """Parse (strictly) and validate every line as it is read, from a body or from
+    its chunks; errors name the line and the field."""
+    chunks = (body,) if isinstance(body, bytes) else body
+    return parse_stream(
+        chunks, _parse_line, max_rows, "batch", bounds=bounds, max_line_bytes=max_line_bytes
     )
 
 
-def _records(batch_id: str, rows: Iterable[PromptRecord]) -> Iterator[dict[str, Any]]:
-    for position, (prompt, messages, response, response_a, response_b) in enumerate(rows):
-        yield {
-            "batch_id": batch_id,
-            "position": position,
-            "prompt": prompt,
-            "messages": messages,
-            "response": response,
-            "response_a": response_a,
-            "response_b": response_b,
-        }
-
-
-def _copy_postgres(session: Session, records: Iterable[dict[str, Any]]) -> None:
+def _copy_postgres(session: Session, rows: Iterable[Sequence[Any]]) -> None:
+    """COPY rows (in ``_COLUMNS`` order) as they come: a bad row later on raises here,
+    and the caller's transaction then stores nothing."""
     raw = session.connection().connection.driver_connection
     assert raw is not None
+    dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
     with (
         raw.cursor() as cursor,
         cursor.copy(f"COPY prompts ({', '.join(_COLUMNS)}) FROM STDIN") as copy,
     ):
-        for record in records:
-            if record["messages"] is not None:
-                record["messages"] = json.dumps(record["messages"])
-            copy.write_row([record[c] for c in _COLUMNS])
+        write = copy.write_row
+        for row in rows:
+            if row[3] is not None:  # messages: one JSON text for the jsonb column
+                row = (*row[:3], dumps(row[3]), *row[4:])
+            write(row)
 
 
-def create(session: Session, project_id: str, name: str, rows: list[PromptRecord]) -> PromptBatch:
-    batch = PromptBatch(project_id=project_id, name=name, row_count=len(rows))
+def _insert(session: Session, rows: Iterable[Sequence[Any]]) -> None:
+    # render_nulls keeps every row's column set identical (absent responses are
+    # NULL either way), so the rows go out in one executemany, not one per row.
+    bulk = insert(Prompt).execution_options(render_nulls=True)
+    records = (dict(zip(_COLUMNS, row, strict=True)) for row in rows)
+    while chunk := list(islice(records, INSERT_CHUNK)):
+        session.execute(bulk, chunk)
+
+
+def create(
+    session: Session, project_id: str, name: str, rows: Iterable[PromptRecord]
+) -> PromptBatch:
+    """Store the batch and its rows, which may still be streaming in (COPY on
+    PostgreSQL); rows are never all held in memory."""
+    batch = PromptBatch(project_id=project_id, name=name, row_count=0)
     session.add(batch)
     session.flush()
-    records = _records(batch.id, rows)
+    batch_id = batch.id  # an ORM attribute read costs a microsecond: read it once
+    count = 0
+
+    def numbered() -> Iterator[tuple[Any, ...]]:
+        nonlocal count
+        for position, row in enumerate(rows):
+            count = position + 1
+            yield (batch_id, position, *row)
+
     if session.get_bind().dialect.name == "postgresql":
-        _copy_postgres(session, records)
+        _copy_postgres(session, numbered())
     else:
-        # render_nulls keeps every row's column set identical (absent responses are
-        # NULL either way), so the rows go out in one executemany, not one per row.
-        bulk = insert(Prompt).execution_options(render_nulls=True)
-        while chunk := list(islice(records, INSERT_CHUNK)):
-            session.execute(bulk, chunk)
+        _insert(session, numbered())
+    batch.row_count = count
+    session.flush()
     return batch
 
 

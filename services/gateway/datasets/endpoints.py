@@ -7,14 +7,14 @@ from fastapi.responses import StreamingResponse
 from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
 
-from charter.db.models import Dataset, DatasetVersion
+from charter.db.models import Dataset, DatasetVersion, as_utc, utcnow
 from charter.errors import Invalid
-from services.gateway.datasets import export, service
+from services.gateway.datasets import export, parquet, service
 from services.gateway.datasets.schemas import DatasetCreate, DatasetKind, DatasetVersionOut
 from services.gateway.deps import Cursor, Limit, ReadKey, SessionDep, SettingsDep, SubmitKey
 from services.gateway.jsonl import check_media_type
 from services.gateway.pagination import Page, keyset
-from services.gateway.routing import UnitOfWorkRoute
+from services.gateway.routing import UnitOfWorkRoute, after_commit
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"], route_class=UnitOfWorkRoute)
 
@@ -28,22 +28,45 @@ def _out(dataset: Dataset, version: DatasetVersion) -> DatasetVersionOut:
         version=version.version,
         ref=f"{dataset.name}@{version.version}",
         source="upload" if version.filter.get("upload") else "labels",
+        state=version.state,
+        rows_done=version.rows_done,
+        rows_total=version.rows_total,
         row_count=version.row_count,
         checksum=version.checksum,
+        error=version.error,
         filter=version.filter,
         mix=version.mix,
         created_at=version.created_at,
+        ready_at=version.ready_at,
     )
+
+
+def _resume_if_orphaned(request: Request, version: DatasetVersion) -> None:
+    """A freezing version whose freezer went silent (its lease expired) is taken over
+    here: a client waiting on it polls this, so it never waits on a dead gateway."""
+    if version.state == "freezing" and (
+        version.lease_expires_at is None or as_utc(version.lease_expires_at) < utcnow()
+    ):
+        request.app.state.freezer.wake()
 
 
 @router.post(
     "",
     response_model=DatasetVersionOut,
-    status_code=status.HTTP_201_CREATED,
+    status_code=status.HTTP_202_ACCEPTED,
     summary="Freeze the labels a filter selects (and any mixed rows) into a new version",
+    description=(
+        "Answers at once with the version in state `freezing`; its rows are frozen in the "
+        "background (progress: `rows_done` of `rows_total`). Poll `GET /v1/datasets/{ref}` "
+        "until `state` is `ready` (then `row_count` and `checksum` are set) or `failed`."
+    ),
 )
-def create_dataset(body: DatasetCreate, session: SessionDep, key: SubmitKey) -> DatasetVersionOut:
-    return _out(*service.create(session, key.project_id, body))
+def create_dataset(
+    body: DatasetCreate, request: Request, session: SessionDep, key: SubmitKey
+) -> DatasetVersionOut:
+    dataset, version = service.create(session, key.project_id, body)
+    after_commit(request, request.app.state.freezer.wake)
+    return _out(dataset, version)
 
 
 @router.get("", response_model=Page[DatasetVersionOut], summary="Datasets, latest version each")
@@ -57,8 +80,10 @@ def list_datasets(
 
 
 @router.get("/{ref}", response_model=DatasetVersionOut, summary="A version (name or name@version)")
-def get_dataset(ref: str, session: SessionDep, key: ReadKey) -> DatasetVersionOut:
-    return _out(*service.resolve(session, key.project_id, ref))
+def get_dataset(ref: str, request: Request, session: SessionDep, key: ReadKey) -> DatasetVersionOut:
+    dataset, version = service.resolve(session, key.project_id, ref)
+    _resume_if_orphaned(request, version)
+    return _out(dataset, version)
 
 
 @router.get("/{name}/versions", response_model=list[DatasetVersionOut])
@@ -130,11 +155,13 @@ def export_dataset(
     start: int = Query(default=0, ge=0, description="First row (0-based): resume after k rows."),
 ) -> StreamingResponse:
     dataset, version = service.resolve(session, key.project_id, ref)
+    _resume_if_orphaned(request, version)
+    service.require_ready(dataset, version)
     if start > version.row_count:
         raise Invalid(
             f"start {start} is past the last row ({version.row_count} rows)", field="start"
         )
-    stream = export.jsonl if format == "jsonl" else export.parquet
+    stream = export.jsonl if format == "jsonl" else parquet.parquet
     body = stream(request.app.state.sessions, version.id, dataset.kind, start, version.row_count)
     filename = f"{dataset.name}-{version.version}.{format}"
     headers = {

@@ -80,11 +80,20 @@ class DatasetVersionOut(BaseModel):
     version: int
     ref: str
     source: Literal["labels", "upload"]
-    row_count: int
-    checksum: str | None = Field(description="sha256 of the version's full JSONL export.")
+    state: Literal["freezing", "ready", "failed"] = Field(
+        description="freezing: rows are being copied in the background (not exportable yet)."
+    )
+    rows_done: int = Field(description="Rows frozen so far (progress).")
+    rows_total: int = Field(description="Rows the version will have.")
+    row_count: int = Field(description="The version's rows; 0 until it is ready.")
+    checksum: str | None = Field(
+        description="sha256 of the version's full JSONL export; null until it is ready."
+    )
+    error: str | None = Field(default=None, description="Why freezing failed.")
     filter: dict[str, Any]
     mix: dict[str, Any] | None
     created_at: datetime
+    ready_at: datetime | None = None
 
 
 # --------------------------------------------------------------------------- uploaded rows

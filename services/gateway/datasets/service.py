@@ -1,10 +1,13 @@
 """Datasets: filters frozen into immutable, numbered versions; uploads; mixing.
 
-A version's rows live in ``dataset_rows`` as ``seq = 0 .. row_count - 1``. Label
-rows are chosen and numbered by one ``INSERT ... SELECT`` (so a million labels
-never pass through Python); mixed-in rows are copied from the source version by
-a second one. Nothing updates or deletes a version's rows afterwards, and the
-labels they point to cannot be deleted while they are referenced.
+A version's rows live in ``dataset_rows`` as ``seq = 0 .. row_count - 1``. A
+version over labels is created here in state ``freezing`` and filled in the
+background by :mod:`.freezing`: label rows are chosen and numbered by
+``INSERT ... SELECT`` in keyset batches (so a million labels never pass through
+Python), then mixed-in rows are copied from the source version. Uploads are
+bounded (``max_batch_rows``) and stored within their request, ``ready`` at once.
+Nothing updates or deletes a ready version's rows, and the labels they point to
+cannot be deleted while they are referenced.
 
 Interleaving: with ``n`` label rows and ``m`` mixed rows (``N = n + m``), label
 ``i`` (in label-id order) goes to ``seq = floor(i * N / n)`` and mixed row ``j``
@@ -16,7 +19,6 @@ from __future__ import annotations
 
 import json
 import math
-import random
 import re
 from collections.abc import Iterable
 from datetime import UTC
@@ -30,7 +32,6 @@ from sqlalchemy import (
     false,
     func,
     insert,
-    literal,
     or_,
     select,
     text,
@@ -49,6 +50,7 @@ from charter.db.models import (
     Job,
     Label,
     as_utc,
+    utcnow,
 )
 from charter.errors import Conflict, Invalid, NotFound
 from services.gateway.datasets import export
@@ -243,45 +245,68 @@ def mixed_count(ratio: float, label_rows: int, available: int) -> int:
     return min(math.floor(ratio / (1.0 - ratio) * label_rows + 0.5), available)
 
 
-def mixed_positions(label_rows: int, mixed: int) -> list[int]:
-    """The ``seq`` of mixed row ``j`` for ``j = 0 .. mixed - 1`` (see the module doc)."""
+def mixed_positions(label_rows: int, mixed: int, lo: int = 0, hi: int | None = None) -> list[int]:
+    """The ``seq`` of mixed row ``j`` for ``j = lo .. hi - 1`` (all by default; see the
+    module doc)."""
     total = label_rows + mixed
-    return [((j + 1) * total + mixed - 1) // mixed - 1 for j in range(mixed)]
+    return [
+        ((j + 1) * total + mixed - 1) // mixed - 1 for j in range(lo, mixed if hi is None else hi)
+    ]
 
 
 def create(
     session: Session, project_id: str, spec: DatasetCreate
 ) -> tuple[Dataset, DatasetVersion]:
-    """Freeze the labels the filter selects now (and any mixed rows) into a new version."""
+    """A new version in state ``freezing`` over the labels the filter selects now.
+
+    Only the snapshot is fixed here (how many labels, and the largest label id, so
+    that labels written later are never taken); :mod:`.freezing` copies the rows in
+    the background.
+    """
     conditions, recorded = _conditions(session, project_id, spec.kind, spec.filter)
     n, max_id = session.execute(select(func.count(), func.max(Label.id)).where(*conditions)).one()
     if n == 0:
         raise Invalid("the filter matches no labels", field="filter")
-    source: DatasetVersion | None = None
     mixed = 0
     mix: dict[str, Any] | None = None
     if spec.mix is not None:
         source, mix = _mix_source(session, project_id, spec.kind, spec.mix)
         mixed = mixed_count(spec.mix.ratio, n, source.row_count)
         mix["count"] = mixed
-    total = n + mixed
     dataset = _dataset_for(session, project_id, spec.name, spec.kind)
-    version = _new_version(session, dataset, filter=recorded, mix=mix, row_count=total)
-
-    # Label i (by id) -> seq floor(i * total / n); integer division on both backends.
-    seq = (func.row_number().over(order_by=Label.id) - 1) * total // n
-    chosen = select(literal(version.id), seq, Label.id).where(*conditions, Label.id <= max_id)
-    statement = insert(DatasetRow).from_select(["version_id", "seq", "label_id"], chosen)
-    inserted = session.execute(statement.execution_options(preserve_rowcount=True)).rowcount
-    if inserted != n:
-        raise Conflict("labels changed while the version was being frozen; retry", field="filter")
-    if source is not None and mixed:
-        assert spec.mix is not None
-        picks = random.Random(spec.mix.seed).sample(range(source.row_count), mixed)
-        _copy_rows(session, source.id, version.id, picks, mixed_positions(n, mixed))
-    version.checksum = export.checksum(session, version.id, spec.kind, total)
-    session.flush()
+    version = _new_version(
+        session,
+        dataset,
+        filter=recorded,
+        mix=mix,
+        state="freezing",
+        rows_total=n + mixed,
+        freeze_cursor=0,
+        freeze_max_label_id=max_id,
+    )
     return dataset, version
+
+
+def conditions_of(
+    session: Session, project_id: str, kind: str, version: DatasetVersion
+) -> list[ColumnElement[bool]]:
+    """The SQL conditions of a version's recorded filter (to resume freezing it)."""
+    spec = DatasetFilter.model_validate(version.filter)
+    return _conditions(session, project_id, kind, spec)[0]
+
+
+def require_ready(dataset: Dataset, version: DatasetVersion, *, field: str = "ref") -> None:
+    """409 unless the version is ``ready``: a version still freezing has partial rows."""
+    if version.state == "ready":
+        return
+    ref = f"{dataset.name}@{version.version}"
+    if version.state == "freezing":
+        raise Conflict(
+            f"dataset {ref} is still freezing ({version.rows_done} of {version.rows_total} "
+            "rows); wait until its state is ready",
+            field=field,
+        )
+    raise Conflict(f"dataset {ref} is {version.state}: {version.error}", field=field)
 
 
 def _mix_source(
@@ -293,13 +318,14 @@ def _mix_source(
             f"{mix.source!r} holds {dataset.kind} rows; a {kind} dataset cannot mix them in",
             field="mix.source",
         )
+    require_ready(dataset, source, field="mix.source")
     if source.row_count == 0:
         raise Invalid(f"{mix.source!r} has no rows", field="mix.source")
     ref = f"{dataset.name}@{source.version}"
     return source, {"source": ref, "ratio": mix.ratio, "seed": mix.seed}
 
 
-def _copy_rows(
+def copy_rows(
     session: Session, source_id: str, version_id: str, picks: list[int], targets: list[int]
 ) -> None:
     """Copy source rows ``picks[j]`` to ``targets[j]`` of the new version, in one statement."""
@@ -371,9 +397,13 @@ def upload(
 ) -> tuple[Dataset, DatasetVersion]:
     """User rows (already validated and in TRL shape) as a new version of ``name``."""
     dataset = _dataset_for(session, project_id, name, kind)
-    version = _new_version(session, dataset, filter={"upload": True}, mix=None, row_count=len(rows))
+    n = len(rows)
+    version = _new_version(
+        session, dataset, filter={"upload": True}, mix=None, row_count=n, rows_total=n, rows_done=n
+    )
     _insert_rows(session, version.id, rows)
-    version.checksum = export.checksum(session, version.id, dataset.kind, len(rows))
+    version.checksum = export.checksum(session, version.id, dataset.kind, n)
+    version.ready_at = utcnow()
     session.flush()
     return dataset, version
 

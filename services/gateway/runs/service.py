@@ -65,6 +65,7 @@ def create(session: Session, project_id: str, spec: RunCreate) -> TrainingRun:
             field=f"config.{clash[0]}",
         )
     dataset, version = datasets.resolve(session, project_id, spec.dataset, field="dataset")
+    datasets.require_ready(dataset, version, field="dataset")
     if dataset.kind not in DATASET_KINDS[spec.type]:
         raise Invalid(
             f"a {spec.type} run trains on {' or '.join(DATASET_KINDS[spec.type])} data; "

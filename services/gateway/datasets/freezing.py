@@ -1,0 +1,324 @@
+"""Freezing a dataset version in the background: bounded batches under a lease.
+
+``POST /v1/datasets`` only records the snapshot (the filter, how many labels, the
+largest label id) and answers with the version in state ``freezing``. A
+:class:`Freezer` thread in the gateway then fills ``dataset_rows``:
+
+- **label batches**: the next ``batch_rows`` matching labels after
+  ``freeze_cursor`` (keyset on ``labels.id``, never above ``freeze_max_label_id``),
+  numbered ``seq = floor(i * total / n)`` by one ``INSERT ... SELECT``;
+- **mixed batches**: source rows copied to their interleaved positions (the draw is
+  seeded, so every batch recomputes the same picks);
+- **checksum**: the full JSONL export hashed through fresh sessions, then
+  ``ready`` with ``row_count`` and ``checksum`` set.
+
+Invariant: each batch is one transaction that locks the version row, checks that
+this freezer still holds the lease, inserts its rows and advances ``rows_done`` and
+``freeze_cursor``; so a batch either happens once or not at all, and a crashed
+batch leaves nothing behind. A gateway that dies mid-freeze leaves its lease to
+expire; the next :meth:`Freezer.wake` (a gateway starting, a ``GET`` of the
+version, a new freeze) claims it and continues from the cursor. The primary keys
+of ``dataset_rows`` are the backstop: a duplicated batch cannot commit.
+
+It runs in a thread, not on the event loop, on the embedded default and in
+production alike: the work is database statements and the checksum pass, and the
+gateway already holds the database connection. Workers never import the gateway.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import random
+import secrets
+import socket
+import threading
+import time
+from datetime import timedelta
+from typing import Literal
+
+from sqlalchemy import delete, func, insert, literal, or_, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from charter.db.models import Dataset, DatasetRow, DatasetVersion, Label, utcnow
+from services.gateway.datasets import export, service
+
+log = logging.getLogger(__name__)
+
+BATCH_ROWS = 50_000
+"""Rows per batch (one transaction): ~1-3 s on PostgreSQL."""
+LEASE_SECONDS = 60.0
+"""How long a freezer may go silent before another takes the version over."""
+
+Step = Literal["more", "rows_done", "lost"]
+
+
+class FreezeFailed(Exception):
+    """The snapshot cannot be completed (labels changed under it): the version fails."""
+
+
+def _lock(session: Session, version_id: str, owner: str) -> DatasetVersion | None:
+    """The version, row-locked, if it is freezing and ``owner`` holds its lease."""
+    return session.scalar(
+        select(DatasetVersion)
+        .where(
+            DatasetVersion.id == version_id,
+            DatasetVersion.state == "freezing",
+            DatasetVersion.lease_owner == owner,
+        )
+        .with_for_update()
+    )
+
+
+def claim(session: Session, owner: str, lease_seconds: float) -> str | None:
+    """Lease the oldest freezing version that nobody holds (or whose lease expired)."""
+    now = utcnow()
+    version = session.scalar(
+        select(DatasetVersion)
+        .where(
+            DatasetVersion.state == "freezing",
+            or_(DatasetVersion.lease_owner.is_(None), DatasetVersion.lease_expires_at < now),
+        )
+        .order_by(DatasetVersion.created_at)
+        .limit(1)
+        .with_for_update(skip_locked=True)
+    )
+    if version is None:
+        return None
+    version.lease_owner = owner
+    version.lease_expires_at = now + timedelta(seconds=lease_seconds)
+    session.flush()
+    return version.id
+
+
+def _mixed(version: DatasetVersion) -> int:
+    return int((version.mix or {}).get("count", 0))
+
+
+def step(
+    session: Session, version_id: str, owner: str, *, batch_rows: int, lease_seconds: float
+) -> Step:
+    """One batch in the caller's transaction; ``rows_done`` once every row is in."""
+    version = _lock(session, version_id, owner)
+    if version is None:
+        return "lost"
+    dataset = session.get_one(Dataset, version.dataset_id)
+    total, mixed = version.rows_total, _mixed(version)
+    n = total - mixed
+    assert version.freeze_cursor is not None and version.freeze_max_label_id is not None
+    if version.freeze_cursor < version.freeze_max_label_id:
+        _label_batch(session, dataset, version, n, batch_rows)
+    elif version.rows_done < total:
+        _mixed_batch(session, dataset.project_id, version, n, batch_rows)
+    else:
+        return "rows_done"
+    version.lease_expires_at = utcnow() + timedelta(seconds=lease_seconds)
+    session.flush()
+    return "more"
+
+
+def _label_batch(
+    session: Session, dataset: Dataset, version: DatasetVersion, n: int, batch_rows: int
+) -> None:
+    assert version.freeze_cursor is not None and version.freeze_max_label_id is not None
+    conditions = service.conditions_of(session, dataset.project_id, dataset.kind, version)
+    window = [
+        *conditions,
+        Label.id > version.freeze_cursor,
+        Label.id <= version.freeze_max_label_id,
+    ]
+    # The batch's last label id: the keyset bound that makes the batch repeatable.
+    upper = session.scalar(
+        select(Label.id).where(*window).order_by(Label.id).offset(batch_rows - 1).limit(1)
+    )
+    upper = version.freeze_max_label_id if upper is None else upper
+    last = upper == version.freeze_max_label_id
+    done, total = version.rows_done, version.rows_total
+    seq = (done + func.row_number().over(order_by=Label.id) - 1) * total // n
+    chosen = select(literal(version.id), seq, Label.id).where(*window, Label.id <= upper)
+    statement = insert(DatasetRow).from_select(["version_id", "seq", "label_id"], chosen)
+    inserted = session.execute(statement.execution_options(preserve_rowcount=True)).rowcount
+    if done + inserted > n or (last and done + inserted != n):
+        raise FreezeFailed(
+            f"the filter's labels changed while the version was frozen ({done + inserted} "
+            f"rows, not {n}); create the version again"
+        )
+    version.rows_done = done + inserted
+    version.freeze_cursor = upper
+
+
+def _mixed_batch(
+    session: Session, project_id: str, version: DatasetVersion, n: int, batch_rows: int
+) -> None:
+    assert version.mix is not None
+    _, source = service.resolve(session, project_id, version.mix["source"])
+    mixed = _mixed(version)
+    lo = version.rows_done - n
+    hi = min(lo + batch_rows, mixed)
+    picks = random.Random(version.mix["seed"]).sample(range(source.row_count), mixed)[lo:hi]
+    service.copy_rows(
+        session, source.id, version.id, picks, service.mixed_positions(n, mixed, lo, hi)
+    )
+    version.rows_done += hi - lo
+
+
+def finish(session: Session, version_id: str, owner: str, checksum: str) -> bool:
+    version = _lock(session, version_id, owner)
+    if version is None:
+        return False
+    version.state = "ready"
+    version.row_count = version.rows_total
+    version.checksum = checksum
+    version.ready_at = utcnow()
+    version.lease_owner = version.lease_expires_at = None
+    session.flush()
+    return True
+
+
+def fail(session: Session, version_id: str, owner: str, error: str) -> None:
+    """``failed``, with the reason; its partial rows are deleted (nothing can read them)."""
+    version = _lock(session, version_id, owner)
+    if version is None:
+        return
+    session.execute(delete(DatasetRow).where(DatasetRow.version_id == version_id))
+    version.state, version.error = "failed", error
+    version.lease_owner = version.lease_expires_at = None
+    session.flush()
+
+
+def renew(session: Session, version_id: str, owner: str, lease_seconds: float) -> bool:
+    version = _lock(session, version_id, owner)
+    if version is not None:
+        version.lease_expires_at = utcnow() + timedelta(seconds=lease_seconds)
+        session.flush()
+    return version is not None
+
+
+def release(session: Session, version_id: str, owner: str) -> None:
+    version = _lock(session, version_id, owner)
+    if version is not None:
+        version.lease_owner = version.lease_expires_at = None
+        session.flush()
+
+
+class Freezer:
+    """Freezes versions in one background thread per gateway process, started on demand.
+
+    The thread claims versions until none is left to claim, then exits; :meth:`wake`
+    starts it again. ``stop`` (at shutdown) lets the current batch finish and hands
+    the lease back so another gateway can continue at once.
+    """
+
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        *,
+        batch_rows: int = BATCH_ROWS,
+        lease_seconds: float = LEASE_SECONDS,
+    ) -> None:
+        self.sessions = sessions
+        self.batch_rows = batch_rows
+        self.lease_seconds = lease_seconds
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._again = False
+        self._stopping = threading.Event()
+
+    def wake(self) -> None:
+        """Look for work (now, or right after the current version)."""
+        with self._lock:
+            if self._stopping.is_set():
+                return
+            self._again = True
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="freezer", daemon=True)
+                self._thread.start()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        self._stopping.set()
+        with self._lock:
+            thread = self._thread
+        if thread is not None:
+            thread.join(timeout)
+
+    def idle(self) -> bool:
+        with self._lock:
+            return self._thread is None
+
+    def _run(self) -> None:
+        while True:
+            with self._lock:  # the decision to exit and the exit are one step for wake()
+                if self._stopping.is_set() or not self._again:
+                    self._thread = None
+                    return
+                self._again = False
+            try:
+                with self.sessions() as session, session.begin():
+                    version_id = claim(session, self.owner, self.lease_seconds)
+            except Exception:  # the database went away: the next wake tries again
+                log.exception("freezer: claiming a version failed")
+                with self._lock:
+                    self._thread = None
+                return
+            if version_id is not None:
+                self.freeze(version_id)
+                with self._lock:
+                    self._again = True  # there may be more to claim
+
+    def freeze(self, version_id: str) -> bool:
+        """Freeze a version this freezer holds the lease of; True once it is ready.
+
+        An unexpected error leaves the lease to expire, so the version is resumed
+        later from its last committed batch (a crash looks the same).
+        """
+        try:
+            while True:
+                if self._stopping.is_set():
+                    with self.sessions() as session, session.begin():
+                        release(session, version_id, self.owner)
+                    return False
+                with self.sessions() as session, session.begin():
+                    state = step(
+                        session,
+                        version_id,
+                        self.owner,
+                        batch_rows=self.batch_rows,
+                        lease_seconds=self.lease_seconds,
+                    )
+                if state == "lost":
+                    return False
+                if state == "rows_done":
+                    break
+            digest = self._checksum(version_id)
+            if digest is None:
+                return False
+            with self.sessions() as session, session.begin():
+                return finish(session, version_id, self.owner, digest)
+        except FreezeFailed as exc:
+            with self.sessions() as session, session.begin():
+                fail(session, version_id, self.owner, str(exc))
+            return False
+        except Exception:
+            log.exception(
+                "freezing version %s failed; it resumes when its lease expires", version_id
+            )
+            return False
+
+    def _checksum(self, version_id: str) -> str | None:
+        """sha256 of the version's JSONL export, renewing the lease as it reads."""
+        with self.sessions() as session:
+            version = session.get_one(DatasetVersion, version_id)
+            kind = session.get_one(Dataset, version.dataset_id).kind
+            total = version.rows_total
+        digest = hashlib.sha256()
+        renewed = time.monotonic()
+        for data in export.jsonl(self.sessions, version_id, kind, 0, total):
+            digest.update(data)
+            if time.monotonic() - renewed > self.lease_seconds / 4:
+                with self.sessions() as session, session.begin():
+                    if not renew(session, version_id, self.owner, self.lease_seconds):
+                        return None
+                renewed = time.monotonic()
+        return digest.hexdigest()
