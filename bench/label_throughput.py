@@ -1,25 +1,30 @@
 """Labels/s of the platform against the engine and against a plain transformers loop, in ONE run.
 
-On the same variable-length comparison pairs (bench/data/hhh_pairs.jsonl: 40 public
-HHH pairs; without few-shot their feedback prompts run 153-895 tokens):
+On the same rows (bench/data/hhh_pairs.jsonl: 40 public HHH pairs; ``compare`` uses
+both responses, ``sl_cai`` and ``rl_cai`` the prompts only):
 
 (a) ``engine``: Charter's pipelines called in-process on a loaded TransformersEngine,
     chunk by chunk, exactly as a worker runs a chunk;
-(b) ``plain``: the batch-1 loop a user would write without Charter (``compare`` only):
-    AutoModelForCausalLM + apply_chat_template + one forward per feedback prompt,
-    reading the A/B log-probs at the last position;
+(b) ``plain``: the batch-1 loop a user would write without Charter: for ``compare``
+    one forward per feedback prompt reading the A/B log-probs; for ``sl_cai`` and
+    ``rl_cai`` the loop of ``bench/label_plain.py`` (model.generate per response,
+    critique, revision or reasoning, one forward per A/B read);
 (c) ``platform``: the embedded stack (gateway over HTTP, SQLite or PostgreSQL, the
     filesystem or Redis broker, a real Celery worker process, the sweeper), timed from
     submission to completion: ``cold`` is the first job on a fresh worker (the clock
     starts before the worker process, so it includes the model load), ``warm`` the
     same job submitted again to the loaded worker.
 
-(a) and (b) run before (c) and after each of its warm jobs, and their means are
-compared with (c)'s, so drift of a shared machine's load hits every side alike. (b) also checks that the engine's
-p_A equals batch-1's on every label.
+(a) and (b) run before (c) and after each of its warm jobs (``--plain-passes`` limits
+(b) to the first brackets), and their means are compared with (c)'s, so drift of a
+shared machine's load hits every side alike. For ``compare`` (b) also checks that the
+engine's p_A equals batch-1's on every label; for every job the platform's labels are
+checked against the engine's (same seeds, same chunks: the same text and p_A).
 
-    python bench/label_throughput.py --job compare --pairs 40 --threads 1 \\
-        --out bench/results/label_throughput_sqlite.json
+    python bench/label_throughput.py --job sl_cai --pairs 8 --rounds 4 --max-tokens 48
+    python bench/label_throughput.py --job rl_cai --pairs 8 --chain-of-thought --no-swap \\
+        --stack postgres_redis
+    python bench/label_throughput.py --plot bench/results/label_throughput_*.json
 """
 
 from __future__ import annotations
@@ -28,19 +33,29 @@ import argparse
 import json
 import math
 import os
-import platform as platform_module
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # run as a script: import the repository
+    sys.path.insert(0, str(ROOT))
+
+from bench import common  # noqa: E402
+
 DATA = ROOT / "bench" / "data" / "hhh_pairs.jsonl"
+RESULTS = ROOT / "bench" / "results"
 MODEL_NAME = "bench-model"
+REDIS_URL = "redis://127.0.0.1:6379/11"
+LABEL_FIELDS = ("completion", "response_a", "response_b", "p_a_forward", "p_a_swapped")
+"""What must be equal between the platform's labels and the in-process engine's."""
 
 
 def rows(path: Path, n: int, job: str) -> list[dict[str, str]]:
@@ -77,20 +92,75 @@ def items(data: list[dict[str, str]]) -> list[Any]:
 
 def run_chunks(engine: Any, args: argparse.Namespace, work: list[Any], params: dict) -> list[Any]:
     """The pipelines over ``work``, one call per chunk, as ``ChunkRunner`` makes them."""
-    from charter.core.constitution import Constitution
     from charter.core.jobs import JobParams, JobType
     from workers import pipelines
 
-    constitution = Constitution.model_validate(
-        yaml.safe_load((ROOT / "constitutions" / "default.yaml").read_text())
-    )
+    rules = constitution()
     job_params = JobParams.model_validate(params)
     outcomes = []
     for start in range(0, len(work), args.chunk_size):
-        ctx = pipelines.Context(engine, constitution, job_params, args.seed, pipelines.Timer())
+        ctx = pipelines.Context(engine, rules, job_params, args.seed, pipelines.Timer())
         chunk = work[start : start + args.chunk_size]
         outcomes += pipelines.run(ctx, JobType(args.job), chunk, start // args.chunk_size)
     return outcomes
+
+
+def constitution() -> Any:
+    from charter.core.constitution import Constitution
+
+    return Constitution.model_validate(
+        yaml.safe_load((ROOT / "constitutions" / "default.yaml").read_text())
+    )
+
+
+class Counted:
+    """An engine that keeps every prompt it is given, to count tokens after a timed pass."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.engine_name, self.model_name = inner.engine_name, inner.model_name
+        self.model_revision, self.special_tokens = inner.model_revision, inner.special_tokens
+        self.prompts: list[tuple[Any, str]] = []
+        self.outputs: list[str] = []
+
+    def generate(self, conversations: Any, params: Any) -> list[str]:
+        out = self.inner.generate(conversations, params)
+        self.prompts += [(c, "") for c in conversations]
+        self.outputs += out
+        return out
+
+    def choice_logprobs(self, conversations: Any, prefixes: Any, choices: Any = ("A", "B")) -> Any:
+        self.prompts += list(zip(conversations, prefixes, strict=True))
+        return self.inner.choice_logprobs(conversations, prefixes, choices)
+
+    def counts(self) -> dict[str, int]:
+        """Model calls' prompts (one per generated or scored row) and generated tokens."""
+        encode = getattr(self.inner, "encode_prompt", None)
+        if encode is None:  # the scripted engine has no tokenizer
+            return {"calls": len(self.prompts)}
+        return {
+            "calls": len(self.prompts),
+            "prompt_tokens": sum(len(encode(c, suffix=s)) for c, s in self.prompts),
+            "generated_tokens": sum(len(encode_text(self.inner, o)) for o in self.outputs),
+        }
+
+
+def encode_text(engine: Any, text: str) -> list[int]:
+    return list(engine.tokenizer(text, add_special_tokens=False).input_ids)
+
+
+def item_labels(fields: dict[str, Any]) -> dict[str, Any]:
+    return {k: fields.get(k) for k in LABEL_FIELDS}
+
+
+def engine_pass(engine: Any, args: argparse.Namespace, work: list[Any], params: dict) -> dict:
+    counted = Counted(engine)
+    start, cpu = time.perf_counter(), time.process_time()
+    outcomes = run_chunks(counted, args, work, params)
+    seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
+    assert len(outcomes) == len(work)
+    labels = {o.item.item_id: item_labels(o.fields) for o in outcomes}
+    return {"seconds": seconds, "cpu_seconds": cpu, "labels": labels} | counted.counts()
 
 
 class Recorder:
@@ -126,17 +196,6 @@ def load_engine(args: argparse.Namespace) -> Any:
         max_batch_tokens=args.max_batch_tokens,
         num_threads=args.threads,
     )
-
-
-def engine_pass(engine: Any, args: argparse.Namespace, work: list[Any], params: dict) -> dict:
-    start, cpu = time.perf_counter(), time.process_time()
-    outcomes = run_chunks(engine, args, work, params)
-    seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
-    assert len(outcomes) == len(work)
-    p_a = {
-        o.item.item_id: (o.fields.get("p_a_forward"), o.fields.get("p_a_swapped")) for o in outcomes
-    }
-    return {"seconds": seconds, "cpu_seconds": cpu, "p_a": p_a}
 
 
 def plain_pass(model_dir: Path, scored: list[tuple[Any, str]]) -> dict:
@@ -242,6 +301,7 @@ def platform_pass(
                 job = client.submit_job(batch_id=batch["id"], **spec)
                 job = client.wait(job["id"], poll=args.poll, timeout=args.timeout)
                 seconds = time.perf_counter() - start
+                common.log(f"platform {phase}: {seconds:.1f} s")
                 assert job["status"] == "completed", job
                 finished = job["counts"].get("done", 0) + job["counts"].get("abstained", 0)
                 assert finished == len(data), job["counts"]
@@ -255,7 +315,7 @@ def platform_pass(
                 } | job_breakdown(client, job["id"])
                 if phase != "cold":
                     between()
-            out["p_a"] = job_p_a(client, out[phases[-1]]["job_id"])
+            out["labels"] = job_labels(client, out[phases[-1]]["job_id"])
         finally:
             stop_process(worker)
     return out
@@ -269,36 +329,25 @@ def job_breakdown(client: Any, job_id: str) -> dict[str, float]:
     return {"pipeline_seconds": sum(t.get("total", 0.0) for t in chunks.values())}
 
 
-def job_p_a(client: Any, job_id: str) -> dict[int, tuple[Any, Any]]:
-    """p_A of both orders by item position (prompt ids follow the batch's row order)."""
+def job_labels(client: Any, job_id: str) -> dict[int, dict[str, Any]]:
+    """The label fields by item position (prompt ids follow the batch's row order)."""
     ids = sorted(i["prompt_id"] for i in client.items(job_id))
     position = {prompt_id: rank for rank, prompt_id in enumerate(ids)}
-    return {
-        position[r["prompt_id"]]: (r.get("p_a_forward"), r.get("p_a_swapped"))
-        for r in client.results(job_id)
-    }
+    return {position[r["prompt_id"]]: item_labels(r) for r in client.results(job_id)}
 
 
-def machine() -> dict[str, Any]:
-    cpu = ""
-    if Path("/proc/cpuinfo").exists():
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    commit = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
-    ).stdout.strip()
-    return {
-        "nproc": os.cpu_count(),
-        "cpu": cpu,
-        "python": platform_module.python_version(),
-        "commit": commit,
-        "loadavg": os.getloadavg(),
-    }
+def job_tag(args: argparse.Namespace) -> str:
+    """The job and the knobs that change its work, as in the results file names."""
+    if args.job == "sl_cai":
+        return f"sl_cai_r{args.rounds}"
+    if args.job == "rl_cai":
+        return (
+            "rl_cai" + ("_cot" if args.chain_of_thought else "") + ("" if args.swap else "_noswap")
+        )
+    return args.job
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -312,18 +361,39 @@ def main() -> None:
     parser.add_argument("--max-batch-tokens", type=int, default=None, help="default: settings")
     parser.add_argument("--few-shot", action="store_true", help="show the worked examples")
     parser.add_argument("--rounds", type=int, default=1, help="sl_cai rounds")
-    parser.add_argument("--max-tokens", type=int, default=32, help="generated tokens")
+    parser.add_argument("--chain-of-thought", action="store_true", help="rl_cai: reason first")
+    parser.add_argument("--no-swap", dest="swap", action="store_false", help="one A/B order")
+    parser.add_argument("--max-tokens", type=int, default=48, help="generated tokens")
     parser.add_argument("--threads", type=int, default=1, help="torch threads, every side")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--skip", nargs="*", default=[], choices=["engine", "plain", "platform"])
-    parser.add_argument("--database-url", default=None, help="default: embedded SQLite")
-    parser.add_argument("--broker-url", default=None, help="default: filesystem broker")
+    parser.add_argument(
+        "--stack",
+        choices=["sqlite", "postgres_redis"],
+        default="sqlite",
+        help="sqlite: embedded SQLite + filesystem broker; postgres_redis: a scratch "
+        f"PostgreSQL database ({common.DEFAULT_SERVER}) + {REDIS_URL}",
+    )
+    parser.add_argument("--database-url", default=None, help="overrides --stack's database")
+    parser.add_argument("--broker-url", default=None, help="overrides --stack's broker")
     parser.add_argument("--timeout", type=float, default=3600)
     parser.add_argument("--warm-jobs", type=int, default=2, help="warm jobs after the cold one")
+    parser.add_argument(
+        "--plain-passes", type=int, default=None, help="plain passes (default: every bracket)"
+    )
     parser.add_argument("--poll", type=float, default=0.25, help="seconds between job polls")
-    parser.add_argument("--out", type=Path, default=None)
-    args = parser.parse_args()
+    parser.add_argument("--out", type=Path, default=None, help="default: bench/results/...")
+    parser.add_argument(
+        "--plot", type=Path, nargs="+", default=None, help="only plot these results (SVG)"
+    )
+    return parser.parse_args()
 
+
+def main() -> None:
+    args = parse_args()
+    if args.plot:
+        plot_results(args.plot, args.out or RESULTS / "label_throughput.svg")
+        return
     from charter.settings import Settings
 
     defaults = Settings()
@@ -338,33 +408,50 @@ def main() -> None:
         import torch
 
         torch.set_num_threads(args.threads)
+    out = args.out or RESULTS / f"label_throughput_{job_tag(args)}_{args.stack}.json"
+    postgres = args.stack == "postgres_redis" and args.database_url is None
+    with common.scratch_database() if postgres else nullcontext(args.database_url) as url:
+        args.database_url = url
+        if args.stack == "postgres_redis":
+            args.broker_url = args.broker_url or REDIS_URL
+        result = measure(args)
+    common.write_result(out, result)
+
+
+def measure(args: argparse.Namespace) -> dict[str, Any]:
+    from charter.core.jobs import JobParams
 
     data = rows(args.data, args.pairs, args.job)
     params: dict[str, Any] = {
-        "swap": True,
+        "swap": args.swap,
+        "chain_of_thought": args.chain_of_thought,
         "few_shot": args.few_shot,
         "rounds": args.rounds,
         "sampling": {"max_tokens": args.max_tokens},
     }
+    job_params = JobParams.model_validate(params)
     work = items(data)
     recorder = Recorder()
     run_chunks(recorder, args, work, params)  # the exact feedback prompts, for (b) and counts
     result: dict[str, Any] = {
         "job": args.job,
+        "tag": job_tag(args),
         "items": len(data),
         "feedback_prompts": len(recorder.scored),
+        "params": job_params.model_dump(mode="json"),
         "chunk_size": args.chunk_size,
         "max_batch": args.max_batch,
         "max_batch_tokens": args.max_batch_tokens,
-        "few_shot": args.few_shot,
         "threads": args.threads,
         "engine": args.engine,
-        "database": args.database_url or "sqlite",
-        "broker": args.broker_url or "filesystem",
-        "machine": machine(),
+        "stack": args.stack,
+        "database": "postgresql" if args.database_url else "sqlite",
+        "broker": args.broker_url.split(":", 1)[0] if args.broker_url else "filesystem",
+        "machine": common.machine() | {"commit": commit()},
     }
-    plain_ok = args.job == "compare" and args.model_dir is not None and "plain" not in args.skip
-    if args.model_dir is not None and recorder.scored:
+    compare = args.job == "compare"
+    plain_on = args.model_dir is not None and "plain" not in args.skip
+    if compare and args.model_dir is not None and recorder.scored:
         from transformers import AutoTokenizer
 
         tok = AutoTokenizer.from_pretrained(args.model_dir)
@@ -383,28 +470,65 @@ def main() -> None:
 
     engine = load_engine(args) if "engine" not in args.skip else None
     passes: dict[str, list[dict]] = {"engine": [], "plain": []}
+    plain_limit = math.inf if args.plain_passes is None else args.plain_passes
 
     def raw_passes() -> None:
         if engine is not None:
             passes["engine"].append(engine_pass(engine, args, work, params))
-        if plain_ok:
-            passes["plain"].append(plain_pass(args.model_dir, recorder.scored))
+            common.log(f"engine pass: {passes['engine'][-1]['seconds']:.1f} s")
+        if plain_on and len(passes["plain"]) < plain_limit:
+            if compare:
+                passes["plain"].append(plain_pass(args.model_dir, recorder.scored))
+            else:
+                from bench.label_plain import plain_generation_pass
+
+                prompts_ = [r["prompt"] for r in data]
+                passes["plain"].append(
+                    plain_generation_pass(
+                        args.model_dir, args.job, job_params, constitution(), prompts_, args.seed
+                    )
+                )
+            common.log(f"plain pass: {passes['plain'][-1]['seconds']:.1f} s")
 
     # In-process passes before the platform and after each warm job: each warm job sits
     # between two of them, so a shared machine's load drift hits both sides alike.
     raw_passes()
+    platform_result = None
     if "platform" not in args.skip:
         with tempfile.TemporaryDirectory() as tmp:
-            result["platform"] = platform_pass(args, data, params, Path(tmp), raw_passes)
+            platform_result = platform_pass(args, data, params, Path(tmp), raw_passes)
     else:
         raw_passes()
+    result["results"] = summarise(args, result, passes, platform_result, len(work))
+    result["machine"]["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
+    return result
 
-    def rates(seconds: float, cpu: float | None = None) -> dict[str, float]:
-        out = {"seconds": round(seconds, 2), "labels_per_s": round(len(data) / seconds, 4)}
+
+def summarise(
+    args: argparse.Namespace,
+    result: dict[str, Any],
+    passes: dict[str, list[dict]],
+    platform_result: dict[str, Any] | None,
+    n_items: int,
+) -> dict[str, Any]:
+    # Prompt tokens each side read: compare's are fixed; a generation job's depend on
+    # the text generated, so each side counts its own (the platform's are the engine's:
+    # its labels are checked equal below).
+    tokens: dict[str, Any] = {s: result.get("prompt_tokens") for s in ("engine", "plain")}
+    for side, runs in passes.items():
+        if runs and "prompt_tokens" in runs[-1]:
+            tokens[side] = runs[-1]["prompt_tokens"]
+
+    def rates(seconds: float, cpu: float | None, side_tokens: int | None) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "seconds": round(seconds, 2),
+            "labels_per_s": round(n_items / seconds, 4),
+            "seconds_per_label": round(seconds / n_items, 3),
+        }
         if cpu is not None:
             out["cpu_seconds"] = round(cpu, 2)
-        if "prompt_tokens" in result and args.job == "compare":
-            out["prompt_tokens_per_s"] = round(result["prompt_tokens"] / seconds, 1)
+        if side_tokens:
+            out["prompt_tokens_per_s"] = round(side_tokens / seconds, 1)
         return out
 
     summary: dict[str, Any] = {}
@@ -412,17 +536,21 @@ def main() -> None:
         if runs:
             mean = sum(r["seconds"] for r in runs) / len(runs)
             cpu = sum(r["cpu_seconds"] for r in runs) / len(runs)
-            summary[side] = rates(mean, cpu) | {"passes": [round(r["seconds"], 2) for r in runs]}
-    platform_result = result.pop("platform", None)
+            summary[side] = rates(mean, cpu, tokens[side]) | {
+                "passes": [round(r["seconds"], 2) for r in runs]
+            }
+            for key in ("calls", "prompt_tokens", "generated_tokens"):
+                if key in runs[-1]:
+                    summary[side][key] = runs[-1][key]
     if platform_result:
-        summary["platform_cold"] = rates(platform_result["cold"]["seconds"])
+        summary["platform_cold"] = rates(platform_result["cold"]["seconds"], None, tokens["engine"])
         warm = [v for k, v in platform_result.items() if k.startswith("warm")]
 
         def mean(key: str) -> float:
             return sum(w[key] for w in warm) / len(warm)
 
         cpu = mean("worker_cpu_seconds") + mean("gateway_cpu_seconds")
-        summary["platform_warm"] = rates(mean("seconds"), cpu) | {
+        summary["platform_warm"] = rates(mean("seconds"), cpu, tokens["engine"]) | {
             "passes": [round(w["seconds"], 2) for w in warm],
             # Where a warm job's time went: inside the worker's pipelines (engine calls,
             # prompt building) and outside them (submission, broker, claims, label
@@ -432,24 +560,10 @@ def main() -> None:
             "worker_cpu_seconds": round(mean("worker_cpu_seconds"), 2),
             "gateway_cpu_seconds": round(mean("gateway_cpu_seconds"), 2),
         }
-    if passes["engine"] and passes["plain"]:
-        # Batch-1 parity: every label's p_A, both orders, from the engine vs the loop.
-        logprobs = passes["plain"][0]["logprobs"]
-        diffs = []
-        for item_id, (forward, swapped) in passes["engine"][-1]["p_a"].items():
-            chunk_start = item_id // args.chunk_size * args.chunk_size
-            n = min(args.chunk_size, len(work) - chunk_start)
-            k = item_id - chunk_start
-            f = logprobs[2 * chunk_start + k]
-            s = logprobs[2 * chunk_start + n + k]
-            diffs += [abs(forward - p_a(*f)), abs(swapped - (1 - p_a(*s)))]
-        summary["max_abs_p_a_diff_engine_vs_plain"] = max(diffs)
-    if platform_result and passes["engine"] and platform_result["p_a"]:
-        engine_p = passes["engine"][-1]["p_a"]
-        summary["max_abs_p_a_diff_platform_vs_engine"] = max(
-            max(abs((pf or 0) - (engine_p[i][0] or 0)), abs((ps or 0) - (engine_p[i][1] or 0)))
-            for i, (pf, ps) in platform_result["p_a"].items()
-        )
+    if passes["engine"] and passes["plain"] and args.job == "compare":
+        summary["max_abs_p_a_diff_engine_vs_plain"] = batch1_parity(args, passes, n_items)
+    if platform_result and passes["engine"]:
+        summary |= label_agreement(passes["engine"][-1]["labels"], platform_result["labels"])
     best = [summary[s]["labels_per_s"] for s in ("engine", "plain") if s in summary]
     if best and "platform_warm" in summary:
         summary["platform_warm_over_best"] = round(
@@ -462,15 +576,85 @@ def main() -> None:
             min(best_cpu) / summary["platform_warm"]["cpu_seconds"], 3
         )
     if passes["engine"] and passes["plain"]:
+        # Lockstep: each plain pass against the engine pass just before it.
+        pairs = zip(passes["engine"], passes["plain"], strict=False)
         summary["engine_over_plain"] = round(
-            summary["engine"]["labels_per_s"] / summary["plain"]["labels_per_s"], 3
+            sum(p["seconds"] / e["seconds"] for e, p in pairs) / len(passes["plain"]), 3
         )
-    result["results"] = summary
-    result["machine"]["loadavg_end"] = os.getloadavg()
-    print(json.dumps(result, indent=2))
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(result, indent=2) + "\n")
+        summary["engine_over_plain_cpu"] = round(
+            summary["plain"]["cpu_seconds"] / summary["engine"]["cpu_seconds"], 3
+        )
+    return summary
+
+
+def batch1_parity(args: argparse.Namespace, passes: dict[str, list[dict]], n_items: int) -> float:
+    """The largest |p_A| difference, both orders, between the engine and the batch-1 loop."""
+    logprobs = passes["plain"][0]["logprobs"]
+    diffs = []
+    for item_id, labels in passes["engine"][-1]["labels"].items():
+        chunk_start = item_id // args.chunk_size * args.chunk_size
+        n = min(args.chunk_size, n_items - chunk_start)
+        k = item_id - chunk_start
+        f = logprobs[2 * chunk_start + k]
+        s = logprobs[2 * chunk_start + n + k]
+        diffs += [
+            abs(labels["p_a_forward"] - p_a(*f)),
+            abs(labels["p_a_swapped"] - (1 - p_a(*s))),
+        ]
+    return max(diffs)
+
+
+def label_agreement(engine: dict[int, dict], platform: dict[int, dict]) -> dict[str, Any]:
+    """Whether the worker wrote the in-process engine's labels: texts equal, p_A close
+    (items that abstained have no label row and are not compared)."""
+    texts = ("completion", "response_a", "response_b")
+    same = all(engine[i][k] == row[k] for i, row in platform.items() for k in texts)
+    numbers = [
+        abs(row[k] - engine[i][k])
+        for i, row in platform.items()
+        for k in ("p_a_forward", "p_a_swapped")
+        if row[k] is not None and engine[i][k] is not None
+    ]
+    out: dict[str, Any] = {"platform_labels": len(platform), "platform_texts_equal_engine": same}
+    if numbers:
+        out["max_abs_p_a_diff_platform_vs_engine"] = max(numbers)
+    return out
+
+
+def commit() -> str:
+    return subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
+    ).stdout.strip()
+
+
+def plot_results(paths: list[Path], out: Path) -> None:
+    """CPU seconds per label against model calls per item (sl_cai rounds, rl_cai variants).
+
+    CPU seconds, not wall: on a loaded machine the kernel's autogroup scheduling gives the
+    worker (its own session) a different share of the cores than the bench process.
+    """
+    series: dict[str, list[tuple[float, float]]] = {}
+    for path in paths:
+        result = json.loads(path.read_text())
+        summary = result["results"]
+        calls = summary.get("engine", {}).get("calls")
+        if not calls:
+            continue
+        x = calls / result["items"]
+        for side in ("engine", "plain", "platform_warm"):
+            if "cpu_seconds" in summary.get(side, {}):
+                series.setdefault(f"{side} ({result['stack']})", []).append(
+                    (x, summary[side]["cpu_seconds"] / result["items"])
+                )
+    common.plot(
+        out,
+        series,
+        title="Labelling cost on a 2-core CPU (SmolLM2-135M, 1 thread)",
+        xlabel="model calls per item (generations + A/B reads)",
+        ylabel="CPU seconds per label",
+        logx=False,
+    )
+    common.log(f"wrote {out}")
 
 
 if __name__ == "__main__":

@@ -104,3 +104,86 @@ def test_tiny_model_smoke_run_compares_all_three_sides(tmp_path: Path, tiny_mode
     # the engine's bucketed, prefix-reusing call gives batch-1's probabilities
     assert summary["max_abs_p_a_diff_engine_vs_plain"] < 1e-5
     assert summary["platform_warm_over_best"] > 0
+
+
+@pytest.mark.parametrize(
+    ("job", "calls_per_item"),
+    [
+        # a response, then one critique and one revision
+        (["--job", "sl_cai", "--rounds", "1"], 3),
+        # two responses, then per order a sampled reasoning and the A/B read
+        (["--job", "rl_cai", "--chain-of-thought"], 6),
+    ],
+)
+def test_tiny_model_smoke_run_of_generation_jobs(
+    tmp_path: Path, tiny_model: Path, job: list[str], calls_per_item: int
+) -> None:
+    result = _run(
+        tmp_path,
+        "--model-dir",
+        str(tiny_model),
+        "--threads",
+        "1",
+        "--max-tokens",
+        "4",
+        "--warm-jobs",
+        "1",
+        "--plain-passes",
+        "1",
+        *job,
+    )
+    summary = result["results"]
+    assert len(summary["engine"]["passes"]) == 2 and len(summary["plain"]["passes"]) == 1
+    for side in ("engine", "plain"):
+        # both sides make the same model calls, one prompt at a time or batched
+        assert summary[side]["calls"] == calls_per_item * result["items"]
+        assert 0 < summary[side]["generated_tokens"] <= 4 * summary[side]["calls"]
+        assert summary[side]["prompt_tokens_per_s"] > 0
+    for side in ("platform_cold", "platform_warm"):
+        assert summary[side]["labels_per_s"] > 0 and summary[side]["prompt_tokens_per_s"] > 0
+    # the worker wrote the in-process engine's texts (same seeds, same chunks)
+    assert summary["platform_texts_equal_engine"] is True
+    assert summary["platform_warm_over_best"] > 0 and summary["engine_over_plain"] > 0
+    # the cost-against-size plot reads the result back
+    svg = tmp_path / "cost.svg"
+    plotted = subprocess.run(
+        [sys.executable, str(SCRIPT), "--plot", str(tmp_path / "result.json"), "--out", str(svg)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert plotted.returncode == 0, plotted.stderr[-3000:]
+    assert "platform_warm (sqlite)" in svg.read_text()
+
+
+def test_generation_plans_smoke_run(tmp_path: Path, tiny_model: Path) -> None:
+    """bench/generation_plans.py: the three plans and both samplers, on the tiny model."""
+    out = tmp_path / "plans.json"
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "bench" / "generation_plans.py"),
+            "--model-dir",
+            str(tiny_model),
+            "--prompts",
+            "3",
+            "--max-tokens",
+            "4",
+            "--repeats",
+            "1",
+            "--out",
+            str(out),
+        ],
+        cwd=tmp_path,
+        env={k: v for k, v in os.environ.items() if not k.startswith("CHARTER_")},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert sorted(map(len, result["buckets"]["batch1"])) == [1, 1, 1]
+    assert [sorted(b) for b in result["buckets"]["one_bucket"]] == [[0, 1, 2]]
+    # the engine's sampler draws the tokens transformers' sorting top-p draws
+    assert result["sampler_tokens_identical"] is True
+    assert all(v > 0 for v in result["mean_cpu_seconds"].values())

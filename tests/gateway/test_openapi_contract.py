@@ -42,7 +42,8 @@ from tests.conftest import IssuedKey
 
 SEED = 20261201
 MAX_EXAMPLES = 25  # per operation, fuzzing phase
-STATEFUL_SCENARIOS = 60
+STATEFUL_SCENARIOS = 120  # enough that creations succeed and links are followed, whatever
+# the installed generator draws first (60 left only 4 linked routes with schemathesis 4.32.5)
 STATEFUL_STEPS = 6
 NDJSON = "application/x-ndjson"
 

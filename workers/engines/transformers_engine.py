@@ -43,6 +43,7 @@ import torch
 from charter.core.engine import ChoiceLogprobs, Conversation, SamplingParams
 from workers.engines import batch_plan
 from workers.engines.batch_plan import ForwardCost, Plan
+from workers.engines.sampling import NucleusFilter
 
 log = logging.getLogger(__name__)
 
@@ -278,6 +279,8 @@ class TransformersEngine:
         lengths share a bucket unless padding them would cost more than the extra
         steps of another bucket. Rows are left-padded (generation appends on the right).
         """
+        from transformers import LogitsProcessorList
+
         if not conversations:
             return []
         prompts = [self.encode_prompt(c) for c in conversations]
@@ -297,8 +300,15 @@ class TransformersEngine:
             "pad_token_id": self.pad_token_id,
         }
         if params.temperature > 0:
+            # generate's own top-p warper sorts the whole vocabulary per row per step;
+            # NucleusFilter keeps the same tokens from a top-k (see its module doc).
+            nucleus = NucleusFilter(params.temperature, params.top_p)
             kwargs.update(
-                do_sample=True, temperature=params.temperature, top_p=params.top_p, top_k=0
+                do_sample=True,
+                temperature=1.0,
+                top_p=1.0,
+                top_k=0,
+                logits_processor=LogitsProcessorList([nucleus]),
             )
         else:
             kwargs.update(do_sample=False)
