@@ -1,10 +1,16 @@
 """The outbox: chunks whose items were never published go to the broker.
 
-Called right after a job's transaction commits, and periodically by the sweeper,
-so a broker outage delays work but never loses it. Publishing happens before the
-rows are marked: a crash in between re-publishes, which the lease makes harmless.
-A worker that gets the message before the mark commits finds the rows locked and
-waits for the mark rather than skipping them (``workers.runner``).
+Called right after a job's transaction commits, by the sweeper, and by a worker
+that gave items back; each call drains until nothing is left. A batch is one
+transaction: one ``UPDATE ... RETURNING`` marks up to ``chunks_per_batch`` chunks,
+their messages are sent over one producer, and only then does the mark commit.
+So the mark is durable only once its messages were written: a broker failure
+rolls it back (the next drain sends them), and so does a crash, because an
+uncommitted mark dies with its connection. A crash after the messages left but
+before the commit sends them twice, which the lease makes harmless. Concurrent
+drains never send a chunk twice: the second waits for the first's rows and
+finds them marked. A worker that gets a message before its mark commits finds
+the rows locked and waits for the commit (``workers.runner``).
 """
 
 from __future__ import annotations
@@ -12,46 +18,108 @@ from __future__ import annotations
 import logging
 
 from celery import Celery
-from sqlalchemy import select, update
+from sqlalchemy import and_, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from charter.db.models import Job, WorkItem, utcnow
-from charter.queue import publish_chunk
+from charter.queue import batch_producer, publish_chunk
 
 log = logging.getLogger(__name__)
 
+CHUNKS_PER_BATCH = 1000
+"""Chunks marked and sent per transaction: one UPDATE and one pipelined producer each.
+Workers that get a message first wait for the batch to commit, so it stays small."""
+
+
+def _unpublished():  # type: ignore[no-untyped-def]
+    return and_(WorkItem.status == "queued", WorkItem.published_at.is_(None))
+
+
+def _mark(session: Session, job_id: str, first: int, last: int) -> list[int]:
+    """Mark the unpublished items of chunks ``first..last-1``; the chunks they belong to.
+
+    A plain UPDATE on the (job_id, chunk) index: an ``id IN (SELECT ... SKIP LOCKED)``
+    form made PostgreSQL hash-join a scan of the whole table per batch. A row that a
+    claimer or another drain holds is waited for, then re-checked: claimed or marked
+    meanwhile, it is no longer unpublished and is not sent twice.
+    """
+    marked = session.scalars(
+        update(WorkItem)
+        .where(
+            WorkItem.job_id == job_id,
+            WorkItem.chunk >= first,
+            WorkItem.chunk < last,
+            _unpublished(),
+        )
+        .values(published_at=utcnow())
+        .returning(WorkItem.chunk)
+    )
+    return sorted(set(marked))
+
+
+def _drain_job(
+    sessions: sessionmaker[Session],
+    app: Celery,
+    job_id: str,
+    chunks_per_batch: int,
+    max_batches: int | None = None,
+) -> tuple[int, bool]:
+    """Publish a job's unpublished chunks in batches: (chunks sent, whether the broker failed)."""
+    with sessions() as session:
+        model = session.scalar(select(Job.model).where(Job.id == job_id))
+        first, last = session.execute(
+            select(func.min(WorkItem.chunk), func.max(WorkItem.chunk)).where(
+                WorkItem.job_id == job_id, _unpublished()
+            )
+        ).one()
+    if model is None or first is None:
+        return 0, False
+    sent = batches = 0
+    # Chunk ranges walk the (job_id, chunk) index: each batch reads only its own rows.
+    for start in range(first, last + 1, chunks_per_batch):
+        if max_batches is not None and batches >= max_batches:
+            break
+        with sessions() as session:
+            session.begin()
+            chunks = _mark(session, job_id, start, start + chunks_per_batch)
+            if not chunks:
+                session.rollback()
+                continue
+            try:
+                with batch_producer(app, [model]) as producer:
+                    for chunk in chunks:
+                        publish_chunk(app, job_id, chunk, model, producer)
+            except Exception as exc:  # broker down: the rollback unmarks, the sweeper retries
+                session.rollback()
+                log.warning("publish failed for job %s chunks %s+: %s", job_id, start, exc)
+                return sent, True
+            session.commit()
+        sent += len(chunks)
+        batches += 1
+    return sent, False
+
 
 def publish_pending(
-    sessions: sessionmaker[Session], app: Celery, *, job_id: str | None = None, limit: int = 1000
+    sessions: sessionmaker[Session],
+    app: Celery,
+    *,
+    job_id: str | None = None,
+    chunks_per_batch: int = CHUNKS_PER_BATCH,
+    max_batches: int | None = None,
 ) -> int:
-    """Publish up to ``limit`` unpublished chunks; returns how many were sent."""
-    with sessions() as session:
-        query = (
-            select(WorkItem.job_id, WorkItem.chunk, Job.model)
-            .join(Job, Job.id == WorkItem.job_id)
-            .where(WorkItem.status == "queued", WorkItem.published_at.is_(None))
-            .distinct()
-            .limit(limit)
-        )
-        if job_id is not None:
-            query = query.where(WorkItem.job_id == job_id)
-        chunks = session.execute(query).all()
+    """Publish every unpublished queued chunk (of one job, or of all); how many were sent.
+
+    ``max_batches`` bounds the work per job (a submission publishes one batch before it
+    answers and leaves the rest to a background drain)."""
+    if job_id is not None:
+        jobs = [job_id]
+    else:
+        with sessions() as session:
+            jobs = list(session.scalars(select(WorkItem.job_id).where(_unpublished()).distinct()))
     sent = 0
-    for chunk_job_id, chunk, model in chunks:
-        try:
-            publish_chunk(app, chunk_job_id, chunk, model)
-        except Exception as exc:  # broker down: the sweeper retries later
-            log.warning("publish failed for job %s chunk %s: %s", chunk_job_id, chunk, exc)
+    for job in jobs:
+        count, failed = _drain_job(sessions, app, job, chunks_per_batch, max_batches)
+        sent += count
+        if failed:
             break
-        with sessions() as session, session.begin():
-            session.execute(
-                update(WorkItem)
-                .where(
-                    WorkItem.job_id == chunk_job_id,
-                    WorkItem.chunk == chunk,
-                    WorkItem.published_at.is_(None),
-                )
-                .values(published_at=utcnow())
-            )
-        sent += 1
     return sent

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
-from sqlalchemy import Select, and_, func, or_, select, update
+from sqlalchemy import Select, and_, or_, select, tuple_, update
 from sqlalchemy.orm import Session
 
 from charter.db.models import Job, WorkItem, utcnow
@@ -27,7 +28,7 @@ class Claimed:
     attempt: int
 
 
-def _skip_locked(session: Session, query: Select[tuple[WorkItem]]) -> Select[tuple[WorkItem]]:
+def _skip_locked(session: Session, query: Select[Any]) -> Select[Any]:
     # PostgreSQL: concurrent claimers skip each other's rows. SQLite needs nothing:
     # every transaction there begins IMMEDIATE, so writers are serialised.
     if session.get_bind().dialect.name == "postgresql":
@@ -61,28 +62,45 @@ def claim(
     Items already tried ``max_attempts`` times are failed instead. When any item
     was tried before, only one item is claimed: a chunk that crashed its worker
     is then retried item by item, so one poison item cannot fail its neighbours.
+    The rows are locked by the select, then leased by one UPDATE for the chunk.
     """
     now = utcnow()
-    query = _claimable(job_id, chunk, now).order_by(WorkItem.id)
-    rows = [r for r in session.scalars(_skip_locked(session, query)) if r.id not in exclude]
+    query = (
+        _claimable(job_id, chunk, now)
+        .with_only_columns(WorkItem.id, WorkItem.prompt_id, WorkItem.attempt, WorkItem.last_error)
+        .order_by(WorkItem.id)
+    )
+    rows = [r for r in session.execute(_skip_locked(session, query)) if r.id not in exclude]
     live = []
     for row in rows:
         if row.attempt >= max_attempts:
-            row.status = "failed"
-            row.last_error = f"gave up after {row.attempt} attempts; last error: {row.last_error or 'worker lost'}"
-            row.lease_owner = row.lease_expires_at = None
+            session.execute(
+                update(WorkItem)
+                .where(WorkItem.id == row.id)
+                .values(
+                    status="failed",
+                    last_error=f"gave up after {row.attempt} attempts; "
+                    f"last error: {row.last_error or 'worker lost'}",
+                    lease_owner=None,
+                    lease_expires_at=None,
+                )
+            )
         else:
             live.append(row)
     if any(row.attempt > 0 for row in live):
         live = [min(live, key=lambda r: (r.attempt == 0, r.id))]
-    expiry = now + timedelta(seconds=lease_seconds)
-    for row in live:
-        row.status = "running"
-        row.attempt += 1
-        row.lease_owner = owner
-        row.lease_expires_at = expiry
-    session.flush()
-    return [Claimed(r.id, r.prompt_id, r.attempt) for r in live]
+    if live:
+        session.execute(
+            update(WorkItem)
+            .where(WorkItem.id.in_([r.id for r in live]))
+            .values(
+                status="running",
+                attempt=WorkItem.attempt + 1,
+                lease_owner=owner,
+                lease_expires_at=now + timedelta(seconds=lease_seconds),
+            )
+        )
+    return [Claimed(r.id, r.prompt_id, r.attempt + 1) for r in live]
 
 
 def claimable_count(
@@ -101,10 +119,10 @@ def claimable_count(
     return sum(1 for item_id in session.scalars(query) if item_id not in exclude)
 
 
-def _held(claimed: Claimed, owner: str):  # type: ignore[no-untyped-def]
+def _held(claimed: list[Claimed], owner: str):  # type: ignore[no-untyped-def]
+    """The one fence every write after a claim goes through: same attempt, same owner."""
     return and_(
-        WorkItem.id == claimed.item_id,
-        WorkItem.attempt == claimed.attempt,
+        tuple_(WorkItem.id, WorkItem.attempt).in_([(c.item_id, c.attempt) for c in claimed]),
         WorkItem.lease_owner == owner,
         WorkItem.status == "running",
     )
@@ -113,17 +131,20 @@ def _held(claimed: Claimed, owner: str):  # type: ignore[no-untyped-def]
 def extend(session: Session, claimed: list[Claimed], owner: str, lease_seconds: float) -> int:
     """Push the lease forward while a long batch runs; returns how many are still held."""
     expiry = utcnow() + timedelta(seconds=lease_seconds)
-    held = 0
-    for c in claimed:
-        held += session.execute(
-            update(WorkItem).where(_held(c, owner)).values(lease_expires_at=expiry)
-        ).rowcount
-    return held
-
-
-def finish(session: Session, claimed: Claimed, owner: str, status: str, error: str | None) -> bool:
-    """Fenced: True only if this attempt still held the lease and the item is now final."""
     result = session.execute(
+        update(WorkItem).where(_held(claimed, owner)).values(lease_expires_at=expiry)
+    )
+    return result.rowcount
+
+
+def finish_many(
+    session: Session, claimed: list[Claimed], owner: str, status: str, error: str | None
+) -> set[int]:
+    """Fenced, one statement for many items: the ids whose attempt still held the lease
+    and are now final (the others were taken over and are left alone)."""
+    if not claimed:
+        return set()
+    result = session.scalars(
         update(WorkItem)
         .where(_held(claimed, owner))
         .values(
@@ -133,8 +154,14 @@ def finish(session: Session, claimed: Claimed, owner: str, status: str, error: s
             lease_expires_at=None,
             updated_at=utcnow(),
         )
+        .returning(WorkItem.id)
     )
-    return result.rowcount == 1
+    return set(result)
+
+
+def finish(session: Session, claimed: Claimed, owner: str, status: str, error: str | None) -> bool:
+    """Fenced: True only if this attempt still held the lease and the item is now final."""
+    return bool(finish_many(session, [claimed], owner, status, error))
 
 
 def release(session: Session, claimed: Claimed, owner: str, error: str, max_attempts: int) -> bool:
@@ -142,7 +169,7 @@ def release(session: Session, claimed: Claimed, owner: str, error: str, max_atte
     final = claimed.attempt >= max_attempts
     result = session.execute(
         update(WorkItem)
-        .where(_held(claimed, owner))
+        .where(_held([claimed], owner))
         .values(
             status="failed" if final else "queued",
             last_error=(
@@ -158,11 +185,21 @@ def release(session: Session, claimed: Claimed, owner: str, error: str, max_atte
 
 
 def complete_if_done(session: Session, job_id: str) -> bool:
-    """Mark the job completed once no item is queued or running."""
-    remaining = session.scalar(
-        select(func.count()).where(WorkItem.job_id == job_id, WorkItem.status.in_(ACTIVE))
+    """Mark the job completed once no item is queued or running.
+
+    Asks whether one active item exists instead of counting them (a count read every
+    row of a 1M-item job after every chunk), walking the (job_id, chunk) index from the
+    last chunk down: chunks are published and run in ascending order, so while a job
+    runs its last chunks are still queued and the first row read answers; only the
+    last few chunks to finish read further.
+    """
+    active = session.scalar(
+        select(WorkItem.id)
+        .where(WorkItem.job_id == job_id, WorkItem.status.in_(ACTIVE))
+        .order_by(WorkItem.chunk.desc())
+        .limit(1)
     )
-    if remaining:
+    if active is not None:
         return False
     now = utcnow()
     session.execute(

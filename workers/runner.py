@@ -26,7 +26,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import update
+from sqlalchemy import insert, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from charter.core import prompts
@@ -39,8 +39,10 @@ from workers import leases, pipelines
 
 log = logging.getLogger(__name__)
 
-LOCKED_WAIT_SECONDS = 10.0
-"""How long a task waits for claimable rows that another transaction holds locked."""
+LOCKED_WAIT_SECONDS = 60.0
+"""How long a task waits for claimable rows that another transaction holds locked. The
+outbox holds its mark until a whole batch of messages is sent (charter.dispatch), well
+under a second normally; waiting ends as soon as the holder commits."""
 
 
 @dataclass
@@ -61,27 +63,24 @@ class ChunkRunner:
     worker_id: str
     republish: Callable[[str], None] = lambda job_id: None
     """Called after items were given back, so they are retried without waiting for the sweeper."""
+    _constitutions: dict[str, Constitution] = field(default_factory=dict, init=False, repr=False)
 
     def run_chunk(self, job_id: str, chunk: int) -> ChunkReport:
         report = ChunkReport()
-        with self.sessions() as session:
-            job = session.get(Job, job_id)
-            if job is None or job.status in ("cancelled", "completed"):
-                return report
-            engine = self.engines.get(job.model)
-            if engine is None:
-                log.error("job %s wants model %s, not served here", job_id, job.model)
-                return report
-            version = session.get_one(ConstitutionVersion, job.constitution_version_id)
-            constitution = Constitution.model_validate(version.content)
-            session.expunge(job)
-        params = JobParams.model_validate(
-            {k: v for k, v in job.params.items() if k != "chunk_size"}
-        )
         tried: set[int] = set()
         wait_until: float | None = None
         while True:
+            # One transaction reads the job and claims: every round trip counts when
+            # the engine is fast (bench/scheduling_overhead.py).
             with self.sessions() as session, session.begin():
+                job = session.get(Job, job_id)
+                if job is None or job.status in ("cancelled", "completed"):
+                    break
+                engine = self.engines.get(job.model)
+                if engine is None:
+                    log.error("job %s wants model %s, not served here", job_id, job.model)
+                    break
+                constitution = self._constitution(session, job.constitution_version_id)
                 claimed = leases.claim(
                     session,
                     job_id,
@@ -92,11 +91,16 @@ class ChunkRunner:
                     exclude=tried,
                 )
                 items = self._items(session, claimed)
-                leases.complete_if_done(session, job_id)
-                # Claimable rows that were skipped because another transaction held
-                # them. Usually the publisher marking this very message as sent: had we
-                # returned, the message would be acked and nothing would send it again.
-                locked = not claimed and leases.claimable_count(session, job_id, chunk, tried) > 0
+                # Nothing claimed: done already (a duplicate delivery, items failed at
+                # max_attempts just now) or rows that were skipped because another
+                # transaction held them, usually the outbox marking this very message
+                # as sent: had we returned, the message would be acked and nothing
+                # would send it again.
+                locked = False
+                if not claimed:
+                    leases.complete_if_done(session, job_id)
+                    locked = leases.claimable_count(session, job_id, chunk, tried) > 0
+                session.expunge(job)
             if locked:
                 wait_until = wait_until or time.monotonic() + LOCKED_WAIT_SECONDS
                 if time.monotonic() < wait_until:
@@ -107,10 +111,22 @@ class ChunkRunner:
             wait_until = None
             tried.update(c.item_id for c in claimed)
             report.claimed += len(claimed)
+            params = JobParams.model_validate(
+                {k: v for k, v in job.params.items() if k != "chunk_size"}
+            )
             self._process(job, constitution, params, engine, chunk, claimed, items, report)
+            if len(claimed) > 1 or claimed[0].attempt == 1:
+                break  # the claim took every claimable item; only retries go one by one
         if report.released:
             self.republish(job_id)
         return report
+
+    def _constitution(self, session: Session, version_id: str) -> Constitution:
+        """Versions are immutable: parse each once per process, not once per chunk."""
+        if version_id not in self._constitutions:
+            version = session.get_one(ConstitutionVersion, version_id)
+            self._constitutions[version_id] = Constitution.model_validate(version.content)
+        return self._constitutions[version_id]
 
     def _items(self, session: Session, claimed: list[leases.Claimed]) -> list[pipelines.Item]:
         if not claimed:
@@ -169,31 +185,51 @@ class ChunkRunner:
                     report.released += leases.release(
                         session, c, self.worker_id, error, self.settings.max_attempts
                     )
-                leases.complete_if_done(session, job.id)
+            self._complete_if_done(job.id)
             return
         provenance = self._provenance(job, engine, params, timer, len(claimed))
         by_id = {c.item_id: c for c in claimed}
+        # One fenced UPDATE per outcome (all done, or abstained for one reason), one
+        # INSERT of the labels: a chunk's write is a few statements, not one per item.
+        groups: dict[tuple[str, str | None], list[pipelines.Outcome]] = {}
+        for outcome in outcomes:
+            status = "done" if outcome.abstain_reason is None else "abstained"
+            groups.setdefault((status, outcome.abstain_reason), []).append(outcome)
         with self.sessions() as session, session.begin():
-            for outcome in outcomes:
-                c = by_id[outcome.item.item_id]
-                status = "done" if outcome.abstain_reason is None else "abstained"
-                if not leases.finish(session, c, self.worker_id, status, outcome.abstain_reason):
-                    report.fenced += 1
-                    continue
+            labels, abstained = [], 0
+            for (status, reason), group in groups.items():
+                held = leases.finish_many(
+                    session, [by_id[o.item.item_id] for o in group], self.worker_id, status, reason
+                )
+                report.fenced += len(group) - len(held)
                 if status == "abstained":
-                    report.abstained += 1
+                    abstained += len(held)
                     continue
-                session.add(self._label(job, c, outcome, provenance))
-                report.labelled += 1
+                labels += [
+                    self._label(job, by_id[o.item.item_id], o, provenance)
+                    for o in group
+                    if o.item.item_id in held
+                ]
+            if labels:
+                session.execute(insert(Label), labels)
             session.execute(
                 update(Worker)
                 .where(Worker.id == self.worker_id)
                 .values(
-                    items_done=Worker.items_done + report.labelled + report.abstained,
+                    items_done=Worker.items_done + len(labels) + abstained,
                     last_seen=utcnow(),
                 )
             )
-            leases.complete_if_done(session, job.id)
+        self._complete_if_done(job.id)
+        report.labelled += len(labels)
+        report.abstained += abstained
+
+    def _complete_if_done(self, job_id: str) -> None:
+        """Checked after the write commits, in a transaction of its own: checked inside
+        it, two chunks finishing together would each see the other still running and
+        neither would complete the job. The last write to commit sees every other."""
+        with self.sessions() as session, session.begin():
+            leases.complete_if_done(session, job_id)
 
     def _provenance(
         self, job: Job, engine: Engine, params: JobParams, timer: pipelines.Timer, n: int
@@ -218,18 +254,19 @@ class ChunkRunner:
         claimed: leases.Claimed,
         outcome: pipelines.Outcome,
         provenance: dict[str, Any],
-    ) -> Label:
-        return Label(
-            work_item_id=claimed.item_id,
-            job_id=job.id,
-            project_id=job.project_id,
-            prompt_id=claimed.prompt_id,
-            kind=job.type,
-            conversation=outcome.item.conversation,
-            attempt=claimed.attempt,
+    ) -> dict[str, Any]:
+        """One label row's values, for a bulk insert."""
+        return {
+            "work_item_id": claimed.item_id,
+            "job_id": job.id,
+            "project_id": job.project_id,
+            "prompt_id": claimed.prompt_id,
+            "kind": job.type,
+            "conversation": outcome.item.conversation,
+            "attempt": claimed.attempt,
             **provenance,
             **{"principle_ids": [], **outcome.fields},
-        )
+        }
 
     @contextmanager
     def _lease_keeper(self, claimed: list[leases.Claimed]):  # type: ignore[no-untyped-def]

@@ -21,6 +21,7 @@ from services.gateway.datasets.freezing import Freezer
 from services.gateway.jobs.endpoints import router as jobs
 from services.gateway.keys.endpoints import router as keys
 from services.gateway.limits import BodySizeLimit
+from services.gateway.outbox import Outbox
 from services.gateway.ratelimit import RateLimiter
 from services.gateway.routing import Admission
 from services.gateway.runs.endpoints import router as runs
@@ -34,6 +35,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
         app.state.freezer.wake()  # resume versions a stopped gateway left freezing
         yield
         await asyncio.to_thread(app.state.freezer.stop)  # the current batch finishes
+        await asyncio.to_thread(app.state.outbox.stop)  # the rest: the sweeper publishes
 
     app = FastAPI(
         lifespan=lifespan,
@@ -49,6 +51,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     app.state.admission = Admission(pool_size(app.state.engine))
     app.state.freezer = Freezer(app.state.sessions)
     app.state.producer = make_celery(settings, name="charter-gateway")
+    app.state.outbox = Outbox(app.state.sessions, app.state.producer)
     app.state.rate_limiter = RateLimiter(settings)
     errors.install(app)
     for router in (health.router, constitutions, batches, jobs, keys, runs, datasets):

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+import threading
+import time
 from collections import Counter
 from datetime import datetime
 from pathlib import Path
@@ -12,8 +14,10 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine, func, select, update
+from sqlalchemy.exc import OperationalError
 
 import charter.dispatch
+import services.gateway.outbox
 from charter.core.jobs import ITEM_STATES
 from charter.db.models import Job, Prompt, Worker, WorkItem, utcnow
 from charter.db.session import session_factory
@@ -533,6 +537,72 @@ def test_broker_failure_still_accepts_and_leaves_items_for_the_sweeper(
     assert all(i.published_at is not None for i in _items(engine, job["id"]))
     assert len(_broker_messages(settings)) == 4
     assert publish_pending(app.state.sessions, app.state.producer) == 0
+
+
+def _wait_idle(app: FastAPI, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not app.state.outbox.idle():
+        assert time.monotonic() < deadline, "the background drain did not finish"
+        time.sleep(0.02)
+
+
+def test_a_large_job_answers_after_one_batch_and_drains_in_the_background(
+    api: Any,
+    app: FastAPI,
+    admin_headers: dict[str, str],
+    engine: Engine,
+    settings: Any,
+    ready: Batches,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    app.state.outbox.batch_chunks = 2  # 10 chunks of 1 item: 5 batches
+    release = threading.Event()
+    drains: list[str] = []
+    real = services.gateway.outbox.publish_pending
+
+    def publish(*args: Any, **kwargs: Any) -> int:
+        if kwargs.get("max_batches") is None:  # the background drain waits for the answer
+            drains.append(threading.current_thread().name)
+            release.wait(10)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(services.gateway.outbox, "publish_pending", publish)
+    job = api.submit(admin_headers, batch_id=ready["prompts"], chunk_size=1)
+    assert job["chunk_count"] == 10
+    published = [i for i in _items(engine, job["id"]) if i.published_at is not None]
+    assert len(published) == 2 == len(_broker_messages(settings))  # the first batch only
+    release.set()
+    _wait_idle(app)
+    assert drains == ["outbox"]
+    assert all(i.published_at is not None for i in _items(engine, job["id"]))
+    assert len(_broker_messages(settings)) == 10  # each chunk once
+
+
+def test_a_committed_job_answers_202_when_publishing_fails_after_the_commit(
+    api: Any,
+    app: FastAPI,
+    admin_headers: dict[str, str],
+    engine: Engine,
+    settings: Any,
+    ready: Batches,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    real = services.gateway.outbox.publish_pending
+    calls: list[int | None] = []
+
+    def database_blinks(*args: Any, **kwargs: Any) -> int:
+        calls.append(kwargs.get("max_batches"))
+        if len(calls) == 1:
+            raise OperationalError("SELECT", {}, Exception("server closed the connection"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(services.gateway.outbox, "publish_pending", database_blinks)
+    job = api.submit(admin_headers, batch_id=ready["prompts"], chunk_size=3)  # asserts 202
+    assert job["status"] == "queued"
+    _wait_idle(app)
+    assert calls == [1, None]  # the failed first batch was retried in the background
+    assert all(i.published_at is not None for i in _items(engine, job["id"]))
+    assert len(_broker_messages(settings)) == job["chunk_count"] == 4
 
 
 def test_cancelled_items_are_not_published_by_the_sweeper(

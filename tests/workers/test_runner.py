@@ -15,9 +15,11 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select, update
 
+import charter.dispatch
 from charter.core.engine import ChoiceLogprobs
 from charter.db.models import Label, Worker, WorkItem, utcnow
 from charter.db.session import session_factory
+from charter.dispatch import publish_pending
 from charter.queue import make_celery
 from workers import leases
 from workers.engines.faults import FaultyEngine
@@ -327,3 +329,66 @@ def test_items_locked_by_the_publishers_mark_are_claimed_once_it_commits(
     worker.join(30)
     assert done["r"].labelled == 2
     assert states(sessions, job["id"]) == {"done": 2}
+
+
+def broker_messages(settings) -> list[Any]:
+    folder = settings.broker_dir / "queue"
+    return sorted(folder.glob("*.msg")) if folder.exists() else []
+
+
+def unpublished(sessions, job_id) -> int:
+    with sessions() as s:
+        return s.scalar(
+            select(func.count()).where(WorkItem.job_id == job_id, WorkItem.published_at.is_(None))
+        )
+
+
+def test_the_outbox_drains_every_batch_in_one_call(api, admin_headers, sessions, settings):
+    rows = [{"prompt": f"Q{i}?"} for i in range(7)]
+    job = submit(api, admin_headers, rows, type="sl_cai", chunk_size=1)
+    with sessions() as s, s.begin():  # as if the broker had been down at submission
+        s.execute(update(WorkItem).values(published_at=None))
+    before = len(broker_messages(settings))
+    app = make_celery(settings)
+    assert publish_pending(sessions, app, job_id=job["id"], chunks_per_batch=2) == 7
+    assert unpublished(sessions, job["id"]) == 0
+    assert len(broker_messages(settings)) - before == 7  # one message per chunk, none twice
+    assert publish_pending(sessions, app, chunks_per_batch=2) == 0
+
+
+def test_a_broker_failure_unmarks_only_the_batch_it_broke(
+    api, admin_headers, sessions, settings, monkeypatch
+):
+    rows = [{"prompt": f"Q{i}?"} for i in range(6)]
+    job = submit(api, admin_headers, rows, type="sl_cai", chunk_size=1)
+    with sessions() as s, s.begin():
+        s.execute(update(WorkItem).values(published_at=None))
+    sends: list[int] = []
+    real = charter.dispatch.publish_chunk
+
+    def flaky(app, job_id, chunk, model, producer=None):
+        sends.append(chunk)
+        if len(sends) == 3:  # the first message of the second batch
+            raise ConnectionError("broker went away")
+        real(app, job_id, chunk, model, producer)
+
+    monkeypatch.setattr(charter.dispatch, "publish_chunk", flaky)
+    app = make_celery(settings)
+    assert publish_pending(sessions, app, job_id=job["id"], chunks_per_batch=2) == 2
+    # the first batch committed; the broken one rolled back, the rest never started
+    assert unpublished(sessions, job["id"]) == 4
+    monkeypatch.undo()
+    assert publish_pending(sessions, app, job_id=job["id"], chunks_per_batch=2) == 4
+    assert unpublished(sessions, job["id"]) == 0
+
+
+def test_a_chunk_write_fences_each_item_by_its_own_attempt(api, admin_headers, sessions):
+    job = submit(api, admin_headers, ROWS[:3], type="sl_cai", chunk_size=10)
+    with sessions() as s, s.begin():
+        claimed = leases.claim(s, job["id"], 0, "A", lease_seconds=60, max_attempts=3)
+    with sessions() as s, s.begin():  # the second item was taken over by another worker
+        s.execute(update(WorkItem).where(WorkItem.id == claimed[1].item_id).values(attempt=2))
+    with sessions() as s, s.begin():
+        held = leases.finish_many(s, claimed, "A", "done", None)
+    assert held == {claimed[0].item_id, claimed[2].item_id}
+    assert states(sessions, job["id"]) == {"done": 2, "running": 1}

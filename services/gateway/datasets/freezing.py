@@ -33,7 +33,6 @@ import os
 import random
 import secrets
 import socket
-import threading
 import time
 from datetime import timedelta
 from typing import Literal
@@ -42,6 +41,7 @@ from sqlalchemy import delete, func, insert, literal, or_, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from charter.db.models import Dataset, DatasetRow, DatasetVersion, Label, utcnow
+from services.gateway.background import OnDemand
 from services.gateway.datasets import export, service
 
 log = logging.getLogger(__name__)
@@ -221,51 +221,27 @@ class Freezer:
         self.batch_rows = batch_rows
         self.lease_seconds = lease_seconds
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
-        self._lock = threading.Lock()
-        self._thread: threading.Thread | None = None
-        self._again = False
-        self._stopping = threading.Event()
+        self._thread = OnDemand("freezer", self._claim_and_freeze)
+        self._stopping = self._thread.stopping
 
     def wake(self) -> None:
-        """Look for work (now, or right after the current version)."""
-        with self._lock:
-            if self._stopping.is_set():
-                return
-            self._again = True
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name="freezer", daemon=True)
-                self._thread.start()
+        """Look for versions to freeze (now, or right after the current one)."""
+        self._thread.wake()
 
     def stop(self, timeout: float = 30.0) -> None:
-        self._stopping.set()
-        with self._lock:
-            thread = self._thread
-        if thread is not None:
-            thread.join(timeout)
+        self._thread.stop(timeout)
 
     def idle(self) -> bool:
-        with self._lock:
-            return self._thread is None
+        return self._thread.idle()
 
-    def _run(self) -> None:
-        while True:
-            with self._lock:  # the decision to exit and the exit are one step for wake()
-                if self._stopping.is_set() or not self._again:
-                    self._thread = None
-                    return
-                self._again = False
-            try:
-                with self.sessions() as session, session.begin():
-                    version_id = claim(session, self.owner, self.lease_seconds)
-            except Exception:  # the database went away: the next wake tries again
-                log.exception("freezer: claiming a version failed")
-                with self._lock:
-                    self._thread = None
-                return
-            if version_id is not None:
-                self.freeze(version_id)
-                with self._lock:
-                    self._again = True  # there may be more to claim
+    def _claim_and_freeze(self) -> bool:
+        """Freeze the next claimable version; whether there was one (there may be more)."""
+        with self.sessions() as session, session.begin():
+            version_id = claim(session, self.owner, self.lease_seconds)
+        if version_id is None:
+            return False
+        self.freeze(version_id)
+        return True
 
     def freeze(self, version_id: str) -> bool:
         """Freeze a version this freezer holds the lease of; True once it is ready.

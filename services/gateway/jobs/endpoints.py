@@ -5,7 +5,6 @@ from sqlalchemy import select
 
 from charter.core.jobs import ITEM_STATES, ItemState, job_status
 from charter.db.models import Job, Label, Worker, WorkItem
-from charter.dispatch import publish_pending
 from services.gateway.deps import Cursor, Limit, ReadKey, SessionDep, SettingsDep, SubmitKey
 from services.gateway.jobs import service
 from services.gateway.jobs.schemas import ItemOut, JobCreate, JobOut, LabelOut, WorkerOut
@@ -40,7 +39,7 @@ def submit_job(
 ) -> JobOut:
     job = service.submit(session, key.project_id, body, settings)
     state = request.app.state
-    after_commit(request, lambda: publish_pending(state.sessions, state.producer, job_id=job.id))
+    after_commit(request, lambda: state.outbox.publish(job.id, job.chunk_count))
     return _out(job, {"queued": job.item_count})
 
 
