@@ -255,16 +255,16 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3, help="runs of each side per size")
     parser.add_argument("--server", default=DEFAULT_SERVER, help="PostgreSQL for scratch DBs")
     parser.add_argument(
-        "--max-body-bytes",
+        "--max-upload-bytes",
         type=int,
         default=2 << 30,
-        help="CHARTER_MAX_BODY_BYTES for the gateway (the 64 MiB default fits ~170k rows)",
+        help="CHARTER_MAX_UPLOAD_BYTES for the gateway (the 1 GiB default fits ~2.7M rows)",
     )
     parser.add_argument("--out", type=Path, default=ROOT / "bench/results/ingest_throughput.json")
     args = parser.parse_args()
     sizes = [int(s) for s in args.rows.split(",")]
     env = {
-        "CHARTER_MAX_BODY_BYTES": str(args.max_body_bytes),
+        "CHARTER_MAX_UPLOAD_BYTES": str(args.max_upload_bytes),
         "CHARTER_MAX_BATCH_ROWS": str(max(max(sizes), 1_000_000)),
     }
     before = machine()

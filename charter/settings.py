@@ -58,6 +58,13 @@ class Settings(BaseSettings):
     api_url: str = Field(default="http://127.0.0.1:8000", description="Where clients find it.")
     api_key: str | None = Field(default=None, description="Key used by the CLI, SDK and trainer.")
     max_body_bytes: int = Field(default=64 * 1024 * 1024, ge=1024, description="413 above this.")
+    max_upload_bytes: int = Field(
+        default=1024 * 1024 * 1024,
+        ge=1024,
+        description="413 above this for POST /v1/batches/upload without an Idempotency-Key: "
+        "it streams into the database instead of holding the body (1M rows of ~400 bytes "
+        "fit; with a key the body is held to hash it, so max_body_bytes applies).",
+    )
     max_batch_rows: int = Field(default=1_000_000, ge=1, description="Rows per prompt batch.")
     page_limit_max: int = Field(default=1000, ge=1, description="Largest page a list returns.")
     idempotency_ttl_seconds: float = Field(

@@ -57,5 +57,9 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     for router in (health.router, constitutions, batches, jobs, keys, runs, datasets):
         app.include_router(router)
     openapi.install(app, settings)
-    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        BodySizeLimit,
+        max_bytes=settings.max_body_bytes,
+        streamed={"/v1/batches/upload": settings.max_upload_bytes},
+    )
     return app

@@ -1,12 +1,16 @@
 """Request-body size limit. Neither uvicorn nor Starlette has one.
 
 Rejects a declared ``Content-Length`` over the limit at once, and counts the
-bytes of chunked bodies as they stream in, answering 413 either way.
+bytes of chunked bodies as they stream in, answering 413 either way. Routes that
+stream their body instead of holding it (``streamed``: path -> limit, for POST) get
+their own, larger limit, except with an ``Idempotency-Key``, whose fingerprint
+needs the whole body in memory.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -21,13 +25,22 @@ class _TooLarge(HTTPException):
 
 
 class BodySizeLimit:
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(
+        self, app: ASGIApp, max_bytes: int, streamed: Mapping[str, int] | None = None
+    ) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.streamed = dict(streamed or {})
 
-    async def _reject(self, send: Send) -> None:
+    def _limit(self, scope: Scope) -> int:
+        streams = scope.get("method") == "POST" and scope.get("path") in self.streamed
+        if streams and not any(name == b"idempotency-key" for name, _ in scope["headers"]):
+            return self.streamed[scope["path"]]
+        return self.max_bytes
+
+    async def _reject(self, send: Send, max_bytes: int) -> None:
         body = json.dumps(
-            {"error": "too_large", "detail": f"request body exceeds {self.max_bytes} bytes"}
+            {"error": "too_large", "detail": f"request body exceeds {max_bytes} bytes"}
         ).encode()
         await send(
             {
@@ -46,14 +59,15 @@ class BodySizeLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        max_bytes = self._limit(scope)
         for name, value in scope["headers"]:
             if name == b"content-length":
                 try:
                     declared = int(value)
                 except ValueError:
-                    declared = self.max_bytes + 1
-                if declared > self.max_bytes:
-                    await self._reject(send)
+                    declared = max_bytes + 1
+                if declared > max_bytes:
+                    await self._reject(send, max_bytes)
                     return
         received = 0
         started = False
@@ -63,8 +77,8 @@ class BodySizeLimit:
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.max_bytes:
-                    raise _TooLarge(self.max_bytes)
+                if received > max_bytes:
+                    raise _TooLarge(max_bytes)
             return message
 
         async def tracking_send(message: Message) -> None:
@@ -77,4 +91,4 @@ class BodySizeLimit:
             await self.app(scope, counting_receive, tracking_send)
         except _TooLarge:
             if not started:
-                await self._reject(send)
+                await self._reject(send, max_bytes)

@@ -21,7 +21,7 @@ YAML = {"Content-Type": "application/yaml"}
 
 @pytest.fixture
 def small(make_client: Any) -> TestClient:
-    return make_client(max_body_bytes=LIMIT)
+    return make_client(max_body_bytes=LIMIT, max_upload_bytes=LIMIT)
 
 
 def _chunks(total: int, size: int = 1000) -> Iterator[bytes]:
@@ -47,6 +47,25 @@ def _assert_413(response: Any) -> None:
 
 
 # --------------------------------------------------------------------------- 413
+
+
+def test_streamed_uploads_have_their_own_limit_unless_an_idempotency_key_holds_the_body(
+    make_client: Any, admin_headers: dict[str, str]
+) -> None:
+    client = make_client(max_body_bytes=LIMIT, max_upload_bytes=4 * LIMIT)
+    rows = b'{"prompt": "x"}\n' * 512  # 8 KiB: over max_body_bytes, under max_upload_bytes
+    headers = admin_headers | NDJSON
+    done = client.post("/v1/batches/upload", content=rows, headers=headers)
+    assert done.status_code == 201, done.text
+    assert done.json()["row_count"] == 512
+    keyed = headers | {"Idempotency-Key": "upload-1"}
+    _assert_413(client.post("/v1/batches/upload", content=rows, headers=keyed))
+    too_big = client.post("/v1/batches/upload", content=rows * 3, headers=headers)
+    assert too_big.status_code == 413 and str(4 * LIMIT) in too_big.json()["detail"]
+    # every other route keeps max_body_bytes
+    _assert_413(
+        client.post("/v1/batches", content=_batch_body(LIMIT + 1), headers=admin_headers | JSON)
+    )
 
 
 def test_declared_content_length_over_the_limit_is_413(
