@@ -8,12 +8,11 @@ short profiled load. Slow: it starts three gateway processes.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+
+from tests.bench.conftest import run_bench
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "bench" / "api_latency.py"
@@ -25,22 +24,13 @@ pytestmark = pytest.mark.slow
 def test_smoke_run_measures_every_side_point_and_op(tmp_path: Path) -> None:
     out = tmp_path / "latency.json"
     profile = tmp_path / "profile.txt"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CHARTER_")}
-    done = subprocess.run(
-        [
-            sys.executable,
-            str(SCRIPT),
-            *("--clients", "2,4", "--requests", str(REQUESTS), "--rounds", "2"),
-            *("--workers", "1,2", "--rows", "3"),
-            *("--profile", str(profile), "--out", str(out)),
-        ],
+    run_bench(
+        SCRIPT,
+        *("--clients", "2,4", "--requests", str(REQUESTS), "--rounds", "2"),
+        *("--workers", "1,2", "--rows", "3"),
+        *("--profile", str(profile), "--out", str(out)),
         cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
     )
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     result = json.loads(out.read_text())
     assert result["rows_per_job"] == 3 and result["clients"] == [2, 4]
     assert len(result["machine_before"]["load_average"]) == 3

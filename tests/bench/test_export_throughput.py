@@ -9,13 +9,12 @@ JSONL and Parquet by a real uvicorn gateway and by ``COPY TO``.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from sqlalchemy.engine import URL
+
+from tests.bench.conftest import run_bench
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "bench" / "export_throughput.py"
@@ -28,20 +27,12 @@ def test_smoke_run_freezes_exports_and_plots(
     tmp_path: Path, postgres_server: URL, kind: str
 ) -> None:
     out = tmp_path / "export.json"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CHARTER_")}
-    env["CHARTER_TEST_POSTGRES_URL"] = postgres_server.render_as_string(hide_password=False)
-    done = subprocess.run(
-        [
-            *(sys.executable, str(SCRIPT), "--kind", kind, "--sizes", "300,1200"),
-            *("--repeat", "1", "--out", str(out)),
-        ],
+    run_bench(
+        SCRIPT,
+        *("--kind", kind, "--sizes", "300,1200", "--repeat", "1", "--out", str(out)),
         cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
+        env={"CHARTER_TEST_POSTGRES_URL": postgres_server.render_as_string(hide_password=False)},
     )
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     result = json.loads(out.read_text())
     assert result["kind"] == kind and result["sizes"] == [300, 1200]
     assert [f["rows"] for f in result["freeze"]] == [300, 1200]

@@ -5,10 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
 import random
-import subprocess
-import sys
 from pathlib import Path
 from types import ModuleType
 
@@ -16,6 +13,7 @@ import pytest
 
 from services.gateway.batches.schemas import PromptRow
 from services.gateway.batches.service import plain_record, record
+from tests.bench.conftest import run_bench
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "bench" / "ingest_throughput.py"
@@ -52,18 +50,7 @@ def test_generated_rows_are_deterministic_and_take_the_fast_path() -> None:
 
 def test_smoke_run_stores_the_same_rows_with_flat_memory(tmp_path: Path) -> None:
     out = tmp_path / "ingest.json"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CHARTER_")}
-    if "CHARTER_TEST_POSTGRES_URL" in os.environ:
-        env["CHARTER_TEST_POSTGRES_URL"] = os.environ["CHARTER_TEST_POSTGRES_URL"]
-    done = subprocess.run(
-        [sys.executable, str(SCRIPT), "--rows", "3000,30000", "--repeat", "2", "--out", str(out)],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    run_bench(SCRIPT, "--rows", "3000,30000", "--repeat", "2", "--out", str(out), cwd=tmp_path)
     result = json.loads(out.read_text())
     assert result["machine"]["nproc"] >= 1 and len(result["machine"]["load_average"]) == 3
     small, large = result["results"]

@@ -11,11 +11,11 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+
+from tests.bench.conftest import run_bench
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "bench" / "label_throughput.py"
@@ -25,27 +25,7 @@ pytestmark = pytest.mark.slow
 
 def _run(tmp_path: Path, *args: str) -> dict:
     out = tmp_path / "result.json"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CHARTER_")}
-    env |= {"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-    done = subprocess.run(
-        [
-            sys.executable,
-            str(SCRIPT),
-            "--pairs",
-            "3",
-            "--chunk-size",
-            "2",
-            "--out",
-            str(out),
-            *args,
-        ],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    run_bench(SCRIPT, "--pairs", "3", "--chunk-size", "2", "--out", str(out), *args, cwd=tmp_path)
     return json.loads(out.read_text())
 
 
@@ -146,41 +126,19 @@ def test_tiny_model_smoke_run_of_generation_jobs(
     assert summary["platform_warm_over_best"] > 0 and summary["engine_over_plain"] > 0
     # the cost-against-size plot reads the result back
     svg = tmp_path / "cost.svg"
-    plotted = subprocess.run(
-        [sys.executable, str(SCRIPT), "--plot", str(tmp_path / "result.json"), "--out", str(svg)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert plotted.returncode == 0, plotted.stderr[-3000:]
+    run_bench(SCRIPT, "--plot", str(tmp_path / "result.json"), "--out", str(svg), timeout=120)
     assert "platform_warm (sqlite)" in svg.read_text()
 
 
 def test_generation_plans_smoke_run(tmp_path: Path, tiny_model: Path) -> None:
     """bench/generation_plans.py: the three plans and both samplers, on the tiny model."""
     out = tmp_path / "plans.json"
-    done = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "bench" / "generation_plans.py"),
-            "--model-dir",
-            str(tiny_model),
-            "--prompts",
-            "3",
-            "--max-tokens",
-            "4",
-            "--repeats",
-            "1",
-            "--out",
-            str(out),
-        ],
+    run_bench(
+        "generation_plans.py",
+        *("--model-dir", str(tiny_model), "--prompts", "3", "--max-tokens", "4"),
+        *("--repeats", "1", "--out", str(out)),
         cwd=tmp_path,
-        env={k: v for k, v in os.environ.items() if not k.startswith("CHARTER_")},
-        capture_output=True,
-        text=True,
-        timeout=300,
     )
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     result = json.loads(out.read_text())
     assert sorted(map(len, result["buckets"]["batch1"])) == [1, 1, 1]
     assert [sorted(b) for b in result["buckets"]["one_bucket"]] == [[0, 1, 2]]

@@ -9,12 +9,11 @@ drain published each chunk once. Marked slow.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+
+from tests.bench.conftest import run_bench
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "bench" / "scheduling_overhead.py"
@@ -24,32 +23,13 @@ pytestmark = pytest.mark.slow
 
 def _run(tmp_path: Path, *args: str) -> dict:
     out = tmp_path / "result.json"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CHARTER_")}
-    done = subprocess.run(
-        [
-            sys.executable,
-            str(SCRIPT),
-            "--sizes",
-            "64,200",
-            "--workers",
-            "1,2",
-            "--reps",
-            "1",
-            "--outbox-items",
-            "480",
-            "--outbox-reps",
-            "1",
-            "--out",
-            str(out),
-            *args,
-        ],
+    run_bench(
+        SCRIPT,
+        *("--sizes", "64,200", "--workers", "1,2", "--reps", "1"),
+        *("--outbox-items", "480", "--outbox-reps", "1", "--out", str(out)),
+        *args,
         cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
     )
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return json.loads(out.read_text())
 
 

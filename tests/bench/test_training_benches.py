@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tests.bench.conftest import run_bench
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -22,18 +22,7 @@ pytestmark = pytest.mark.slow
 
 
 def _run(script: str, *args: str, timeout: int = 300) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CHARTER_")}
-    env |= {"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1"}
-    done = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / script), *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    return done
+    return run_bench(script, *args, env={"OMP_NUM_THREADS": "1"}, timeout=timeout)
 
 
 def _plots() -> bool:
@@ -63,13 +52,8 @@ def test_pm_throughput_lockstep_at_each_batch_size(tmp_path: Path) -> None:
 
 
 def test_pm_throughput_refuses_bad_sizes(tmp_path: Path) -> None:
-    done = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "pm_throughput.py"), "--batch-sizes", "4,x"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert done.returncode == 2 and "--batch-sizes" in done.stderr
+    done = run_bench("pm_throughput.py", "--batch-sizes", "4,x", timeout=120, expect=2)
+    assert "--batch-sizes" in done.stderr
 
 
 def test_ppo_step_times_each_rollout_size(tmp_path: Path) -> None:
