@@ -336,12 +336,13 @@ def serve_profiled(port: int, out: Path) -> None:
     pool = "threadpool\x00<thread>\x000"
     threads.frame_records = [([pool, *stack[1:]], t) for stack, t in threads.frame_records]
     renderer = ConsoleRenderer(unicode=False, color=False, show_all=False, time="percent_of_total")
-    out.write_text(
+    report = (
         "== event loop thread ==\n"
         + renderer.render(total)
         + "\n== threadpool calls, combined ==\n"
         + renderer.render(threads)
     )
+    out.write_text(report.replace(f"{ROOT}/", ""))  # paths relative to the checkout
 
 
 def _profile(
