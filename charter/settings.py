@@ -51,6 +51,13 @@ class Settings(BaseSettings):
         "2 cores (docs/BENCHMARKS.md, API latency); more cores or a remote database "
         "may want more.",
     )
+    admission_wait_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        le=600,
+        description="How long a request may wait for one of the gateway's database "
+        "connections before it is answered 503 with Retry-After (the database is saturated).",
+    )
     broker_url: str | None = Field(default=None, description="Celery broker; default filesystem.")
     secret_key: str = Field(default="dev-secret-do-not-use", description="Peppers API-key hashes.")
 
@@ -69,6 +76,15 @@ class Settings(BaseSettings):
     page_limit_max: int = Field(default=1000, ge=1, description="Largest page a list returns.")
     idempotency_ttl_seconds: float = Field(
         default=86_400.0, gt=0, description="Idempotency-Key records are replayed this long."
+    )
+    freeze_batch_rows: int = Field(
+        default=50_000, ge=1, description="Dataset rows a freezer writes per transaction."
+    )
+    freeze_lease_seconds: float = Field(
+        default=60.0,
+        gt=0,
+        description="A freezing version's lease: a gateway that dies mid-freeze leaves it to "
+        "another (or to itself once restarted) this long after its last batch.",
     )
     # Bounded parsing of untrusted documents (JSON bodies, YAML constitutions, JSONL lines).
     max_json_depth: int = Field(default=32, ge=4, le=256, description="Nesting of any document.")
@@ -132,6 +148,15 @@ class Settings(BaseSettings):
         default=None, ge=1, description="CPU threads per engine; keep threads x workers <= cores."
     )
     worker_heartbeat_seconds: float = Field(default=10.0, gt=0)
+    worker_shutdown_seconds: float = Field(
+        default=30.0,
+        ge=1,
+        description="Bound on a worker's exit after SIGTERM or SIGINT. Its pool processes "
+        "stop their chunk at once and give its items back (queued, the attempt not "
+        "counted, published again); one still running at three quarters of this is "
+        "killed and its items given back by the parent, which exits by the end of it. "
+        "Keep a container's stop grace period above it.",
+    )
     vllm_gpu_memory_utilization: float = Field(default=0.9, gt=0, le=1)
     vllm_max_model_len: int = Field(default=4096, ge=256)
     vllm_tensor_parallel_size: int = Field(default=1, ge=1)

@@ -48,8 +48,12 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
         settings.effective_database_url, pool_size=settings.database_pool_size
     )
     app.state.sessions = session_factory(app.state.engine)
-    app.state.admission = Admission(pool_size(app.state.engine))
-    app.state.freezer = Freezer(app.state.sessions)
+    app.state.admission = Admission(pool_size(app.state.engine), settings.admission_wait_seconds)
+    app.state.freezer = Freezer(
+        app.state.sessions,
+        batch_rows=settings.freeze_batch_rows,
+        lease_seconds=settings.freeze_lease_seconds,
+    )
     app.state.producer = make_celery(settings, name="charter-gateway")
     app.state.outbox = Outbox(app.state.sessions, app.state.producer)
     app.state.rate_limiter = RateLimiter(settings)

@@ -9,10 +9,12 @@ import psycopg
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import DataError, IntegrityError, OperationalError
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException
 from starlette.routing import Match
 
+from charter.db.session import is_transient
 from charter.errors import CharterError, Conflict, Invalid, RateLimited, Unavailable
 
 log = logging.getLogger(__name__)
@@ -26,6 +28,20 @@ def error_response(exc: CharterError) -> JSONResponse:
     elif exc.status_code == 503:
         headers = {"Retry-After": "5"}
     return JSONResponse(body, status_code=exc.status_code, headers=headers)
+
+
+def database_unavailable(exc: BaseException) -> Unavailable | None:
+    """The 503 for a database error that means "not now" rather than "not this": any
+    OperationalError (connection refused or lost, the server stopping, starting or out
+    of space), and whatever else the database raises for its state (it refuses writes,
+    the driver found the connection closed, no pooled connection came free). None for
+    the rest (a constraint, bad data, a bug). The detail names the kind of error, not
+    the driver's message, which names hosts and ports."""
+    if not (isinstance(exc, OperationalError | psycopg.OperationalError) or is_transient(exc)):
+        return None
+    orig = getattr(exc, "orig", None) or exc
+    log.info("database unavailable: %s", (str(orig).strip().splitlines() or [""])[0])
+    return Unavailable(f"the database is unavailable ({type(orig).__name__}); retry shortly")
 
 
 def allowed_methods(request: Request) -> list[str]:
@@ -95,9 +111,14 @@ def install(app: FastAPI) -> None:
         reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
         return error_response(Invalid(f"a value in the request cannot be stored: {reason}"))
 
-    @app.exception_handler(OperationalError)
-    async def _operational(_: Request, exc: OperationalError) -> JSONResponse:
-        return error_response(Unavailable("database unavailable; retry shortly"))
+    @app.exception_handler(DBAPIError)
+    @app.exception_handler(PoolTimeout)
+    @app.exception_handler(psycopg.Error)  # raised by COPY on the raw connection
+    async def _database(request: Request, exc: Exception) -> JSONResponse:
+        unavailable = database_unavailable(exc)
+        if unavailable is None:
+            return await _unexpected(request, exc)
+        return error_response(unavailable)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

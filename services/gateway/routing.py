@@ -18,15 +18,18 @@ from __future__ import annotations
 import asyncio
 import email.message
 import hashlib
+import logging
 import weakref
-from collections.abc import Callable, Coroutine
-from contextlib import AbstractAsyncContextManager, nullcontext
+from collections.abc import AsyncIterator, Callable, Coroutine
+from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
+import psycopg
 from fastapi import Request, Response
 from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import QueryParams
@@ -37,15 +40,31 @@ from charter.db.models import ApiKey
 from charter.errors import CharterError, Conflict, Invalid, Unavailable
 from services.gateway.auth import authenticate
 from services.gateway.deps import check_scope
-from services.gateway.errors import error_response
+from services.gateway.errors import database_unavailable, error_response
+
+log = logging.getLogger(__name__)
 
 MAX_IDEMPOTENCY_KEY = 255
 _Endpoint = TypeVar("_Endpoint", bound=Callable[..., Any])
 
 
 def after_commit(request: Request, hook: Callable[[], None]) -> None:
-    """Run ``hook`` once the request's transaction has committed."""
+    """Run ``hook`` once the request's transaction has committed.
+
+    The request has succeeded by then, so a hook that raises is logged and never
+    changes its answer: what the hook starts must also be started by something that
+    reads the database later (the sweeper publishes unpublished chunks; a gateway's
+    freezer looks when it starts and when a version that nobody is freezing is read).
+    """
     request.state.after_commit.append(hook)
+
+
+def _run_after_commit(request: Request) -> None:
+    for hook in request.state.after_commit:
+        try:
+            hook()
+        except Exception:  # committed: the client gets its success; a later pass repairs
+            log.exception("after-commit hook %r of %s failed", hook, request.url.path)
 
 
 def mark_secret(request: Request, *fields: str) -> None:
@@ -141,23 +160,38 @@ class Admission:
     threadpool threads blocked on the pool while the requests that hold connections
     wait for a thread: everything stalls until the pool's 30 s timeout. ``slots`` is
     the pool's size, so a thread never waits for a connection (``None``: no bound).
+    A request that waits longer than ``wait_seconds`` for a slot (the database is
+    saturated, or stuck) is answered 503 with ``Retry-After`` instead of hanging.
     One semaphore per event loop, since tests drive one app from several loops.
     """
 
-    def __init__(self, slots: int | None) -> None:
+    def __init__(self, slots: int | None, wait_seconds: float = 10.0) -> None:
         self.slots = slots
+        self.wait_seconds = wait_seconds
         self._by_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = (
             weakref.WeakKeyDictionary()
         )
 
-    def __call__(self) -> AbstractAsyncContextManager[Any]:
+    @asynccontextmanager
+    async def __call__(self) -> AsyncIterator[None]:
         if self.slots is None:
-            return nullcontext()
+            yield
+            return
         loop = asyncio.get_running_loop()
         semaphore = self._by_loop.get(loop)
         if semaphore is None:
             semaphore = self._by_loop[loop] = asyncio.Semaphore(self.slots)
-        return semaphore
+        try:
+            await asyncio.wait_for(semaphore.acquire(), self.wait_seconds)
+        except TimeoutError:
+            raise Unavailable(
+                f"the database is saturated: no connection freed up in {self.wait_seconds:g} s; "
+                "retry later"
+            ) from None
+        try:
+            yield
+        finally:
+            semaphore.release()
 
 
 class UnitOfWorkRoute(APIRoute):
@@ -166,8 +200,11 @@ class UnitOfWorkRoute(APIRoute):
         self.required_scope = _required_scope(self.dependant)
 
         async def handle(request: Request) -> Response:
-            async with request.app.state.admission():
-                return await self._unit_of_work(request, endpoint)
+            try:
+                async with request.app.state.admission():
+                    return await self._unit_of_work(request, endpoint)
+            except Unavailable as exc:  # not admitted: nothing ran
+                return error_response(exc)
 
         return handle
 
@@ -183,9 +220,12 @@ class UnitOfWorkRoute(APIRoute):
         except CharterError as exc:
             await run_in_threadpool(session.rollback)
             return error_response(exc)
-        except OperationalError as exc:
+        except (DBAPIError, PoolTimeout, psycopg.Error) as exc:
+            unavailable = database_unavailable(exc)
+            if unavailable is None:
+                raise  # a constraint, bad data or a bug: the app's handlers answer it
             await run_in_threadpool(session.rollback)
-            return error_response(Unavailable(f"database unavailable: {exc.orig}"))
+            return error_response(unavailable)
         finally:
             if session.in_transaction():  # it still holds a connection: releasing it is I/O
                 await run_in_threadpool(session.close)
@@ -250,8 +290,7 @@ class UnitOfWorkRoute(APIRoute):
                 if replay is not None:
                     return replay
             raise Conflict("a concurrent request changed the same object; retry") from exc
-        for hook in request.state.after_commit:
-            hook()
+        _run_after_commit(request)
         session.close()
         return None
 

@@ -10,6 +10,8 @@ has connections; the rest wait on the event loop, and all of them succeed.
 from __future__ import annotations
 
 import asyncio
+import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -37,13 +39,47 @@ def small_pool(database_url: str, engine: Engine) -> Iterator[Engine]:
     small.dispose()
 
 
+WAIT_SECONDS = 1.0
+
+
 @pytest.fixture
 def app(make_settings: Callable[..., Settings], small_pool: Engine) -> FastAPI:
-    return create_app(make_settings(), small_pool)
+    return create_app(make_settings(admission_wait_seconds=WAIT_SECONDS), small_pool)
 
 
 def test_admission_is_the_pool_size(app: FastAPI) -> None:
     assert app.state.admission.slots == 2
+    assert app.state.admission.wait_seconds == WAIT_SECONDS
+
+
+def test_a_saturated_database_answers_503_with_retry_after_not_a_hang(
+    live_server: Any, api: Any, admin_headers: dict[str, str], engine: Engine
+) -> None:
+    """Both connections stuck (a lock held elsewhere blocks every key lookup): the two
+    admitted requests wait for the lock, the others get 503 after ``WAIT_SECONDS``
+    instead of queueing without end; once the lock goes, the admitted ones succeed."""
+    api.push_default(admin_headers)
+
+    async def load() -> list[httpx.Response]:
+        async with httpx.AsyncClient(
+            base_url=live_server.url, headers=admin_headers, timeout=60
+        ) as client:
+            return list(await asyncio.gather(*(client.get("/v1/constitutions") for _ in range(8))))
+
+    with engine.connect() as blocker:
+        blocker.exec_driver_sql("LOCK TABLE api_keys IN ACCESS EXCLUSIVE MODE")
+        release = threading.Timer(4 * WAIT_SECONDS, blocker.rollback)
+        started = time.monotonic()
+        release.start()
+        responses = asyncio.run(load())
+        release.join()
+    elapsed = time.monotonic() - started
+    statuses = sorted(r.status_code for r in responses)
+    assert statuses == [200, 200] + [503] * 6, [r.text for r in responses]
+    refused = [r for r in responses if r.status_code == 503]
+    assert all(r.headers["Retry-After"].isdigit() for r in refused)
+    assert all("database is saturated" in r.json()["detail"] for r in refused)
+    assert elapsed < 30
 
 
 def test_more_clients_than_connections_and_threads_all_succeed(

@@ -16,9 +16,11 @@ Invariant: each batch is one transaction that locks the version row, checks that
 this freezer still holds the lease, inserts its rows and advances ``rows_done`` and
 ``freeze_cursor``; so a batch either happens once or not at all, and a crashed
 batch leaves nothing behind. A gateway that dies mid-freeze leaves its lease to
-expire; the next :meth:`Freezer.wake` (a gateway starting, a ``GET`` of the
-version, a new freeze) claims it and continues from the cursor. The primary keys
-of ``dataset_rows`` are the backstop: a duplicated batch cannot commit.
+expire; a freezer that finds only versions leased to others waits for the first
+lease to expire (or for a wake), then claims it and continues from the cursor. So
+a restarted gateway finishes what it left without anyone polling, and a ``GET`` of
+the version or a new freeze wakes one too. The primary keys of ``dataset_rows``
+are the backstop: a duplicated batch cannot commit.
 
 It runs in a thread, not on the event loop, on the embedded default and in
 production alike: the work is database statements and the checksum pass, and the
@@ -33,6 +35,7 @@ import os
 import random
 import secrets
 import socket
+import threading
 import time
 from datetime import timedelta
 from typing import Literal
@@ -40,15 +43,16 @@ from typing import Literal
 from sqlalchemy import delete, func, insert, literal, or_, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from charter.db.models import Dataset, DatasetRow, DatasetVersion, Label, utcnow
+from charter.db.models import Dataset, DatasetRow, DatasetVersion, Label, as_utc, utcnow
+from charter.settings import Settings
 from services.gateway.background import OnDemand
 from services.gateway.datasets import export, service
 
 log = logging.getLogger(__name__)
 
-BATCH_ROWS = 50_000
-"""Rows per batch (one transaction): ~1-3 s on PostgreSQL."""
-LEASE_SECONDS = 60.0
+BATCH_ROWS: int = Settings.model_fields["freeze_batch_rows"].default
+"""Rows per batch (one transaction): ~1-3 s on PostgreSQL at the default 50,000."""
+LEASE_SECONDS: float = Settings.model_fields["freeze_lease_seconds"].default
 """How long a freezer may go silent before another takes the version over."""
 
 Step = Literal["more", "rows_done", "lost"]
@@ -90,6 +94,18 @@ def claim(session: Session, owner: str, lease_seconds: float) -> str | None:
     version.lease_expires_at = now + timedelta(seconds=lease_seconds)
     session.flush()
     return version.id
+
+
+def seconds_to_expiry(session: Session) -> float | None:
+    """Seconds until the first live lease on a freezing version expires; None if none is
+    leased (every freezing version is then claimable, or there is none)."""
+    now = utcnow()
+    first = session.scalar(
+        select(func.min(DatasetVersion.lease_expires_at)).where(
+            DatasetVersion.state == "freezing", DatasetVersion.lease_expires_at >= now
+        )
+    )
+    return None if first is None else max((as_utc(first) - now).total_seconds(), 0.0)
 
 
 def _mixed(version: DatasetVersion) -> int:
@@ -205,9 +221,12 @@ def release(session: Session, version_id: str, owner: str) -> None:
 class Freezer:
     """Freezes versions in one background thread per gateway process, started on demand.
 
-    The thread claims versions until none is left to claim, then exits; :meth:`wake`
-    starts it again. ``stop`` (at shutdown) lets the current batch finish and hands
-    the lease back so another gateway can continue at once.
+    The thread claims versions until none is left to claim; while some version is
+    leased to another freezer (live, or dead and not yet expired: a killed gateway's
+    own lease, seen by the gateway restarted in its place) it waits for that lease to
+    expire, else it exits; :meth:`wake` starts it again or cuts the wait short.
+    ``stop`` (at shutdown) lets the current batch finish and hands the lease back so
+    another gateway can continue at once.
     """
 
     def __init__(
@@ -223,25 +242,43 @@ class Freezer:
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
         self._thread = OnDemand("freezer", self._claim_and_freeze)
         self._stopping = self._thread.stopping
+        self._woken = threading.Event()
 
     def wake(self) -> None:
-        """Look for versions to freeze (now, or right after the current one)."""
-        self._thread.wake()
+        """Look for versions to freeze (now, or right after the current one).
+
+        Never raises: it is called after commits and from reads, and a missed wake
+        only delays the freeze until the next one (a read of the version, a new
+        freeze, a gateway starting).
+        """
+        self._woken.set()
+        try:
+            self._thread.wake()
+        except Exception:  # e.g. no thread can be started now
+            log.exception("the freezer could not be woken; the next wake retries")
 
     def stop(self, timeout: float = 30.0) -> None:
+        self._stopping.set()
+        self._woken.set()  # ends a wait for a lease at once
         self._thread.stop(timeout)
 
     def idle(self) -> bool:
         return self._thread.idle()
 
     def _claim_and_freeze(self) -> bool:
-        """Freeze the next claimable version; whether there was one (there may be more)."""
+        """Freeze the next claimable version, or wait for a lease to expire; whether
+        to look again."""
+        self._woken.clear()  # before the look: a wake after it ends the wait below
         with self.sessions() as session, session.begin():
             version_id = claim(session, self.owner, self.lease_seconds)
-        if version_id is None:
+            wait = seconds_to_expiry(session) if version_id is None else None
+        if version_id is not None:
+            self.freeze(version_id)
+            return True
+        if wait is None:
             return False
-        self.freeze(version_id)
-        return True
+        self._woken.wait(wait + 0.05)  # just past the expiry, so the claim sees it expired
+        return not self._stopping.is_set()
 
     def freeze(self, version_id: str) -> bool:
         """Freeze a version this freezer holds the lease of; True once it is ready.
