@@ -172,6 +172,8 @@ class WorkItem(Base):
         UniqueConstraint("job_id", "prompt_id"),
         Index(None, "job_id", "chunk"),
         Index(None, "status", "lease_expires_at"),
+        # Room for HOT updates of the unindexed columns (migration 0004).
+        {"postgresql_with": {"fillfactor": 70}},
     )
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))

@@ -6,6 +6,7 @@ session's shared one; tests that need a pristine schema first downgrade to base.
 
 from __future__ import annotations
 
+import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
@@ -104,5 +105,33 @@ def test_migrated_schema_enforces_foreign_keys(empty_database_url: str) -> None:
                 raise AssertionError("a key for a missing project was accepted")
             finally:
                 transaction.rollback()
+    finally:
+        engine.dispose()
+
+
+def test_work_items_leave_room_for_hot_updates(empty_database_url: str) -> None:
+    """PostgreSQL: the table the outbox marks row by row keeps free space per page, as the
+    model declares (migration 0004); a downgrade resets it."""
+    url = empty_database_url
+    engine = make_engine(url, poolclass=pool.NullPool)
+    if engine.dialect.name != "postgresql":
+        engine.dispose()
+        pytest.skip("SQLite has no fillfactor")
+
+    def options() -> list[str] | None:
+        with engine.connect() as conn:
+            return conn.scalar(text("SELECT reloptions FROM pg_class WHERE relname = 'work_items'"))
+
+    try:
+        downgrade(url, "base")
+        upgrade(url)
+        assert options() == ["fillfactor=70"]
+        assert Base.metadata.tables["work_items"].dialect_options["postgresql"]["with"] == {
+            "fillfactor": 70
+        }
+        downgrade(url, "0003")
+        assert options() is None
+        upgrade(url)
+        assert options() == ["fillfactor=70"]
     finally:
         engine.dispose()
