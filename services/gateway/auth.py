@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+import logging
+from datetime import datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import select, update
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 from starlette.datastructures import Address, Headers, QueryParams
 
@@ -13,6 +15,7 @@ from charter.db.models import ApiKey, as_utc, utcnow
 from charter.errors import Unauthorized
 from services.gateway.ratelimit import RateLimiter, address_of
 
+log = logging.getLogger(__name__)
 _TOUCH_EVERY = timedelta(seconds=60)
 
 
@@ -63,5 +66,15 @@ def authenticate(
         raise
     now = utcnow()
     if row.last_used_at is None or now - as_utc(row.last_used_at) > _TOUCH_EVERY:
-        row.last_used_at = now
+        _touch(session, row, now)
     return row
+
+
+def _touch(session: Session, row: ApiKey, now: datetime) -> None:
+    """Record the key's use, best effort: in a savepoint, so a database that refuses
+    writes (read-only, disk full) still serves reads; only writes then answer 503."""
+    try:
+        with session.begin_nested():
+            session.execute(update(ApiKey).where(ApiKey.id == row.id).values(last_used_at=now))
+    except DBAPIError as exc:
+        log.warning("could not record the use of key %s: %s", row.id, type(exc.orig).__name__)

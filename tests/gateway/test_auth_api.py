@@ -413,3 +413,30 @@ def test_the_last_admin_key_cannot_be_revoked(
     _error(client.post(f"/v1/keys/{second['id']}/revoke", headers=headers), 409, "key_id")
     with session_factory(engine)() as session:
         assert session.get_one(ApiKey, second["id"]).revoked_at is None
+
+
+@pytest.mark.postgres_only
+def test_a_read_only_database_still_serves_reads(
+    make_client: Any, database_url: str, issue: Any, engine: Engine
+) -> None:
+    """Recording a key's use is a write: on a database that refuses writes it is skipped
+    (logged), so reads keep working; writes answer 503, never 500."""
+    from charter.db.session import make_engine
+
+    key = issue("alpha", ["admin"])  # never used: the first request would touch it
+    read_only = make_engine(
+        database_url, connect_args={"options": "-c default_transaction_read_only=on"}
+    )
+    try:
+        client = make_client(engine_override=read_only)
+        listed = client.get("/v1/constitutions", headers=key.headers)
+        assert listed.status_code == 200, listed.text
+        refused = client.post(
+            "/v1/batches", json={"name": "b", "rows": [{"prompt": "p"}]}, headers=key.headers
+        )
+        assert refused.status_code == 503, refused.text
+        assert refused.headers["Retry-After"].isdigit()
+    finally:
+        read_only.dispose()
+    with session_factory(engine)() as session:
+        assert session.get_one(ApiKey, key.id).last_used_at is None  # nothing was written
