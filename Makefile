@@ -23,8 +23,10 @@ services:
 	scripts/services.sh
 
 # Debian's docker-compose validates docker-compose.yml offline (no engine needed).
+# libfaketime skews one worker's clock in the clock-skew fault tests.
 system-deps:
 	@command -v docker-compose >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get update -q && apt-get install -y -q docker-compose; } || echo "docker-compose missing: its test will skip"
+	@command -v faketime >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get update -q && apt-get install -y -q faketime; } || echo "faketime missing: the clock-skew fault tests will skip"
 
 test: install system-deps services
 	$(BIN)/ruff check .

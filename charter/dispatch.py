@@ -114,8 +114,11 @@ def publish_pending(
     if job_id is not None:
         jobs = [job_id]
     else:
-        with sessions() as session:
-            jobs = list(session.scalars(select(WorkItem.job_id).where(_unpublished()).distinct()))
+        with sessions() as session:  # oldest job first: a newer one waits behind it
+            waiting = select(WorkItem.job_id).where(_unpublished())
+            jobs = list(
+                session.scalars(select(Job.id).where(Job.id.in_(waiting)).order_by(Job.created_at))
+            )
     sent = 0
     for job in jobs:
         count, failed = _drain_job(sessions, app, job, chunks_per_batch, max_batches)

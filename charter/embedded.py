@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import get_args
 
-from charter.settings import Settings
+from charter.settings import Settings, get_settings
 
 
 def free_port() -> int:
@@ -69,15 +69,23 @@ def start_worker(
     )
 
 
-def stop_process(process: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
+def stop_process(process: subprocess.Popen[bytes], timeout: float | None = None) -> bool:
+    """SIGTERM to the process group, as a service manager stops a worker: it exits
+    within ``worker_shutdown_seconds``, its chunk given back (workers/shutdown.py).
+    Killed if still there ``timeout`` seconds later (by default a few seconds past
+    that bound); True when it stopped by itself."""
     if process.poll() is not None:
-        return
+        return True
+    if timeout is None:
+        timeout = get_settings().worker_shutdown_seconds + 5.0
     os.killpg(process.pid, signal.SIGTERM)
     try:
         process.wait(timeout)
+        return True
     except subprocess.TimeoutExpired:
         os.killpg(process.pid, signal.SIGKILL)
         process.wait()
+        return False
 
 
 class GatewayThread:

@@ -73,9 +73,19 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         # A broker blip must not throw away a long GPU chunk: the chunk keeps running,
         # its fenced database write wins and the redelivered copy finds nothing to do.
         "worker_cancel_long_running_tasks_on_connection_loss": False,
-        "worker_soft_shutdown_timeout": 60.0,
+        # No soft shutdown: a stopping worker gives its chunk back itself, at once
+        # (workers/shutdown.py); Celery's soft shutdown would only sleep its whole
+        # length whenever a task runs, then cancel it anyway.
+        "worker_soft_shutdown_timeout": 0.0,
+        # How long the pool waits for the result of a pool process that died before it
+        # calls the task lost (and, rejected on worker loss, re-queues it): 10 s by
+        # default, which a shutdown that had to kill a stuck process could not afford. A
+        # result later than this is only a redelivery, which finds the chunk done.
+        "worker_lost_wait": 2.0,
         "broker_connection_retry_on_startup": True,
         "broker_connection_max_retries": None,
+        # Back to a returned broker within seconds, not kombu's 30 s back-off.
+        "worker_consumer": "workers.consumer:Consumer",
         "task_publish_retry_policy": {"max_retries": 2, "interval_start": 0.2},
         "task_default_queue": "charter",
         "worker_hijack_root_logger": False,
@@ -104,7 +114,12 @@ def _batch_connections(app: Celery) -> ConnectionPool:
     with _pools_lock:
         entry = _pools.get(app)
         if entry is None or entry[0] != os.getpid():  # never share sockets across a fork
-            connection = app.connection_for_write(transport_options={"retry_on_timeout": False})
+            # One connection attempt: a caller whose batch fails leaves it for the next
+            # drain, so kombu's retries (6 s against a Redis that is down, measured)
+            # would only hold up a submission or a sweep.
+            connection = app.connection_for_write(
+                transport_options={"retry_on_timeout": False, "max_retries": 0}
+            )
             entry = _pools[app] = (os.getpid(), connection.Pool(limit=app.conf.broker_pool_limit))
         return entry[1]
 
@@ -128,6 +143,18 @@ def batch_producer(app: Celery, models: Iterable[str]) -> Iterator[Producer]:
             producer.maybe_declare(model_queue(model))
         with producer.batch(max_size=PUBLISH_BATCH):
             yield producer
+
+
+def queue_lengths(app: Celery, models: Iterable[str]) -> dict[str, int]:
+    """Messages waiting in each model's queue, as the broker counts them (not those a
+    worker has received and not yet acked). Raises when the broker cannot be reached.
+
+    A plain (not passive) declare: on Redis a queue with no message has no key, and a
+    passive declare of it would fail instead of answering 0; declaring changes nothing.
+    """
+    with _batch_connections(app).acquire(block=True) as connection:
+        channel = connection.default_channel
+        return {m: channel.queue_declare(queue=queue_for(m)).message_count for m in set(models)}
 
 
 def publish_chunk(

@@ -129,7 +129,11 @@ class Settings(BaseSettings):
     sweep_interval_seconds: float = Field(default=30.0, gt=0, description="Sweeper period.")
     visibility_timeout_seconds: int = Field(default=7200, ge=1, description="Redis redelivery.")
     republish_after_seconds: float = Field(
-        default=7200.0, gt=0, description="Re-publish queued work whose message may be lost."
+        default=600.0,
+        gt=0,
+        description="A queued chunk whose message went out this long ago is re-sent when "
+        "the broker's queue holds fewer messages than it should (Redis lost them); a "
+        "backlog that is only waiting is never re-sent.",
     )
 
     run_lease_seconds: float = Field(

@@ -48,10 +48,11 @@ RUN pip install --no-cache-dir --no-deps --force-reinstall "./[worker]" \
     && rm -rf build ./*.egg-info
 
 USER 10001:10001
-# Celery: SIGTERM is remapped to SIGQUIT (REMAP_SIGTERM above), a cold shutdown
-# that starts with a soft shutdown: running tasks get worker_soft_shutdown_timeout
-# to finish, unfinished ones go back to the queue. Give the container a stop
-# grace period longer than that timeout.
+# Celery: SIGTERM is remapped to SIGQUIT (REMAP_SIGTERM above), a cold shutdown.
+# The running chunk is interrupted and its items given back at once (queued, lease
+# cleared, republished; workers/shutdown.py), and the worker exits within
+# CHARTER_WORKER_SHUTDOWN_SECONDS (default 30). Give the container a stop grace
+# period longer than that (docker-compose.yml: 45 s).
 STOPSIGNAL SIGTERM
 # The worker touches /tmp/charter-worker-alive while it is healthy.
 HEALTHCHECK --interval=30s --timeout=10s --start-period=180s --retries=3 \

@@ -69,10 +69,11 @@ RUN pip install --no-cache-dir --no-deps --force-reinstall . \
     && rm -rf build ./*.egg-info
 
 USER 10001:10001
-# Celery: SIGTERM is remapped to SIGQUIT (REMAP_SIGTERM above), a cold shutdown
-# that starts with a soft shutdown: the running chunk gets
-# worker_soft_shutdown_timeout to finish, otherwise it goes back to the queue.
-# Give the container a stop grace period longer than that timeout.
+# Celery: SIGTERM is remapped to SIGQUIT (REMAP_SIGTERM above), a cold shutdown.
+# The running chunk is interrupted and its items given back at once (queued, lease
+# cleared, republished; workers/shutdown.py), and the worker exits within
+# CHARTER_WORKER_SHUTDOWN_SECONDS (default 30). Give the container a stop grace
+# period longer than that (docker-compose.yml: 45 s).
 STOPSIGNAL SIGTERM
 # The worker touches /tmp/charter-worker-alive while it is healthy; loading a
 # model into vLLM takes minutes, hence the long start period.

@@ -1,7 +1,9 @@
 """The worker's Celery app: ``celery -A workers.celery_app worker``.
 
 Each worker process loads its engines once (after the fork), registers itself,
-heartbeats, and consumes only the queues of the models it serves.
+heartbeats, and consumes only the queues of the models it serves. SIGTERM or
+SIGINT stops it within ``worker_shutdown_seconds``, its chunk in flight given
+back at once (workers/shutdown.py).
 """
 
 from __future__ import annotations
@@ -9,14 +11,21 @@ from __future__ import annotations
 import logging
 import os
 import socket
+from typing import Any
 
-from celery.signals import worker_process_init, worker_process_shutdown
+from celery.signals import (
+    worker_init,
+    worker_process_init,
+    worker_process_shutdown,
+    worker_shutting_down,
+)
+from sqlalchemy.pool import NullPool
 
-from charter.db.session import session_factory
+from charter.db.session import make_engine, session_factory
 from charter.dispatch import publish_pending
 from charter.queue import make_celery, model_queue
 from charter.settings import get_settings
-from workers import heartbeat
+from workers import heartbeat, leases, shutdown
 
 log = logging.getLogger(__name__)
 settings = get_settings()
@@ -24,7 +33,12 @@ app = make_celery(settings, name="charter-worker")
 app.conf.task_queues = [model_queue(m) for m in settings.worker_models]
 app.conf.imports = ["workers.tasks"]
 
-_state: dict[str, object] = {}
+_state: dict[str, Any] = {}
+
+
+def worker_id(pid: int | None = None) -> str:
+    """The lease owner of a pool process: ``host:pid``."""
+    return f"{socket.gethostname()}:{pid or os.getpid()}"
 
 
 def runner():  # type: ignore[no-untyped-def]
@@ -34,19 +48,49 @@ def runner():  # type: ignore[no-untyped-def]
         from workers.runner import ChunkRunner
 
         sessions = session_factory()
-        worker_id = f"{socket.gethostname()}:{os.getpid()}"
         engines = load_engines(settings)
-        heartbeat.register(sessions, worker_id, settings.worker_engine, sorted(engines))
-        _state["stop"] = heartbeat.start(sessions, worker_id, settings.worker_heartbeat_seconds)
+        heartbeat.register(sessions, worker_id(), settings.worker_engine, sorted(engines))
+        _state["stop"] = heartbeat.start(sessions, worker_id(), settings.worker_heartbeat_seconds)
         _state["runner"] = ChunkRunner(
             sessions,
             engines,
             settings,
-            worker_id,
+            worker_id(),
             republish=lambda job_id: publish_pending(sessions, app, job_id=job_id),
         )
-        log.info("worker %s serves %s with %s", worker_id, sorted(engines), settings.worker_engine)
+        log.info(
+            "worker %s serves %s with %s", worker_id(), sorted(engines), settings.worker_engine
+        )
     return _state["runner"]
+
+
+def give_back(pid: int, chunk: tuple[str, int] | None = None) -> int:
+    """Release what pool process ``pid`` holds (it was interrupted, or killed) and
+    publish it again; how many items it held.
+
+    On connections of its own: the interruption may have come in the middle of a
+    statement or a publish, leaving a pooled connection (and its pool) unusable."""
+    engine = make_engine(settings.effective_database_url, poolclass=NullPool)
+    producer = make_celery(settings, name="charter-give-back")
+    try:
+        sessions = session_factory(engine)
+        reason = f"given back at the shutdown of worker {worker_id(pid)}"
+        with sessions() as session, session.begin():
+            released, jobs = leases.give_back(session, worker_id(pid), reason, chunk)
+        for job_id in sorted(jobs):
+            try:
+                publish_pending(sessions, producer, job_id=job_id)
+            except Exception as exc:  # left unpublished: the sweeper's next pass sends it
+                log.warning("could not publish job %s again: %s", job_id, exc)
+    finally:
+        producer.close()
+        engine.dispose()
+    if released:
+        log.warning("gave back %d items of %s at shutdown", released, worker_id(pid))
+    return released
+
+
+# Pool processes ------------------------------------------------------------------
 
 
 @worker_process_init.connect
@@ -55,11 +99,45 @@ def _load(**_: object) -> None:
     from charter.db.session import default_engine
 
     default_engine().dispose(close=False)
-    runner()
+    # Stopped while loading: the load is abandoned, the process exits when told again.
+    shutdown.run_interruptible(
+        runner, lambda: log.info("stopping: pool process %s skips its engines", os.getpid())
+    )
 
 
 @worker_process_shutdown.connect
 def _stop(**_: object) -> None:
     stop = _state.get("stop")
     if stop is not None:
-        stop.set()  # type: ignore[attr-defined]
+        stop.set()
+
+
+# Main process --------------------------------------------------------------------
+
+
+@worker_init.connect
+def _remember(sender: Any, **_: object) -> None:
+    _state["worker"] = sender  # the WorkController, for its pool's processes
+
+
+def _billiard_pool() -> Any:
+    return getattr(getattr(_state.get("worker"), "pool", None), "_pool", None)
+
+
+def _pool_pids() -> list[int]:
+    return [p.pid for p in list(getattr(_billiard_pool(), "_pool", None) or []) if p.pid]
+
+
+@worker_shutting_down.connect
+def _shutting_down(exitcode: int = 0, **_: object) -> None:
+    # In the main process's signal handler, once per signal (Ctrl-C twice: twice).
+    if "watchdog" not in _state:
+        supervisor = getattr(_billiard_pool(), "_worker_handler", None)
+        if supervisor is not None:
+            # What billiard's Pool.close() does first, done before the pool processes
+            # exit: none is replaced during the shutdown (workers/shutdown.py, 3.).
+            supervisor.close()
+        _state["watchdog"] = shutdown.Watchdog(
+            _pool_pids, give_back, settings.worker_shutdown_seconds, exitcode or 0
+        )
+        _state["watchdog"].start()

@@ -53,15 +53,29 @@ def beat(sessions: sessionmaker[Session], worker_id: str) -> None:
 
 
 def start(sessions: sessionmaker[Session], worker_id: str, interval: float) -> threading.Event:
-    """Beat every ``interval`` seconds in a daemon thread; set the returned event to stop."""
+    """Beat every ``interval`` seconds in a daemon thread; set the returned event to stop.
+
+    A beat only records ``last_seen`` for ``/v1/workers``: no lease depends on it (the
+    runner's lease keeper extends a chunk's lease itself). So while the database is
+    down the beats fail and are simply tried again at the next interval; the outage is
+    logged once when it starts and once when it ends, not at every beat.
+    """
     stop = threading.Event()
 
     def loop() -> None:
+        failed = 0
         while not stop.wait(interval):
             try:
                 beat(sessions, worker_id)
             except Exception as exc:  # a database blip must not kill the worker
-                log.warning("heartbeat failed: %s", exc)
+                failed += 1
+                if failed == 1:
+                    reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+                    log.warning("heartbeat failed (%s); beating on every %g s", reason, interval)
+            else:
+                if failed:
+                    log.warning("heartbeat back after %d failed beats", failed)
+                failed = 0
 
     threading.Thread(target=loop, name="heartbeat", daemon=True).start()
     return stop

@@ -5,15 +5,20 @@ write names the attempt it holds, so a worker whose lease was taken over (it
 stalled, the sweeper re-queued its items, another worker claimed them) writes
 nothing. ``labels.work_item_id`` is unique, so even a bug here could not store
 two labels for one item.
+
+Every lease decision (is it expired? until when is it held?) reads the
+database's clock, never the worker's: a worker whose clock runs an hour ahead
+would otherwise take over live leases and hold its own an hour too long, one
+an hour behind would write leases that are expired before they start.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Select, and_, or_, select, tuple_, update
+from sqlalchemy import ColumnElement, DateTime, Select, and_, func, or_, select, tuple_, update
 from sqlalchemy.orm import Session
 
 from charter.db.models import Job, WorkItem, utcnow
@@ -34,6 +39,21 @@ def _skip_locked(session: Session, query: Select[Any]) -> Select[Any]:
     if session.get_bind().dialect.name == "postgresql":
         return query.with_for_update(skip_locked=True)
     return query
+
+
+def db_now(session: Session) -> ColumnElement[datetime] | datetime:
+    """The database's clock, for every lease decision.
+
+    PostgreSQL: ``statement_timestamp()``, the clock of the server's host. Not
+    ``now()``, the start of the transaction, early by however long it waited on a
+    lock; not ``clock_timestamp()``, which is volatile, so the sweeper's comparison
+    could not use the (status, lease_expires_at) index. SQLite is embedded: its
+    clock is this process's, the same clock ``utcnow()`` reads, bound as a value so
+    stored times keep the one format SQLAlchemy writes and reads.
+    """
+    if session.get_bind().dialect.name == "postgresql":
+        return func.statement_timestamp(type_=DateTime(timezone=True))
+    return utcnow()
 
 
 def _claimable(job_id: str, chunk: int, now):  # type: ignore[no-untyped-def]
@@ -64,7 +84,7 @@ def claim(
     is then retried item by item, so one poison item cannot fail its neighbours.
     The rows are locked by the select, then leased by one UPDATE for the chunk.
     """
-    now = utcnow()
+    now = db_now(session)
     query = (
         _claimable(job_id, chunk, now)
         .with_only_columns(WorkItem.id, WorkItem.prompt_id, WorkItem.attempt, WorkItem.last_error)
@@ -115,7 +135,7 @@ def claimable_count(
     another transaction held them (PostgreSQL skips locked rows): a publisher's
     ``published_at`` mark, the sweeper re-queueing them, or another claimer.
     """
-    query = _claimable(job_id, chunk, utcnow()).with_only_columns(WorkItem.id)
+    query = _claimable(job_id, chunk, db_now(session)).with_only_columns(WorkItem.id)
     return sum(1 for item_id in session.scalars(query) if item_id not in exclude)
 
 
@@ -130,7 +150,7 @@ def _held(claimed: list[Claimed], owner: str):  # type: ignore[no-untyped-def]
 
 def extend(session: Session, claimed: list[Claimed], owner: str, lease_seconds: float) -> int:
     """Push the lease forward while a long batch runs; returns how many are still held."""
-    expiry = utcnow() + timedelta(seconds=lease_seconds)
+    expiry = db_now(session) + timedelta(seconds=lease_seconds)
     result = session.execute(
         update(WorkItem).where(_held(claimed, owner)).values(lease_expires_at=expiry)
     )
@@ -152,7 +172,7 @@ def finish_many(
             last_error=error,
             lease_owner=None,
             lease_expires_at=None,
-            updated_at=utcnow(),
+            updated_at=db_now(session),
         )
         .returning(WorkItem.id)
     )
@@ -178,7 +198,7 @@ def release(session: Session, claimed: Claimed, owner: str, error: str, max_atte
             lease_owner=None,
             lease_expires_at=None,
             published_at=None,
-            updated_at=utcnow(),
+            updated_at=db_now(session),
         )
     )
     return result.rowcount == 1
@@ -201,7 +221,7 @@ def complete_if_done(session: Session, job_id: str) -> bool:
     )
     if active is not None:
         return False
-    now = utcnow()
+    now = db_now(session)
     session.execute(
         update(Job)
         .where(Job.id == job_id, Job.status.not_in(("cancelled", "completed")))
@@ -212,10 +232,9 @@ def complete_if_done(session: Session, job_id: str) -> bool:
 
 def expire_leases(session: Session, max_attempts: int) -> tuple[int, list[str]]:
     """Sweeper: items whose lease ran out go back to the queue (or fail at the limit)."""
-    now = utcnow()
     query = (
         select(WorkItem)
-        .where(WorkItem.status == "running", WorkItem.lease_expires_at < now)
+        .where(WorkItem.status == "running", WorkItem.lease_expires_at < db_now(session))
         .order_by(WorkItem.id)
         .limit(10_000)
     )
@@ -232,3 +251,95 @@ def expire_leases(session: Session, max_attempts: int) -> tuple[int, list[str]]:
         row.lease_owner = row.lease_expires_at = None
     session.flush()
     return len(stale), sorted({row.job_id for row in stale})
+
+
+def holders(session: Session, job_id: str, chunk: int) -> dict[str, int]:
+    """Who holds a chunk's live leases, and on how many items: for the log line of a
+    delivery that found nothing to claim because another worker is running it."""
+    rows = session.execute(
+        select(WorkItem.lease_owner, func.count())
+        .where(
+            WorkItem.job_id == job_id,
+            WorkItem.chunk == chunk,
+            WorkItem.status == "running",
+            WorkItem.lease_expires_at >= db_now(session),
+        )
+        .group_by(WorkItem.lease_owner)
+    )
+    return {str(owner): count for owner, count in rows}
+
+
+def give_back(
+    session: Session, owner: str, reason: str, chunk: tuple[str, int] | None = None
+) -> tuple[int, set[str]]:
+    """At its shutdown, give back everything ``owner`` holds: queued again at once,
+    unpublished (to be sent again), and the interrupted attempt not counted, since the
+    item did not fail, its process was asked to stop. ``chunk`` (job id, chunk) names
+    the delivery being abandoned: its queued items are unpublished too, so they are
+    sent again even when the claim never committed (the message is acknowledged).
+    Returns how many items were released and the jobs to publish again.
+
+    Matched by owner alone, so only for an owner that runs nothing any more: the
+    caller's own process on its way out, or a pool process its parent killed.
+    """
+    released = list(
+        session.scalars(
+            update(WorkItem)
+            .where(WorkItem.lease_owner == owner, WorkItem.status == "running")
+            .values(
+                status="queued",
+                attempt=WorkItem.attempt - 1,
+                last_error=reason,
+                lease_owner=None,
+                lease_expires_at=None,
+                published_at=None,
+                updated_at=db_now(session),
+            )
+            .returning(WorkItem.job_id)
+        )
+    )
+    jobs = set(released)
+    if chunk is not None:
+        session.execute(
+            update(WorkItem)
+            .where(
+                WorkItem.job_id == chunk[0],
+                WorkItem.chunk == chunk[1],
+                WorkItem.status == "queued",
+            )
+            .values(published_at=None)
+        )
+        jobs.add(chunk[0])
+    return len(released), jobs
+
+
+def held_by(session: Session, job_id: str, chunk: int, owner: str) -> list[Claimed]:
+    """The chunk's items ``owner`` holds: after its claim's COMMIT failed with the
+    connection, whether that claim went through all the same (call inside a transaction;
+    the rows are locked like a claim's)."""
+    query = (
+        select(WorkItem.id, WorkItem.prompt_id, WorkItem.attempt)
+        .where(
+            WorkItem.job_id == job_id,
+            WorkItem.chunk == chunk,
+            WorkItem.status == "running",
+            WorkItem.lease_owner == owner,
+        )
+        .order_by(WorkItem.id)
+    )
+    return [Claimed(r.id, r.prompt_id, r.attempt) for r in session.execute(query.with_for_update())]
+
+
+def finished(session: Session, claimed: list[Claimed]) -> dict[int, str]:
+    """Which of these attempts are already final (done or abstained), by item id: after a
+    write's COMMIT failed with the connection, whether it went through all the same.
+    Only the holder of an attempt ends it done or abstained, so these are its own."""
+    if not claimed:
+        return {}
+    rows = session.execute(
+        select(WorkItem.id, WorkItem.status).where(
+            tuple_(WorkItem.id, WorkItem.attempt).in_([(c.item_id, c.attempt) for c in claimed]),
+            WorkItem.status.in_(("done", "abstained")),
+        )
+    )
+    return {r.id: r.status for r in rows}

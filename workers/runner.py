@@ -34,6 +34,7 @@ from charter.core.constitution import Constitution
 from charter.core.engine import Engine
 from charter.core.jobs import JobParams, JobType
 from charter.db.models import ConstitutionVersion, Job, Label, Prompt, Worker, utcnow
+from charter.db.session import retry_transient
 from charter.settings import Settings
 from workers import leases, pipelines
 
@@ -43,6 +44,12 @@ LOCKED_WAIT_SECONDS = 60.0
 """How long a task waits for claimable rows that another transaction holds locked. The
 outbox holds its mark until a whole batch of messages is sent (charter.dispatch), well
 under a second normally; waiting ends as soon as the holder commits."""
+
+DATABASE_WAIT_SECONDS = 300.0
+"""How long a chunk waits for an unavailable database (each of its claim, write and
+release): longer than a restart or a failover. The lease keeper keeps extending the
+lease while a computed chunk waits to be written, so the work is not lost to the
+sweeper; past this the task fails and the lease's expiry hands the items on."""
 
 
 @dataclass
@@ -66,7 +73,22 @@ class ChunkRunner:
     _constitutions: dict[str, Constitution] = field(default_factory=dict, init=False, repr=False)
 
     def run_chunk(self, job_id: str, chunk: int) -> ChunkReport:
+        """Claim, run and write what is claimable of a chunk.
+
+        While the database is unavailable (a restart, a failover, writes refused) the
+        chunk waits for it, up to DATABASE_WAIT_SECONDS, instead of failing: a failed
+        task is acked, and the items it could not claim would sit queued, their
+        message gone, until the sweeper's ``republish_after_seconds``.
+        """
         report = ChunkReport()
+        retry_transient(
+            lambda retry: self._run_chunk(job_id, chunk, report, adopt=retry),
+            seconds=DATABASE_WAIT_SECONDS,
+            what=f"job {job_id} chunk {chunk}",
+        )
+        return report
+
+    def _run_chunk(self, job_id: str, chunk: int, report: ChunkReport, *, adopt: bool) -> None:
         tried: set[int] = set()
         wait_until: float | None = None
         while True:
@@ -81,7 +103,10 @@ class ChunkRunner:
                     log.error("job %s wants model %s, not served here", job_id, job.model)
                     break
                 constitution = self._constitution(session, job.constitution_version_id)
-                claimed = leases.claim(
+                # After a lost connection the last claim may have committed: resume it.
+                mine = leases.held_by(session, job_id, chunk, self.worker_id) if adopt else []
+                adopt = False
+                claimed = mine or leases.claim(
                     session,
                     job_id,
                     chunk,
@@ -96,10 +121,12 @@ class ChunkRunner:
                 # transaction held them, usually the outbox marking this very message
                 # as sent: had we returned, the message would be acked and nothing
                 # would send it again.
-                locked = False
+                locked, held = False, {}
                 if not claimed:
                     leases.complete_if_done(session, job_id)
                     locked = leases.claimable_count(session, job_id, chunk, tried) > 0
+                    if not locked and not tried:
+                        held = leases.holders(session, job_id, chunk)
                 session.expunge(job)
             if locked:
                 wait_until = wait_until or time.monotonic() + LOCKED_WAIT_SECONDS
@@ -107,6 +134,13 @@ class ChunkRunner:
                     time.sleep(0.05)  # until that transaction ends: then claim or see it taken
                     continue
             if not claimed:
+                if held:  # a redelivery of live work: a visibility timeout, a broker reconnect
+                    owners = ", ".join(f"{n} held by {owner}" for owner, n in held.items())
+                    log.warning(
+                        "job %s chunk %s: nothing to claim: %s under lease", job_id, chunk, owners
+                    )
+                elif not tried:
+                    log.info("job %s chunk %s: nothing to claim: done already", job_id, chunk)
                 break
             wait_until = None
             tried.update(c.item_id for c in claimed)
@@ -119,7 +153,6 @@ class ChunkRunner:
                 break  # the claim took every claimable item; only retries go one by one
         if report.released:
             self.republish(job_id)
-        return report
 
     def _constitution(self, session: Session, version_id: str) -> Constitution:
         """Versions are immutable: parse each once per process, not once per chunk."""
@@ -180,28 +213,68 @@ class ChunkRunner:
             error = f"{type(exc).__name__}: {exc}"
             log.exception("chunk %s/%s failed", job.id, chunk)
             report.errors.append(error)
-            with self.sessions() as session, session.begin():
-                for c in claimed:
-                    report.released += leases.release(
-                        session, c, self.worker_id, error, self.settings.max_attempts
-                    )
+            report.released += retry_transient(
+                lambda _retry: self._release(claimed, error),
+                seconds=DATABASE_WAIT_SECONDS,
+                what=f"job {job.id} chunk {chunk}: release",
+            )
             self._complete_if_done(job.id)
             return
         provenance = self._provenance(job, engine, params, timer, len(claimed))
-        by_id = {c.item_id: c for c in claimed}
         # One fenced UPDATE per outcome (all done, or abstained for one reason), one
         # INSERT of the labels: a chunk's write is a few statements, not one per item.
         groups: dict[tuple[str, str | None], list[pipelines.Outcome]] = {}
         for outcome in outcomes:
             status = "done" if outcome.abstain_reason is None else "abstained"
             groups.setdefault((status, outcome.abstain_reason), []).append(outcome)
+        # A write that waits for the database keeps its lease (the keeper retries too),
+        # so the sweeper does not hand computed work to another worker meanwhile.
+        with self._lease_keeper(claimed):
+            labelled, abstained, fenced = retry_transient(
+                lambda retry: self._write(job, claimed, groups, provenance, in_doubt=retry),
+                seconds=DATABASE_WAIT_SECONDS,
+                what=f"job {job.id} chunk {chunk}: label write",
+            )
+        if fenced:  # this attempt's lease was taken over (we stalled): the results are dropped
+            log.warning(
+                "job %s chunk %s: fenced %d of %d items (attempt %s of %s no longer holds "
+                "their lease; results dropped): items %s",
+                job.id, chunk, len(fenced), len(claimed), claimed[0].attempt,
+                self.worker_id, fenced,
+            )  # fmt: skip
+        report.fenced += len(fenced)
+        self._complete_if_done(job.id)
+        report.labelled += labelled
+        report.abstained += abstained
+
+    def _write(
+        self,
+        job: Job,
+        claimed: list[leases.Claimed],
+        groups: dict[tuple[str, str | None], list[pipelines.Outcome]],
+        provenance: dict[str, Any],
+        *,
+        in_doubt: bool,
+    ) -> tuple[int, int, list[int]]:
+        """The fenced write, one transaction: (labelled, abstained, fenced item ids).
+
+        ``in_doubt``: an earlier try failed, maybe at its COMMIT, which the server may
+        have written before the connection died. Its attempts are then final already,
+        and the write is not repeated (it would only be fenced: the items are no
+        longer running, and ``labels.work_item_id`` is unique besides).
+        """
+        by_id = {c.item_id: c for c in claimed}
         with self.sessions() as session, session.begin():
-            labels, abstained = [], 0
+            if in_doubt and (done := leases.finished(session, claimed)):
+                log.warning("job %s: the label write committed before its connection died", job.id)
+                statuses = list(done.values())
+                return statuses.count("done"), statuses.count("abstained"), []
+            labels, abstained, fenced = [], 0, []
             for (status, reason), group in groups.items():
                 held = leases.finish_many(
                     session, [by_id[o.item.item_id] for o in group], self.worker_id, status, reason
                 )
-                report.fenced += len(group) - len(held)
+                fenced += [o.item.item_id for o in group if o.item.item_id not in held]
                 if status == "abstained":
                     abstained += len(held)
                     continue
@@ -220,9 +293,15 @@ class ChunkRunner:
                     last_seen=utcnow(),
                 )
             )
-        self._complete_if_done(job.id)
-        report.labelled += len(labels)
-        report.abstained += abstained
+        return len(labels), abstained, fenced
+
+    def _release(self, claimed: list[leases.Claimed], error: str) -> int:
+        """Give the items back after an engine error: how many this attempt still held."""
+        with self.sessions() as session, session.begin():
+            return sum(
+                leases.release(session, c, self.worker_id, error, self.settings.max_attempts)
+                for c in claimed
+            )
 
     def _complete_if_done(self, job_id: str) -> None:
         """Checked after the write commits, in a transaction of its own: checked inside

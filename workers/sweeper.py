@@ -4,10 +4,10 @@ Each pass (1) re-queues items whose lease expired (their worker died or
 stalled) or fails them at ``max_attempts``, (2) publishes every queued chunk
 that was never published (the outbox: a broker outage at submission), (3)
 re-publishes queued chunks whose message is older than
-``republish_after_seconds`` (a broker that lost its queue, e.g. Redis restarted
-without AOF), (4) completes jobs with no active items left, and (5) deletes
-expired Idempotency-Key records. Safe to run
-several at once: every step is idempotent and claims rows with SKIP LOCKED.
+``republish_after_seconds`` when the broker holds fewer messages than it should
+(it lost its queue, e.g. Redis restarted without AOF), (4) completes jobs with
+no active items left, and (5) deletes expired Idempotency-Key records. Safe to
+run several at once: every step is idempotent and claims rows with SKIP LOCKED.
 """
 
 from __future__ import annotations
@@ -15,16 +15,17 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from celery import Celery
-from sqlalchemy import select, update
+from sqlalchemy import ColumnElement, and_, func, select, tuple_, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from charter import idempotency
 from charter.db.models import Job, WorkItem, utcnow
 from charter.dispatch import publish_pending
+from charter.queue import queue_lengths
 from charter.settings import Settings
 from workers import leases
 
@@ -35,6 +36,7 @@ ALIVE_FILE = Path("/tmp/charter-sweeper-alive")  # container healthcheck
 @dataclass
 class SweepReport:
     expired: int = 0
+    republished: int = 0
     published: int = 0
     completed_jobs: int = 0
     idempotency_pruned: int = 0
@@ -44,13 +46,10 @@ def sweep(sessions: sessionmaker[Session], app: Celery, settings: Settings) -> S
     report = SweepReport()
     with sessions() as session, session.begin():
         report.expired, _ = leases.expire_leases(session, settings.max_attempts)
-        cutoff = utcnow() - timedelta(seconds=settings.republish_after_seconds)
-        session.execute(
-            update(WorkItem)
-            .where(WorkItem.status == "queued", WorkItem.published_at < cutoff)
-            .values(published_at=None)
-        )
-    report.published = publish_pending(sessions, app)
+    republished = unmark_lost(sessions, app, settings.republish_after_seconds)
+    if republished is not None:  # None: the broker is down, a publish would only wait on it
+        report.republished = republished
+        report.published = publish_pending(sessions, app)
     with sessions() as session, session.begin():
         open_jobs = session.scalars(
             select(Job.id).where(Job.status.not_in(("completed", "cancelled")))
@@ -61,6 +60,97 @@ def sweep(sessions: sessionmaker[Session], app: Celery, settings: Settings) -> S
     with sessions() as session, session.begin():
         report.idempotency_pruned = idempotency.prune(session)
     return report
+
+
+def _stale(cutoff: ColumnElement[datetime] | datetime) -> ColumnElement[bool]:
+    return and_(WorkItem.status == "queued", WorkItem.published_at < cutoff)
+
+
+def _of_model(model: str) -> ColumnElement[bool]:
+    return WorkItem.job_id.in_(select(Job.id).where(Job.model == model))
+
+
+def _sent_chunks(session: Session, model: str, before: datetime) -> int:
+    """Queued chunks of ``model`` whose message went out before ``before``: each
+    should have its message in the queue still."""
+    chunks = (
+        select(WorkItem.job_id, WorkItem.chunk)
+        .where(_of_model(model), WorkItem.status == "queued", WorkItem.published_at < before)
+        .distinct()
+        .subquery()
+    )
+    return session.scalar(select(func.count()).select_from(chunks)) or 0
+
+
+def unmark_lost(sessions: sessionmaker[Session], app: Celery, after_seconds: float) -> int | None:
+    """Unmark the queued chunks whose message the broker lost, for the outbox to send
+    again: how many items were unmarked, or None when the broker cannot be reached.
+
+    A chunk still queued ``after_seconds`` after its message went out either waits
+    behind others or lost its message (Redis restarted empty; a message dropped
+    between a worker's pop and its bookkeeping). The broker tells them apart: a
+    model's queue holding ``missing`` fewer messages than the model has queued chunks
+    already sent has lost that many, and the ``missing`` chunks sent longest ago go
+    out again. Those are the lost ones: the queue is first in, first out, so what
+    is still in it was sent after what was taken or wiped from it. A queue holding
+    as many messages as it should is a backlog and is left alone. (Re-sending every
+    old chunk each period instead added a copy of a waiting backlog to the queue per
+    period: 168 deliveries for 60 chunks after a one-minute outage.)
+
+    The queue is counted before the chunks, and only chunks sent before that count
+    are compared with it, so a submission in between is not mistaken for a loss. A
+    message that a worker has popped but not claimed yet does look lost: that rare
+    false alarm sends one chunk twice, and the copy finds nothing to claim.
+    """
+    with sessions() as session:
+        cutoff = leases.db_now(session) - timedelta(seconds=after_seconds)
+        models = sorted(
+            session.scalars(
+                select(Job.model)
+                .join(WorkItem, WorkItem.job_id == Job.id)
+                .where(_stale(cutoff))
+                .distinct()
+            )
+        )
+    if not models:
+        return 0
+    counted_at = utcnow()
+    try:
+        waiting = queue_lengths(app, models)
+    except Exception as exc:  # broker down: nothing can be sent either
+        log.warning("cannot count the broker's queues, not publishing: %s", exc)
+        return None
+    unmarked = 0
+    with sessions() as session, session.begin():
+        for model in models:
+            missing = _sent_chunks(session, model, counted_at) - waiting[model]
+            if missing <= 0:
+                continue
+            oldest = [
+                tuple(row)
+                for row in session.execute(
+                    select(WorkItem.job_id, WorkItem.chunk)
+                    .where(_of_model(model), _stale(cutoff))
+                    .group_by(WorkItem.job_id, WorkItem.chunk)
+                    .order_by(func.min(WorkItem.published_at))
+                    .limit(missing)
+                )
+            ]
+            if not oldest:
+                continue
+            result = session.execute(
+                update(WorkItem)
+                .where(tuple_(WorkItem.job_id, WorkItem.chunk).in_(oldest), _stale(cutoff))
+                .values(published_at=None)
+            )
+            unmarked += result.rowcount
+            log.warning(
+                "%s: %d message(s) missing from the queue, re-sending %d old chunk(s)",
+                model,
+                missing,
+                len(oldest),
+            )
+    return unmarked
 
 
 def run_forever(

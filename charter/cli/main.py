@@ -223,7 +223,10 @@ def worker(
     loglevel: str = "INFO",
     name: Annotated[str, typer.Option(help="Celery node name.")] = "charter@%h",
 ) -> None:
-    """Run a labelling worker (Celery) for the models in CHARTER_WORKER_MODELS."""
+    """Run a labelling worker (Celery) for the models in CHARTER_WORKER_MODELS.
+
+    SIGTERM or Ctrl-C: it exits within CHARTER_WORKER_SHUTDOWN_SECONDS, its chunk requeued.
+    """
     from workers.celery_app import app as celery_app
 
     celery_app.worker_main(

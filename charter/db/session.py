@@ -1,30 +1,138 @@
-"""Engine and session factory for PostgreSQL (production) and SQLite (embedded)."""
+"""Engine and session factory for PostgreSQL (production) and SQLite (embedded),
+and what to do when the database goes away for a while.
+
+A database restart or failover kills every pooled connection. ``pool_pre_ping``
+tests a connection as it leaves the pool, so a dead one is replaced instead of
+failing the request or task that got it, and one disconnect seen invalidates
+the whole pool; ``connect_timeout`` and TCP keepalives bound how long a
+connection attempt or a read from a vanished host can hang. A unit of work that
+fails anyway is told apart by :func:`is_transient`: the gateway answers those
+503 with ``Retry-After``, workers wait for the database with
+:func:`retry_transient` instead of failing their task.
+"""
 
 from __future__ import annotations
 
+import logging
+import time
+from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from sqlalchemy import Engine, create_engine, event
+import psycopg
+from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import QueuePool
 
 from charter.settings import get_settings
 
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+POSTGRES_CONNECT_ARGS: dict[str, Any] = {
+    "connect_timeout": 10,
+    # A host that vanished (failover, network cut) is noticed in about a minute
+    # instead of when the kernel gives up on the socket (hours).
+    "keepalives": 1,
+    "keepalives_idle": 30,
+    "keepalives_interval": 10,
+    "keepalives_count": 3,
+}
+
+_TRANSIENT_SQLSTATES = (
+    "08",  # connection exception: refused, lost, reset
+    "53",  # insufficient resources: disk full, out of memory, too many connections
+    "57P01",  # admin shutdown (a fast or immediate stop terminated the session)
+    "57P02",  # crash shutdown
+    "57P03",  # cannot connect now: starting up, shutting down, in recovery
+    "58030",  # I/O error
+    "40001",  # serialization failure
+    "40P01",  # deadlock detected
+    "25006",  # read-only transaction: a standby, or writes refused for maintenance
+)
+_TRANSIENT_SQLITE = {5, 6, 10, 13}  # BUSY, LOCKED, IOERR, FULL (primary result codes)
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether ``exc`` came from the database's state rather than from the statement:
+    the connection was refused or lost, the server is stopping, starting or out of
+    space, it refuses writes, or it chose this transaction as a deadlock victim. The
+    same transaction may succeed once that passes; a constraint violation, bad data or
+    a bug will not, and is never retried."""
+    if isinstance(exc, sa_exc.TimeoutError):  # no pooled connection came free in time
+        return True
+    if isinstance(exc, sa_exc.DBAPIError):
+        if exc.connection_invalidated:
+            return True
+        orig: BaseException | None = exc.orig
+    elif isinstance(exc, psycopg.Error):  # raised on the raw connection (COPY)
+        orig = exc
+    else:
+        return False
+    sqlstate = getattr(orig, "sqlstate", None)
+    if sqlstate:
+        return str(sqlstate).startswith(_TRANSIENT_SQLSTATES)
+    code = getattr(orig, "sqlite_errorcode", None)
+    if code is not None:
+        return code & 0xFF in _TRANSIENT_SQLITE
+    # psycopg without a SQLSTATE: the client could not reach or keep the server.
+    return isinstance(orig, psycopg.OperationalError | psycopg.InterfaceError)
+
+
+def retry_transient(
+    work: Callable[[bool], T],
+    *,
+    seconds: float,
+    what: str,
+    first_delay: float = 0.1,
+    max_delay: float = 1.0,
+) -> T:
+    """Run ``work`` (one whole transaction) again while it fails transiently, with
+    backoff, for up to ``seconds``; then the last error is raised, as is any other
+    error at once.
+
+    ``work(retry)`` is told whether an earlier try failed. A try that failed at its
+    COMMIT may have committed all the same (the server wrote it, the answer died
+    with the connection), so such work first reads whether its effects are there.
+    The delay is capped at ``max_delay``: the work resumes within that of the
+    database's return.
+    """
+    deadline = time.monotonic() + seconds
+    delay, failures = first_delay, 0
+    while True:
+        try:
+            result = work(failures > 0)
+        except Exception as exc:
+            if not is_transient(exc) or time.monotonic() + delay > deadline:
+                raise
+            failures += 1
+            if failures == 1 or failures % 30 == 0:  # one line per outage, not per try
+                reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+                log.warning("%s: database unavailable (%s); retrying", what, reason)
+        else:
+            if failures:
+                log.warning("%s: database back after %d failed tries", what, failures)
+            return result
+        time.sleep(delay)
+        delay = min(delay * 2, max_delay)
+
 
 def make_engine(url: str, *, pool_size: int | None = None, **kwargs: Any) -> Engine:
     """An engine for ``url``. On PostgreSQL the pool keeps ``pool_size`` connections
     (default ``database_pool_size``) and lets as many again overflow: the gateway admits
     ``pool_size`` requests at a time, so the overflow serves what runs beside a request's
-    own session (after-commit publishing, streamed exports)."""
+    own session (after-commit publishing, streamed exports). Connections are tested as
+    they leave the pool (``pool_pre_ping``), so those a restart killed are replaced."""
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite":
         if "poolclass" not in kwargs:
             size = pool_size or get_settings().database_pool_size
             kwargs = {"pool_size": size, "max_overflow": size} | kwargs
-        return create_engine(url, pool_pre_ping=True, **kwargs)
+        connect_args = POSTGRES_CONNECT_ARGS | kwargs.pop("connect_args", {})
+        return create_engine(url, pool_pre_ping=True, connect_args=connect_args, **kwargs)
     if parsed.database and parsed.database != ":memory:":
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
     engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 60}, **kwargs)
@@ -70,3 +178,33 @@ def default_engine() -> Engine:
 
 def session_factory(engine: Engine | None = None) -> sessionmaker[Session]:
     return sessionmaker(bind=engine or default_engine(), expire_on_commit=False)
+
+
+def transaction_id(session: Session) -> str | None:
+    """PostgreSQL: the id of the session's transaction once it has written something
+    (pending ORM changes are flushed first); None when it wrote nothing, or on SQLite.
+
+    Taken just before a COMMIT so that a commit whose connection died before the
+    server's answer can be settled afterwards with :func:`committed`."""
+    if session.get_bind().dialect.name != "postgresql":
+        return None
+    session.flush()
+    value = session.scalar(text("SELECT pg_current_xact_id_if_assigned()::text"))
+    return None if value is None else str(value)
+
+
+def committed(engine: Engine, xid: str) -> bool | None:
+    """Whether transaction ``xid`` committed, asked over a fresh connection: True, False
+    (aborted, or never reached the server), or None when the database cannot say now."""
+    for _ in range(10):
+        try:
+            with engine.connect() as conn:
+                status = conn.scalar(
+                    text("SELECT pg_xact_status(CAST(:xid AS xid8))"), {"xid": xid}
+                )
+        except sa_exc.DBAPIError:
+            return None
+        if status != "in progress":
+            return status == "committed"
+        time.sleep(0.1)  # the server is still finishing it, or has not seen the drop yet
+    return None

@@ -37,6 +37,7 @@ from starlette.datastructures import QueryParams
 from charter import idempotency
 from charter.core.documents import DocumentError, load_json
 from charter.db.models import ApiKey
+from charter.db.session import committed, transaction_id
 from charter.errors import CharterError, Conflict, Invalid, Unavailable
 from services.gateway.auth import authenticate
 from services.gateway.deps import check_scope
@@ -281,6 +282,7 @@ class UnitOfWorkRoute(APIRoute):
     ) -> Response | None:
         """Commit, run the after-commit hooks, close; a replay instead when a concurrent
         retry with the same ``Idempotency-Key`` committed first."""
+        xid = transaction_id(session) if request.method != "GET" else None
         try:
             session.commit()
         except IntegrityError as exc:
@@ -290,6 +292,16 @@ class UnitOfWorkRoute(APIRoute):
                 if replay is not None:
                     return replay
             raise Conflict("a concurrent request changed the same object; retry") from exc
+        except DBAPIError as exc:
+            # The connection died during COMMIT: committed or not, only the server knows.
+            # Answering 503 to a commit that happened would invite a duplicate.
+            if xid is None or database_unavailable(exc) is None:
+                raise
+            if committed(request.app.state.engine, xid) is not True:
+                raise
+            log.warning(
+                "%s: the connection died during COMMIT, which went through", request.url.path
+            )
         _run_after_commit(request)
         session.close()
         return None

@@ -38,6 +38,8 @@ from typing import Any
 import pytest
 import yaml
 
+from charter.settings import Settings
+
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 DOCKERFILES = {
@@ -60,7 +62,7 @@ ONE_SHOT = {"migrate"}
 REQUIRED_VARIABLES = ("CHARTER_SECRET_KEY", "POSTGRES_PASSWORD", "CHARTER_API_KEY")
 # Values that satisfy the required variables when Compose interpolates the file.
 DUMMY_ENV = {name: f"test-only-{name.lower()}" for name in REQUIRED_VARIABLES}
-SOFT_SHUTDOWN_SECONDS = 60  # worker_soft_shutdown_timeout in charter.queue
+SHUTDOWN_SECONDS = Settings.model_fields["worker_shutdown_seconds"].default
 REQUIRED_REF = re.compile(r"^\$\{[A-Z][A-Z0-9_]*:\?[^}]*\}$")
 SECRET_NAME = re.compile(r"(SECRET|PASSWORD|PASSWD|TOKEN|API_KEY|PRIVATE_KEY)", re.IGNORECASE)
 TIMEOUT = 120
@@ -498,7 +500,7 @@ def test_celery_workers() -> None:
         assert env["CHARTER_WORKER_MODELS"]
         assert env["REMAP_SIGTERM"] == "SIGQUIT"
         assert _command(worker)[:4] == ["celery", "-A", "workers.celery_app", "worker"]
-        assert _seconds(worker["stop_grace_period"]) > SOFT_SHUTDOWN_SECONDS, name
+        assert _seconds(worker["stop_grace_period"]) > SHUTDOWN_SECONDS, name
         test = " ".join(worker["healthcheck"]["test"])
         assert "find /tmp/charter-worker-alive -mmin -2 | grep -q ." in test
         assert any(str(v).endswith(":/models:ro") for v in worker["volumes"]), name

@@ -1,0 +1,138 @@
+"""Stopping a worker within a bound, its chunk in flight given back at once.
+
+SIGTERM or SIGINT, sent to the whole process group (Ctrl-C, a service manager
+stopping a ``charter worker``) or to the main process only (``kill``, ``docker
+stop`` of a container whose PID 1 is the worker):
+
+1. The main process begins Celery's warm (or cold) shutdown. Its
+   ``worker_shutting_down`` hook (workers.celery_app) stops the pool from
+   replacing processes that exit, and starts a :class:`Watchdog` that sends the
+   pool's terminate signal (SIGTERM; SIGQUIT under ``REMAP_SIGTERM=SIGQUIT``) to
+   every pool process, again each half second until they are gone.
+2. A pool process running a chunk takes that signal as :class:`Interrupted`,
+   raised in its task (:func:`run_interruptible`); then, whatever became of the
+   exception, the task gives the chunk back (``leases.give_back``: queued again,
+   the attempt not counted, published again so another worker takes it now, not
+   when its lease expires) on connections of its own, since the interruption may
+   have cut a statement short, and returns. An idle pool process exits, as
+   billiard always had it do.
+3. Why the pool must stop replacing processes first: billiard replaces a pool
+   process that exited while the pool still runs, and a SIGTERM to the group ends
+   the idle ones before the main process has closed its pool. The replacement
+   loaded the model during the shutdown (tens of seconds on a busy CPU, minutes
+   with vLLM); with the filesystem broker it was forked by the pool's supervisor
+   thread, whose end sends it the kernel's parent-death SIGKILL, which could hit it
+   holding the pool's result-pipe lock: the pool's join then waited forever.
+4. Backstop: a pool process still alive at three quarters of
+   ``worker_shutdown_seconds`` (stuck in a native call that never returns to
+   Python) is killed and its items given back by the main process, which exits
+   hard, saying so, if it is still alive at the bound.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterable
+from contextlib import suppress
+from typing import Any, TypeVar
+
+from billiard.common import TERM_SIGNAL
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+class Interrupted(BaseException):
+    """Raised in a pool process's running task by the terminate signal.
+
+    A BaseException, like KeyboardInterrupt, so no ``except Exception`` on the way
+    (a database retry, an engine's error handling) mistakes it for a failure."""
+
+
+_state: dict[str, Any] = {"working": False, "signalled": False, "stopping": False, "at": 0.0}
+REPEAT_SECONDS = 1.0
+"""A signal raises again this long after the last: a library's cleanup may have turned
+the first into an error of its own, or a retry swallowed it; sooner, it would only
+interrupt the unwinding of the last one."""
+
+
+def _on_term(signum: int, frame: object) -> None:
+    _state["stopping"] = True
+    if not _state["working"]:
+        return  # giving back, or between tasks: noted, nothing interrupted
+    _state["signalled"] = True
+    if time.monotonic() - _state["at"] >= REPEAT_SECONDS:
+        _state["at"] = time.monotonic()
+        raise Interrupted
+
+
+def run_interruptible(work: Callable[[], T], on_interrupt: Callable[[], T]) -> T:
+    """``work()``, unless the terminate signal comes before it ends: then
+    ``on_interrupt()``, whatever ``work`` did with the :class:`Interrupted` (raised,
+    turned into another error, or swallowed and went on), and no signal interrupts
+    ``on_interrupt``. Outside this, the process keeps billiard's handler (an idle
+    process exits)."""
+    previous = signal.getsignal(TERM_SIGNAL)
+    try:
+        signal.signal(TERM_SIGNAL, _on_term)
+        _state.update(working=True, signalled=_state["stopping"], at=0.0)
+        try:
+            if _state["signalled"]:  # the signal came before the task did
+                raise Interrupted
+            result = work()
+            _state["working"] = False
+        except BaseException:
+            _state["working"] = False
+            if not _state["signalled"]:
+                raise
+        if _state["signalled"]:
+            return on_interrupt()
+        return result
+    finally:
+        _state["working"] = False
+        signal.signal(TERM_SIGNAL, signal.SIG_DFL if previous is None else previous)
+
+
+class Watchdog(threading.Thread):
+    """In the main process, from the first shutdown signal: stop the pool processes,
+    kill any that outlive three quarters of the bound, exit hard at the bound."""
+
+    def __init__(
+        self,
+        pool_pids: Callable[[], Iterable[int]],
+        give_back: Callable[[int], object],
+        seconds: float,
+        exitcode: int,
+    ) -> None:
+        super().__init__(name="shutdown-watchdog", daemon=True)
+        self.pool_pids, self.give_back = pool_pids, give_back
+        self.seconds, self.exitcode = seconds, exitcode
+        self.started_at = time.monotonic()
+
+    def run(self) -> None:
+        kill_at = self.started_at + 0.75 * self.seconds
+        exit_at = self.started_at + self.seconds
+        killed = False
+        while time.monotonic() < exit_at:
+            pids = list(self.pool_pids())
+            if not killed and time.monotonic() >= kill_at:
+                killed = True
+                for pid in pids:
+                    log.error("pool process %s still running at shutdown: killing it", pid)
+                    with suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGKILL)
+                    try:
+                        self.give_back(pid)
+                    except Exception:  # the lease then expires; the sweeper re-queues it
+                        log.exception("could not give back what process %s held", pid)
+            for pid in pids:
+                with suppress(ProcessLookupError):
+                    os.kill(pid, TERM_SIGNAL)
+            time.sleep(0.5)
+        log.error("worker still not stopped %.0f s after the signal: exiting now", self.seconds)
+        logging.shutdown()
+        os._exit(self.exitcode)
