@@ -72,9 +72,21 @@ def authenticate(
 
 def _touch(session: Session, row: ApiKey, now: datetime) -> None:
     """Record the key's use, best effort: in a savepoint, so a database that refuses
-    writes (read-only, disk full) still serves reads; only writes then answer 503."""
+    writes (read-only, disk full) still serves reads; only writes then answer 503.
+
+    The row stays locked until the request ends, so concurrent requests with the same
+    key skip a row another one is touching (SKIP LOCKED) instead of queueing behind it:
+    otherwise a long upload would hold up every other request of its key."""
+    target = select(ApiKey.id).where(ApiKey.id == row.id)
+    if session.get_bind().dialect.name == "postgresql":
+        target = target.with_for_update(skip_locked=True)
     try:
         with session.begin_nested():
-            session.execute(update(ApiKey).where(ApiKey.id == row.id).values(last_used_at=now))
+            session.execute(
+                update(ApiKey)
+                .where(ApiKey.id.in_(target.scalar_subquery()))
+                .values(last_used_at=now)
+                .execution_options(synchronize_session=False)
+            )
     except DBAPIError as exc:
         log.warning("could not record the use of key %s: %s", row.id, type(exc.orig).__name__)

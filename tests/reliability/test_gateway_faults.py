@@ -161,12 +161,18 @@ class Upload:
     response: httpx.Response | None = None
     error: BaseException | None = None
     thread: threading.Thread = field(init=False)
+    hold: bool = False  # stop at half way until ``resume`` is set
+    resume: threading.Event = field(default_factory=threading.Event)
 
     def body(self) -> Iterator[bytes]:
         for start in range(0, UPLOAD_ROWS, self.block_rows):
             stop = min(start + self.block_rows, UPLOAD_ROWS)
             yield b"".join(_line(i) for i in range(start, stop))
             self.sent_rows = stop
+            if self.hold and stop >= UPLOAD_ROWS // 2 and not self.resume.is_set():
+                # Hold the second half back until the test has killed the gateway, so
+                # a fast machine cannot finish the upload first.
+                self.resume.wait(120)
             if self.pace:
                 time.sleep(self.pace)
 
@@ -229,8 +235,8 @@ def test_gateway_killed_mid_upload(make_gateway: Any, fault_db: Engine, fault_ke
     gateway.start()
     headers = {"X-API-Key": fault_key}
     # ~9 MB each over ~10 s: the gateway parses and stores as fast as it arrives.
-    streamed = Upload(gateway.base, fault_key, None, pace=0.05).start()
-    keyed = Upload(gateway.base, fault_key, "upload-once", pace=0.05).start()
+    streamed = Upload(gateway.base, fault_key, None, pace=0.05, hold=True).start()
+    keyed = Upload(gateway.base, fault_key, "upload-once", pace=0.05, hold=True).start()
 
     copying: list[int] = []
     deadline = time.monotonic() + 120
@@ -245,6 +251,7 @@ def test_gateway_killed_mid_upload(make_gateway: Any, fault_db: Engine, fault_ke
     gateway.kill()
     killed = time.monotonic()
     for upload in (streamed, keyed):
+        upload.resume.set()  # what it sends now goes to a dead socket
         upload.thread.join(60)
         assert upload.response is None, upload.response.text if upload.response else ""
         assert isinstance(upload.error, httpx.TransportError), repr(upload.error)

@@ -44,6 +44,7 @@ from charter.db.models import Label
 from charter.db.session import make_engine, session_factory
 from charter.projects import ensure_project, issue_key
 from charter.queue import make_celery, publish_chunk
+from tests.reliability.conftest import record_fault
 from tests.stack import (
     DEAD_BROKER,
     MODELS_DIR,
@@ -357,6 +358,21 @@ class TestRealModel:
 # --------------------------------------------------------------------------- 2. SIGKILL
 
 
+ITEMS = 300
+"""Items per fault job: enough that chunks are queued, running and done when it hits."""
+
+
+def record(stack: Stack, fault: str, job_id: str, items: int, since: float) -> None:
+    """The fault matrix's row for this test (docs/RELIABILITY.md): its counts, asserted."""
+    postgres = _is_postgres(stack.settings.effective_database_url)
+    record_fault(
+        fault,
+        stack.tally({job_id: items}),
+        recover_seconds=time.monotonic() - since,
+        stack="postgres+redis" if postgres else "sqlite+filesystem broker",
+    )
+
+
 def held_when_killed(stack: Stack, job_id: str, owner: str) -> set[int]:
     """The items a killed process held: still running under its lease (none can end
     before the lease expires, since their owner is dead)."""
@@ -368,16 +384,18 @@ def held_when_killed(stack: Stack, job_id: str, owner: str) -> set[int]:
 
 def test_sigkill_of_the_pool_child_loses_nothing(stack: Stack) -> None:
     model = stack.new_model()
-    worker = stack.start_worker([model], fault_delay_seconds=2.0)
-    job = stack.submit(rows(6, response=True), model, type="critique", chunk_size=2)
+    worker = stack.start_worker([model], fault_delay_seconds=0.3)
+    job = stack.submit(rows(ITEMS, response=True), model, type="critique", chunk_size=10)
     owner = stack.wait_running(job["id"])[0].lease_owner  # "host:pid" of the pool child
     pid = int(owner.rsplit(":", 1)[1])
     assert pid in child_pids(worker.pid), "the lease holder is the worker's pool child"
     os.kill(pid, signal.SIGKILL)
+    killed = time.monotonic()
     held = held_when_killed(stack, job["id"], owner)
 
     stack.wait(job["id"])
-    assert stack.assert_exactly_once(job["id"], 6) == {"done": 6}
+    record(stack, "worker pool child SIGKILL mid-chunk", job["id"], ITEMS, killed)
+    assert stack.assert_exactly_once(job["id"], ITEMS) == {"done": ITEMS}
     assert worker.poll() is None, "the worker main process outlived its pool child"
     assert pid not in child_pids(worker.pid) and child_pids(worker.pid), "a new child serves"
     retried = [lbl for lbl in stack.labels(job["id"]) if lbl.work_item_id in held]
@@ -387,16 +405,18 @@ def test_sigkill_of_the_pool_child_loses_nothing(stack: Stack) -> None:
 
 def test_sigkill_of_the_whole_worker_then_a_fresh_one(stack: Stack) -> None:
     model = stack.new_model()
-    first = stack.start_worker([model], fault_delay_seconds=2.0)
-    job = stack.submit(rows(6, response=True), model, type="critique", chunk_size=2)
+    first = stack.start_worker([model], fault_delay_seconds=0.3)
+    job = stack.submit(rows(ITEMS, response=True), model, type="critique", chunk_size=10)
     owner = stack.wait_running(job["id"])[0].lease_owner
     kill_group(first)  # the main process and its pool child at once
+    killed = time.monotonic()
     assert child_pids(first.pid) == []
     held = held_when_killed(stack, job["id"], owner)
-    stack.start_worker([model], fault_delay_seconds=2.0)
+    stack.start_worker([model], fault_delay_seconds=0.3)
 
     stack.wait(job["id"])
-    assert stack.assert_exactly_once(job["id"], 6) == {"done": 6}
+    record(stack, "whole worker SIGKILL mid-chunk, then a fresh worker", job["id"], ITEMS, killed)
+    assert stack.assert_exactly_once(job["id"], ITEMS) == {"done": ITEMS}
     labels = stack.labels(job["id"])
     assert all(lbl.worker_id != owner for lbl in labels if lbl.work_item_id in held)
     assert all(lbl.attempt >= 2 for lbl in labels if lbl.work_item_id in held)
@@ -408,7 +428,7 @@ def test_sigkill_of_the_whole_worker_then_a_fresh_one(stack: Stack) -> None:
 
 def test_duplicate_deliveries_make_one_label_per_item(stack: Stack) -> None:
     model = stack.new_model()
-    job = stack.submit(rows(6), model, type="sl_cai", chunk_size=3)
+    job = stack.submit(rows(ITEMS), model, type="sl_cai", chunk_size=10)
     # Two more copies of every chunk's message, queued before any worker exists, so
     # the two pool processes below receive copies of the same chunk at the same time.
     producer = make_celery(stack.settings, name="duplicate-producer")
@@ -418,12 +438,14 @@ def test_duplicate_deliveries_make_one_label_per_item(stack: Stack) -> None:
                 publish_chunk(producer, job["id"], chunk, model)
     finally:
         producer.close()
-    stack.start_worker([model], concurrency=2, fault_delay_seconds=0.5)
+    started = time.monotonic()
+    stack.start_worker([model], concurrency=2, fault_delay_seconds=0.1)
 
     stack.wait(job["id"])
-    assert stack.assert_exactly_once(job["id"], 6) == {"done": 6}
+    record(stack, "every chunk delivered three times", job["id"], ITEMS, started)
+    assert stack.assert_exactly_once(job["id"], ITEMS) == {"done": ITEMS}
     # No copy ran an item a second time: nothing crashed, so every label is a first attempt.
-    assert [lbl.attempt for lbl in stack.labels(job["id"])] == [1] * 6
+    assert [lbl.attempt for lbl in stack.labels(job["id"])] == [1] * ITEMS
 
 
 # --------------------------------------------------------------------------- 4. poison
@@ -432,12 +454,14 @@ def test_duplicate_deliveries_make_one_label_per_item(stack: Stack) -> None:
 def test_poison_item_that_kills_its_process_fails_alone(stack: Stack) -> None:
     model = stack.new_model()
     worker = stack.start_worker([model], fault_poison="POISON", fault_poison_mode="exit")
-    batch = rows(5)
+    batch = rows(ITEMS)
     batch[2] = {"prompt": "POISON: this prompt kills whichever process touches it"}
-    job = stack.submit(batch, model, type="sl_cai", chunk_size=5)
+    started = time.monotonic()
+    job = stack.submit(batch, model, type="sl_cai", chunk_size=10)
 
     stack.wait(job["id"])
-    assert stack.assert_exactly_once(job["id"], 5) == {"done": 4, "failed": 1}
+    record(stack, "poison item kills its process every time", job["id"], ITEMS, started)
+    assert stack.assert_exactly_once(job["id"], ITEMS) == {"done": ITEMS - 1, "failed": 1}
     failed = [i for i in stack.items(job["id"]) if i.status == "failed"]
     assert failed[0].attempt == 3
     assert "gave up after 3 attempts" in failed[0].last_error
@@ -458,13 +482,13 @@ def test_broker_outage_at_submission_is_repaired_by_the_sweeper(
 ) -> None:
     stack = make_stack(gateway_broker_url=DEAD_BROKER, sweeper=False)
     model = stack.new_model()
-    batch = stack.client.create_batch(rows(4), name="outage")
+    batch = stack.client.create_batch(rows(ITEMS), name="outage")
     spec = {
         "type": "sl_cai",
         "batch_id": batch["id"],
         "constitution": stack.constitution()["ref"],
         "model": model,
-        "chunk_size": 2,
+        "chunk_size": 10,
     }
     started = time.monotonic()
     response = httpx.post(
@@ -474,12 +498,14 @@ def test_broker_outage_at_submission_is_repaired_by_the_sweeper(
     assert time.monotonic() - started < 60
     job = response.json()
     items = stack.items(job["id"])
-    assert [i.status for i in items] == ["queued"] * 4
+    assert [i.status for i in items] == ["queued"] * ITEMS
     assert all(i.published_at is None for i in items), "nothing could have been published"
 
     stack.start_worker([model])
     time.sleep(2)
-    assert stack.client.job(job["id"])["counts"]["queued"] == 4  # the worker has no message
+    assert stack.client.job(job["id"])["counts"]["queued"] == ITEMS  # no message for the worker
+    healed = time.monotonic()
     stack.start_sweeper()  # the sweeper reaches the real Redis and publishes the outbox
     stack.wait(job["id"])
-    assert stack.assert_exactly_once(job["id"], 4) == {"done": 4}
+    record(stack, "broker unreachable at submission", job["id"], ITEMS, healed)
+    assert stack.assert_exactly_once(job["id"], ITEMS) == {"done": ITEMS}
