@@ -367,7 +367,7 @@ def record(stack: Stack, fault: str, job_id: str, items: int, since: float) -> N
     postgres = _is_postgres(stack.settings.effective_database_url)
     record_fault(
         fault,
-        stack.tally({job_id: items}),
+        stack.tally({job_id: items}, shared_database=True),  # one database per module
         recover_seconds=time.monotonic() - since,
         stack="postgres+redis" if postgres else "sqlite+filesystem broker",
     )
