@@ -175,7 +175,19 @@ def _wait_done(url: str, job_ids: set[str], timeout: float) -> float:
             if not open_:
                 return time.monotonic() - started
             if time.monotonic() - started > timeout:
-                raise RuntimeError(f"{open_} of {len(job_ids)} jobs still open after {timeout} s")
+                with engine.connect() as conn:
+                    stuck = conn.execute(
+                        text(
+                            "SELECT j.id, j.status, w.chunk, w.status, w.attempt, w.lease_owner, "
+                            "w.published_at, w.last_error FROM jobs j JOIN work_items w "
+                            "ON w.job_id = j.id WHERE j.status NOT IN ('completed', 'cancelled') "
+                            "AND w.status <> 'done' ORDER BY w.id LIMIT 20"
+                        )
+                    ).all()
+                raise RuntimeError(
+                    f"{open_} of {len(job_ids)} jobs still open after {timeout} s: "
+                    + "; ".join(map(str, stuck))
+                )
             time.sleep(1)
     finally:
         engine.dispose()
@@ -235,6 +247,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--label-workers", type=int, default=2, help="Celery worker processes.")
     parser.add_argument("--server", default=DEFAULT_SERVER, help="PostgreSQL for the scratch db.")
     parser.add_argument("--broker-url", default=BROKER, help="Redis db; flushed before and after.")
+    parser.add_argument(
+        "--drain-timeout", type=float, default=300.0, help="Seconds for the jobs to finish."
+    )
+    parser.add_argument("--log-dir", type=Path, help="Keep the workers' logs here.")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args(argv)
 
@@ -269,7 +285,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         pushed.raise_for_status()
         stack.enter_context(sweeper_thread(settings))
         for n in range(args.label_workers):
-            worker = start_worker(settings, name=f"load{n}", log=data / f"worker{n}.log")
+            logs = args.log_dir or data
+            logs.mkdir(parents=True, exist_ok=True)
+            worker = start_worker(settings, name=f"load{n}", log=logs / f"worker{n}.log")
             stack.callback(stop_process, worker)
         log(f"{args.clients} clients for {args.seconds:.0f} s")
         cpu = gateway.cpu_seconds() + _children_cpu(gateway)
@@ -277,7 +295,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         record = asyncio.run(_load(gateway.base, key, args.clients, args.seconds, args.think))
         wall = time.perf_counter() - wall
         cpu = gateway.cpu_seconds() + _children_cpu(gateway) - cpu
-        drain_s = _wait_done(url, set(record.jobs.values()), timeout=300)
+        drain_s = _wait_done(url, set(record.jobs.values()), timeout=args.drain_timeout)
         counts = _count(url, record, project_id)
     redis.Redis.from_url(args.broker_url).flushdb()
     requests = sum(len(v) for v in record.latencies.values())

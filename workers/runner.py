@@ -149,10 +149,27 @@ class ChunkRunner:
                 {k: v for k, v in job.params.items() if k != "chunk_size"}
             )
             self._process(job, constitution, params, engine, chunk, claimed, items, report)
-            if len(claimed) > 1 or claimed[0].attempt == 1:
-                break  # the claim took every claimable item; only retries go one by one
+            # A first claim took every claimable item it could lock (only retries go one
+            # by one). Rows another transaction held were skipped: once it ends they are
+            # claimed here, since no other message may come for them.
+            whole = len(claimed) > 1 or claimed[0].attempt == 1
+            if whole and (
+                len(claimed) >= self._chunk_items(job, chunk)
+                or not self._left(job_id, chunk, tried)
+            ):
+                break
         if report.released:
             self.republish(job_id)
+
+    def _chunk_items(self, job: Job, chunk: int) -> int:
+        """How many items the chunk has (prompt position // chunk size, as submitted)."""
+        size = int(job.params.get("chunk_size") or self.settings.chunk_size)
+        return max(0, min(size, job.item_count - chunk * size))
+
+    def _left(self, job_id: str, chunk: int, tried: set[int]) -> bool:
+        """Whether claimable items of the chunk remain (skipped because they were locked)."""
+        with self.sessions() as session:
+            return leases.claimable_count(session, job_id, chunk, tried) > 0
 
     def _constitution(self, session: Session, version_id: str) -> Constitution:
         """Versions are immutable: parse each once per process, not once per chunk."""
