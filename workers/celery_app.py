@@ -99,10 +99,11 @@ def _load(**_: object) -> None:
     from charter.db.session import default_engine
 
     default_engine().dispose(close=False)
-    # Stopped while loading: the load is abandoned, the process exits when told again.
+    # Stopped while loading: the load is abandoned; the process exits with the pool.
     shutdown.run_interruptible(
         runner, lambda: log.info("stopping: pool process %s skips its engines", os.getpid())
     )
+    shutdown.defer_when_idle()
 
 
 @worker_process_shutdown.connect

@@ -14,8 +14,9 @@ stop`` of a container whose PID 1 is the worker):
    exception, the task gives the chunk back (``leases.give_back``: queued again,
    the attempt not counted, published again so another worker takes it now, not
    when its lease expires) on connections of its own, since the interruption may
-   have cut a statement short, and returns. An idle pool process exits, as
-   billiard always had it do.
+   have cut a statement short, and returns. An idle pool process ignores the
+   signal and exits when the closing pool tells it to (:func:`defer_when_idle`); a
+   task it starts after the signal is interrupted by the watchdog's next one.
 3. Why the pool must stop replacing processes first: billiard replaces a pool
    process that exited while the pool still runs, and a SIGTERM to the group ends
    the idle ones before the main process has closed its pool. The replacement
@@ -31,9 +32,11 @@ stop`` of a container whose PID 1 is the worker):
 
 from __future__ import annotations
 
+import faulthandler
 import logging
 import os
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -63,19 +66,35 @@ interrupt the unwinding of the last one."""
 def _on_term(signum: int, frame: object) -> None:
     _state["stopping"] = True
     if not _state["working"]:
-        return  # giving back, or between tasks: noted, nothing interrupted
+        return  # giving back: noted, nothing interrupted
     _state["signalled"] = True
     if time.monotonic() - _state["at"] >= REPEAT_SECONDS:
         _state["at"] = time.monotonic()
         raise Interrupted
 
 
+def defer_when_idle() -> None:
+    """In a pool process, at the end of its initializer: the terminate signal no longer
+    ends it between tasks; it exits when the closing pool tells it to (a sentinel on its
+    queue), or is killed by the watchdog's backstop.
+
+    Ignored, not handled: billiard, once the initializer returns, replaces any handler
+    of the signal with its own (which exits, and sets the signal back to its default
+    action) but leaves an ignored signal alone. With billiard's handler, the next signal
+    (the group's and the watchdog's come together) found the default action; the kernel
+    delivered it to a thread that does not block it (heartbeat, lease keeper) while the
+    main thread, exiting, held the lock of the pool's result pipe to send its death
+    notice (billiard blocks the signal in that thread only): the process died holding
+    the lock and the main process's pool join waited on it until the hard exit at the
+    bound (one idle stop in two to four, with the filesystem broker)."""
+    signal.signal(TERM_SIGNAL, signal.SIG_IGN)
+
+
 def run_interruptible(work: Callable[[], T], on_interrupt: Callable[[], T]) -> T:
     """``work()``, unless the terminate signal comes before it ends: then
     ``on_interrupt()``, whatever ``work`` did with the :class:`Interrupted` (raised,
     turned into another error, or swallowed and went on), and no signal interrupts
-    ``on_interrupt``. Outside this, the process keeps billiard's handler (an idle
-    process exits)."""
+    ``on_interrupt``. Outside this, the signal is ignored (:func:`defer_when_idle`)."""
     previous = signal.getsignal(TERM_SIGNAL)
     try:
         signal.signal(TERM_SIGNAL, _on_term)
@@ -135,4 +154,8 @@ class Watchdog(threading.Thread):
             time.sleep(0.5)
         log.error("worker still not stopped %.0f s after the signal: exiting now", self.seconds)
         logging.shutdown()
+        # Where it hung, for whoever reads the log: every thread's stack, on the real
+        # stderr (Celery replaces sys.stderr with a logging proxy that has no file).
+        with suppress(Exception):
+            faulthandler.dump_traceback(file=sys.__stderr__, all_threads=True)
         os._exit(self.exitcode)
