@@ -159,6 +159,36 @@ CASES = {
 }
 
 
+def stop_and_finish(
+    stack: Stack,
+    model: str,
+    job_id: str,
+    held: dict[int, int],
+    fault: str,
+    signal_it: Callable[[], float],
+) -> None:
+    """Stop the worker (``signal_it`` answers how long it took to exit), check what it gave
+    back, let a second worker finish the job, and record the row."""
+    exit_seconds = signal_it()
+    stopped_at = time.monotonic() - exit_seconds
+    assert exit_seconds < SHUTDOWN_SECONDS + MARGIN
+    given_back, at_exit = check_given_back(stack, job_id, held, stack.logs[0])
+
+    tally, recover = finish(stack, model, job_id, stopped_at, 180, fault_delay_seconds=0.02)
+    record_fault(
+        fault,
+        tally,
+        recover_seconds=recover,
+        stack="postgres+redis",
+        exit_seconds=round(exit_seconds, 2),
+        bound_seconds=SHUTDOWN_SECONDS,
+        running_at_signal=len(held),
+        given_back=given_back,
+        at_exit=at_exit,
+    )
+    assert tally["states"] == {"done": ITEMS}
+
+
 @pytest.mark.parametrize("case", list(CASES))
 def test_stop_mid_chunk_gives_the_chunk_back(
     case: str, make_fault_stack: Callable[..., Stack], monkeypatch: pytest.MonkeyPatch
@@ -175,24 +205,7 @@ def test_stop_mid_chunk_gives_the_chunk_back(
     job = stack.submit(rows(ITEMS, response=True), model, type="critique", chunk_size=CHUNK)
     held = running_now(stack, job["id"])
 
-    exit_seconds = stop(first, sig, target)
-    stopped_at = time.monotonic() - exit_seconds
-    assert exit_seconds < SHUTDOWN_SECONDS + MARGIN
-    given_back, at_exit = check_given_back(stack, job["id"], held, stack.logs[0])
-
-    tally, recover = finish(stack, model, job["id"], stopped_at, 180, fault_delay_seconds=0.02)
-    record_fault(
-        fault,
-        tally,
-        recover_seconds=recover,
-        stack="postgres+redis",
-        exit_seconds=round(exit_seconds, 2),
-        bound_seconds=SHUTDOWN_SECONDS,
-        running_at_signal=len(held),
-        given_back=given_back,
-        at_exit=at_exit,
-    )
-    assert tally["states"] == {"done": ITEMS}
+    stop_and_finish(stack, model, job["id"], held, fault, lambda: stop(first, sig, target))
 
 
 def test_stops_during_database_writes_give_everything_back(
@@ -242,24 +255,10 @@ def test_charter_worker_cli_stops_mid_chunk(make_fault_stack: Callable[..., Stac
     job = stack.submit(rows(ITEMS, response=True), model, type="critique", chunk_size=CHUNK)
     held = running_now(stack, job["id"])
 
-    exit_seconds = stop(cli, signal.SIGTERM, "group")
-    stopped_at = time.monotonic() - exit_seconds
-    assert exit_seconds < SHUTDOWN_SECONDS + MARGIN
-    given_back, at_exit = check_given_back(stack, job["id"], held, stack.logs[0])
-
-    tally, recover = finish(stack, model, job["id"], stopped_at, 180, fault_delay_seconds=0.02)
-    record_fault(
-        "charter worker (CLI) SIGTERM mid-chunk",
-        tally,
-        recover_seconds=recover,
-        stack="postgres+redis",
-        exit_seconds=round(exit_seconds, 2),
-        bound_seconds=SHUTDOWN_SECONDS,
-        running_at_signal=len(held),
-        given_back=given_back,
-        at_exit=at_exit,
-    )
-    assert tally["states"] == {"done": ITEMS}
+    stop_and_finish(
+        stack, model, job["id"], held, "charter worker (CLI) SIGTERM mid-chunk",
+        lambda: stop(cli, signal.SIGTERM, "group"),
+    )  # fmt: skip
 
 
 @pytest.fixture
