@@ -282,8 +282,10 @@ class UnitOfWorkRoute(APIRoute):
     ) -> Response | None:
         """Commit, run the after-commit hooks, close; a replay instead when a concurrent
         retry with the same ``Idempotency-Key`` committed first."""
-        xid = transaction_id(session) if request.method != "GET" else None
+        xid = None
         try:
+            if request.method != "GET":  # flushes: a unique key's race surfaces here too
+                xid = transaction_id(session)
             session.commit()
         except IntegrityError as exc:
             session.rollback()
