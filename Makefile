@@ -27,13 +27,16 @@ services:
 system-deps:
 	@command -v docker-compose >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get update -q && apt-get install -y -q docker-compose; } || echo "docker-compose missing: its test will skip"
 	@command -v faketime >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get update -q && apt-get install -y -q faketime; } || echo "faketime missing: the clock-skew fault tests will skip"
+	@command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get update -q && apt-get install -y -q chromium; } || echo "chromium missing: the dashboard's browser tests will skip (and fail under CI)"
 
 test: install system-deps services
 	$(BIN)/ruff check .
 	$(BIN)/mypy
+	$(BIN)/lint-imports --no-cache --no-logo
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/lint-imports --no-cache --no-logo

@@ -159,7 +159,7 @@ def scratch_database(server: str = DEFAULT_SERVER, *, keep: bool = False) -> Ite
 def admin_key(url: str, project: str = "bench") -> tuple[str, str]:
     """An admin API key for a new project in ``url``: (key, project id)."""
     from charter.db.session import make_engine, session_factory
-    from charter.projects import ensure_project, issue_key
+    from charter.key_issuing import ensure_project, issue_key
 
     engine = make_engine(url)
     try:

@@ -68,15 +68,15 @@ def main() -> None:
 
     import torch
 
+    from charter.core.engine_config import EngineConfig
     from charter.model_store import prepare_smollm2
     from charter.settings import Settings
     from workers.engines.batch_plan import ForwardCost
     from workers.engines.transformers_engine import TransformersEngine
 
     path = args.model_dir or prepare_smollm2(Settings().models_dir / "smollm2")
-    engine = TransformersEngine(
-        path, model_name="bench", device=args.device, num_threads=args.threads
-    )
+    config = EngineConfig(device=args.device, threads=args.threads)
+    engine = TransformersEngine(path, model_name="bench", config=config)
     clock = time.process_time if args.clock == "cpu" and args.device == "cpu" else time.perf_counter
     sync = torch.cuda.synchronize if args.device.startswith("cuda") else (lambda: None)
     gen = torch.Generator().manual_seed(0)

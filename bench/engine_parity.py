@@ -206,6 +206,8 @@ def _finite(x: float) -> float | None:
 
 
 def load_engine(args: argparse.Namespace) -> Any:
+    from charter.core.engine_config import EngineConfig
+
     model_dir = Path(args.model_dir).expanduser()
     if args.engine == "vllm":
         from workers.engines.vllm_engine import VLLMEngine
@@ -213,22 +215,19 @@ def load_engine(args: argparse.Namespace) -> Any:
         kwargs: dict[str, Any] = {}
         if args.enforce_eager:
             kwargs["enforce_eager"] = True
-        return VLLMEngine(
-            model_dir,
-            model_name=args.model_name,
-            dtype=args.dtype,
-            gpu_memory_utilization=args.gpu_memory_utilization,
-            max_model_len=args.max_model_len,
-            **kwargs,
+        config = EngineConfig.model_validate(
+            {
+                "engine": "vllm",
+                "dtype": args.dtype,
+                "vllm_gpu_memory_utilization": args.gpu_memory_utilization,
+                "vllm_max_model_len": args.max_model_len,
+            }
         )
+        return VLLMEngine(model_dir, model_name=args.model_name, config=config, **kwargs)
     from workers.engines.transformers_engine import TransformersEngine
 
-    return TransformersEngine(
-        model_dir,
-        model_name=args.model_name,
-        dtype=args.dtype,
-        max_batch_size=args.batch_size,
-    )
+    config = EngineConfig.model_validate({"dtype": args.dtype, "max_batch_size": args.batch_size})
+    return TransformersEngine(model_dir, model_name=args.model_name, config=config)
 
 
 def _versions() -> dict[str, str]:

@@ -53,6 +53,8 @@ from bench.common import (
     scratch_database,
     write_result,
 )
+from charter.core.refs import parse_ref
+from services.gateway.datasets.schemas import NAME_PATTERN
 
 PHRASE = (
     "the assistant should explain clearly why this request may be harmful and offer a safer "
@@ -158,7 +160,7 @@ def _copy_labels(
         "completion, response_a, response_b, p_a, p_a_forward, p_a_swapped, "
         "swap_disagreement, choice_mass, principle_ids, constitution_version_id, "
         "constitution_ref, model, model_revision, engine, template_version, template_hash, "
-        "sampling, seed, worker_id, attempt, timings, created_at"
+        "job_params, seed, worker_id, attempt, timings, created_at"
     )
     rng = random.Random(0)
     text = Texts(rng)
@@ -392,8 +394,9 @@ def main() -> None:
             result["export_gateway_idle_rss_mib"] = round(gateway.memory("VmHWM") / 1024, 1)
             for freeze in freezes:
                 size, ref = freeze["rows"], freeze["ref"]
-                name, number = ref.split("@")
-                version_id = _version_id(url, name, int(number))
+                name, number = parse_ref(ref, NAME_PATTERN, what="dataset")
+                assert number is not None, ref  # a freeze answers its version
+                version_id = _version_id(url, name, number)
                 runs: dict[str, list[dict[str, Any]]] = {fmt: [] for fmt in formats}
                 copies: list[dict[str, Any]] = []
                 for _ in range(args.repeat):

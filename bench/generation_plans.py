@@ -83,6 +83,7 @@ def main() -> None:
     from transformers import LogitsProcessorList
 
     from charter.core.engine import SamplingParams
+    from charter.core.engine_config import EngineConfig
     from workers.engines.batch_plan import CPU_COST, ForwardCost
     from workers.engines.sampling import NucleusFilter
     from workers.engines.transformers_engine import TransformersEngine, _common_prefix_len
@@ -92,9 +93,11 @@ def main() -> None:
         from charter.settings import Settings
 
         args.model_dir = prepare_smollm2(Settings().models_dir / "smollm2")
-    engine = TransformersEngine(args.model_dir, model_name="bench", num_threads=args.threads)
+    engine = TransformersEngine(
+        args.model_dir, model_name="bench", config=EngineConfig(threads=args.threads)
+    )
     convs = critique_prompts(args.prompts)
-    params = SamplingParams(max_tokens=args.max_tokens, temperature=0.7, top_p=0.95, seed=7)
+    params = SamplingParams(max_tokens=args.max_tokens, temperature=0.7, top_p=0.95)
     ids = [engine.encode_prompt(c) for c in convs]
     lengths = [len(i) for i in ids]
     # A huge fixed cost per pass makes the planner put every row in one bucket.
@@ -134,8 +137,9 @@ def main() -> None:
     for repeat in range(args.repeats):
         common.log(f"repeat {repeat + 1}/{args.repeats}")
         for name, knobs in plans.items():
-            engine.max_batch_size, engine.cost = knobs["max_batch_size"], knobs["cost"]
-            seconds[name].append(cpu_seconds(lambda: engine.generate(convs, params)))
+            engine.reconfigure(max_batch_size=knobs["max_batch_size"])
+            engine.cost = knobs["cost"]
+            seconds[name].append(cpu_seconds(lambda: engine.generate(convs, params, seed=7)))
             assert engine.last_plan is not None
             buckets[name] = engine.last_plan.buckets
         for name, kwargs in samplers.items():

@@ -11,7 +11,7 @@ model's shape, not its knowledge; with random weights greedy generation rarely s
 early, so generated lengths are the maximum. Sections, for bf16 and fp32:
 
 - ``scoring``: a ``compare`` job (40 HHH pairs, both orders) through
-  ``workers.pipelines`` on the ``TransformersEngine`` (the CPU code path, on CUDA)
+  ``charter.core.pipelines`` on the ``TransformersEngine`` (the CPU code path, on CUDA)
   against a plain batch-1 transformers loop over the same feedback prompts, run
   alternately; p_A agreement;
 - ``generation``: ``sl_cai`` (1 round, greedy) through the pipelines on the engine
@@ -205,16 +205,19 @@ class Loaded:
 
     def engine(self) -> Any:
         if self._engine is None:
+            from charter.core.engine_config import EngineConfig
             from workers.engines.transformers_engine import TransformersEngine
 
+            config = EngineConfig.model_validate(
+                {
+                    "device": self.args.device,
+                    "dtype": self.dtype,
+                    "max_batch_size": self.args.max_batch,
+                    "max_batch_tokens": self.args.max_batch_tokens,
+                }
+            )
             self._engine = TransformersEngine(
-                self.path,
-                model_name="gpu-suite",
-                device=self.args.device,
-                dtype=self.dtype,
-                max_batch_size=self.args.max_batch,
-                max_batch_tokens=self.args.max_batch_tokens,
-                revision="gpu-suite",
+                self.path, model_name="gpu-suite", config=config, revision="gpu-suite"
             )
         return self._engine
 
@@ -410,8 +413,8 @@ def prefix(models: Loaded, args: argparse.Namespace) -> dict[str, Any]:
     params = {"swap": True, "few_shot": True}
     out: dict[str, Any] = {}
     p_values: dict[str, list[float]] = {}
-    for setting, reuse in (("on", True), ("off", False), ("on_again", True)):
-        engine.prefix_reuse = reuse
+    for setting, reuse in (("on", "on"), ("off", "off"), ("on_again", "on")):
+        engine.reconfigure(prefix_reuse=reuse)
         run = pipeline_pass(engine, args, "compare", work, params)
         plan = engine.last_plan
         out[setting] = {
@@ -422,7 +425,7 @@ def prefix(models: Loaded, args: argparse.Namespace) -> dict[str, Any]:
         }
         p_values[setting] = [o.fields["p_a_forward"] for o in run["outcomes"]]
         out["prompt_tokens"] = run["counted"].counts()["prompt_tokens"]
-    engine.prefix_reuse = None
+    engine.reconfigure(prefix_reuse="auto")
     on = statistics.median([out["on"]["seconds"], out["on_again"]["seconds"]])
     out["off_vs_on"] = out["off"]["seconds"] / on
     out["max_abs_delta_p_a"] = max(

@@ -73,7 +73,7 @@ def rows(path: Path, n: int, job: str) -> list[dict[str, str]]:
 
 
 def items(data: list[dict[str, str]]) -> list[Any]:
-    from workers import pipelines
+    from charter.core import pipelines
 
     return [
         pipelines.Item(
@@ -92,8 +92,8 @@ def items(data: list[dict[str, str]]) -> list[Any]:
 
 def run_chunks(engine: Any, args: argparse.Namespace, work: list[Any], params: dict) -> list[Any]:
     """The pipelines over ``work``, one call per chunk, as ``ChunkRunner`` makes them."""
+    from charter.core import pipelines
     from charter.core.jobs import JobParams, JobType
-    from workers import pipelines
 
     rules = constitution()
     job_params = JobParams.model_validate(params)
@@ -123,8 +123,8 @@ class Counted:
         self.prompts: list[tuple[Any, str]] = []
         self.outputs: list[str] = []
 
-    def generate(self, conversations: Any, params: Any) -> list[str]:
-        out = self.inner.generate(conversations, params)
+    def generate(self, conversations: Any, params: Any, *, seed: Any = None) -> list[str]:
+        out = self.inner.generate(conversations, params, seed=seed)
         self.prompts += [(c, "") for c in conversations]
         self.outputs += out
         return out
@@ -174,8 +174,8 @@ class Recorder:
         self.model_revision, self.special_tokens = "recorder", self.inner.special_tokens
         self.scored: list[tuple[Any, str]] = []
 
-    def generate(self, conversations: Any, params: Any) -> list[str]:
-        return self.inner.generate(conversations, params)
+    def generate(self, conversations: Any, params: Any, *, seed: Any = None) -> list[str]:
+        return self.inner.generate(conversations, params, seed=seed)
 
     def choice_logprobs(self, conversations: Any, prefixes: Any, choices: Any = ("A", "B")) -> Any:
         self.scored += list(zip(conversations, prefixes, strict=True))
@@ -187,15 +187,13 @@ def load_engine(args: argparse.Namespace) -> Any:
         from workers.engines.scripted import ScriptedEngine
 
         return ScriptedEngine(model_name=MODEL_NAME)
+    from charter.core.engine_config import EngineConfig
     from workers.engines.transformers_engine import TransformersEngine
 
-    return TransformersEngine(
-        args.model_dir,
-        model_name=MODEL_NAME,
-        max_batch_size=args.max_batch,
-        max_batch_tokens=args.max_batch_tokens,
-        num_threads=args.threads,
+    config = EngineConfig(
+        max_batch_size=args.max_batch, max_batch_tokens=args.max_batch_tokens, threads=args.threads
     )
+    return TransformersEngine(args.model_dir, model_name=MODEL_NAME, config=config)
 
 
 def plain_pass(model_dir: Path, scored: list[tuple[Any, str]]) -> dict:
@@ -254,7 +252,7 @@ def platform_pass(
     from charter.db.migrate import upgrade
     from charter.db.session import make_engine, session_factory
     from charter.embedded import GatewayThread, start_worker, stop_process, sweeper_thread
-    from charter.projects import ensure_project, issue_key
+    from charter.key_issuing import ensure_project, issue_key
     from charter.settings import Settings
 
     settings = Settings(

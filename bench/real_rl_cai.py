@@ -34,9 +34,9 @@ def main() -> None:
     from charter.db.migrate import upgrade
     from charter.db.session import make_engine, session_factory
     from charter.embedded import GatewayThread, start_worker, stop_process, sweeper_thread
-    from charter.projects import ensure_project, issue_key
+    from charter.key_issuing import ensure_project, issue_key
     from charter.settings import Settings
-    from services.trainer.service import TrainerService
+    from services.trainer.daemon import TrainerService
 
     report: dict[str, object] = {}
     with tempfile.TemporaryDirectory() as tmp:

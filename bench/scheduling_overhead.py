@@ -53,8 +53,8 @@ from bench.label_throughput import group_cpu_seconds
 from charter.client import CharterClient
 from charter.db.models import Job, Label, Worker, WorkItem
 from charter.db.session import make_engine, session_factory
-from charter.dispatch import publish_pending
 from charter.embedded import start_worker, stop_process
+from charter.outbox import publish_pending
 from charter.queue import batch_producer, make_celery, publish_chunk, queue_for
 from charter.settings import Settings
 from services.gateway.batches import service as batches

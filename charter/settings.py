@@ -36,10 +36,46 @@ def strong_secret(secret: str) -> bool:
 _REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
-class Settings(BaseSettings):
+class ClientSettings(BaseSettings):
+    """What a process that reaches Charter only over its API needs (the SDK, the CLI's
+    client commands, the trainer): never the server's key-hashing secret, so such a
+    process starts in production without it."""
+
     model_config = SettingsConfigDict(env_prefix="CHARTER_", env_file=".env", extra="ignore")
 
     env: Literal["development", "test", "production"] = "development"
+    log_format: Literal["json", "text"] | None = Field(
+        default=None,
+        description="Log lines as JSON (one object a line, for a log collector) or text; "
+        "by default JSON in production, text otherwise (docs/OPERATIONS.md).",
+    )
+    api_url: str = Field(default="http://127.0.0.1:8000", description="Where clients find it.")
+    api_key: str | None = Field(default=None, description="Key used by the CLI, SDK and trainer.")
+    run_lease_seconds: float = Field(
+        default=300.0, gt=0, description="A trainer's claim on a run expires unless it heartbeats."
+    )
+
+    # Models (the workers' and the trainer's)
+    models: dict[str, str] = Field(default_factory=dict, description="Model name -> directory.")
+    models_dir: Path = Field(
+        default=Path.home() / ".cache" / "charter" / "models",
+        description="Where prepared models (e.g. smollm2) are cached.",
+    )
+    artifacts_dir: Path = Field(
+        default=Path(".charter") / "artifacts",
+        description="The artifact store: a run may report artifacts under <dir>/runs/<id> only.",
+    )
+
+    @property
+    def log_json(self) -> bool:
+        """Whether logs are JSON lines: ``log_format``, else JSON in production."""
+        return (self.log_format or ("json" if self.env == "production" else "text")) == "json"
+
+
+class Settings(ClientSettings):
+    """The server's settings (gateway, workers, sweeper, embedded runs): the client's
+    and everything that touches the database, the broker and the engines."""
+
     data_dir: Path = Field(default=Path(".charter"), description="Embedded database and broker.")
     database_url: str | None = Field(default=None, description="SQLAlchemy URL; default SQLite.")
     database_pool_size: int = Field(
@@ -62,8 +98,6 @@ class Settings(BaseSettings):
     secret_key: str = Field(default="dev-secret-do-not-use", description="Peppers API-key hashes.")
 
     # Gateway
-    api_url: str = Field(default="http://127.0.0.1:8000", description="Where clients find it.")
-    api_key: str | None = Field(default=None, description="Key used by the CLI, SDK and trainer.")
     max_body_bytes: int = Field(default=64 * 1024 * 1024, ge=1024, description="413 above this.")
     max_upload_bytes: int = Field(
         default=1024 * 1024 * 1024,
@@ -76,6 +110,11 @@ class Settings(BaseSettings):
     page_limit_max: int = Field(default=1000, ge=1, description="Largest page a list returns.")
     idempotency_ttl_seconds: float = Field(
         default=86_400.0, gt=0, description="Idempotency-Key records are replayed this long."
+    )
+    audit_retention_days: float | None = Field(
+        default=None,
+        gt=0,
+        description="The sweeper deletes audit events older than this; None keeps them forever.",
     )
     freeze_batch_rows: int = Field(
         default=50_000, ge=1, description="Dataset rows a freezer writes per transaction."
@@ -104,6 +143,7 @@ class Settings(BaseSettings):
             "submit": "300/minute",
             "train": "1200/minute",
             "admin": "120/minute",
+            "review": "600/minute",  # people clicking through a queue, or an import
         },
         description="Scope -> limit per key, e.g. {'submit': '300/minute'}; '' disables one.",
     )
@@ -114,6 +154,13 @@ class Settings(BaseSettings):
         default="",
         description="Comma list of proxy addresses whose X-Forwarded-For is believed; "
         "none by default, so a client cannot pick the address its limits are counted on.",
+    )
+    dashboard_session_hours: float = Field(
+        default=8.0,
+        gt=0,
+        le=168,
+        description="How long a dashboard login (session cookie) lasts before it must log in "
+        "again; revoking the key ends its sessions at once.",
     )
     rate_limit_storage: str | None = Field(
         default=None,
@@ -136,8 +183,33 @@ class Settings(BaseSettings):
         "backlog that is only waiting is never re-sent.",
     )
 
-    run_lease_seconds: float = Field(
-        default=300.0, gt=0, description="A trainer's claim on a run expires unless it heartbeats."
+    # Webhooks (sent by the sweeper)
+    webhook_timeout_seconds: float = Field(
+        default=5.0,
+        gt=0,
+        le=60,
+        description="Per-request limit on a webhook delivery (connect, send, read); a slower "
+        "receiver counts as a failed attempt and is retried.",
+    )
+    webhook_max_retry_hours: float = Field(
+        default=24.0,
+        ge=0,
+        le=24 * 7,
+        description="A delivery still failing this long after its first attempt (or its "
+        "resend) is marked failed; attempts back off exponentially (with jitter) until then.",
+    )
+    webhook_concurrency: int = Field(
+        default=8,
+        ge=1,
+        le=64,
+        description="Deliveries sent at once per sweep, so one hanging receiver does not "
+        "hold back the others.",
+    )
+    webhook_batch_size: int = Field(
+        default=100,
+        ge=1,
+        le=10_000,
+        description="Due deliveries claimed per round; a sweep sends rounds until none is due.",
     )
 
     # Workers
@@ -181,17 +253,7 @@ class Settings(BaseSettings):
         description="transformers: cached tokens of one generation batch (rows x (prompt + new)).",
     )
 
-    # Models
-    models: dict[str, str] = Field(default_factory=dict, description="Model name -> directory.")
-    models_dir: Path = Field(
-        default=Path.home() / ".cache" / "charter" / "models",
-        description="Where prepared models (e.g. smollm2) are cached.",
-    )
     constitutions_dir: Path = Field(default=_REPO_ROOT / "constitutions")
-    artifacts_dir: Path = Field(
-        default=Path(".charter") / "artifacts",
-        description="The artifact store: a run may report artifacts under <dir>/runs/<id> only.",
-    )
 
     @field_validator("worker_models", mode="before")
     @classmethod
@@ -235,3 +297,9 @@ class Settings(BaseSettings):
 @lru_cache
 def get_settings() -> Settings:
     return Settings()
+
+
+def get_client_settings() -> ClientSettings:
+    """Read afresh each time (a client is made once per SDK object or command), so
+    a process that changes its ``CHARTER_API_*`` variables is never served stale ones."""
+    return ClientSettings()

@@ -30,7 +30,7 @@ from sqlalchemy.engine import URL, make_url
 from charter.db.migrate import upgrade
 from charter.db.models import Base
 from charter.db.session import make_engine, session_factory
-from charter.projects import ensure_project, issue_key
+from charter.key_issuing import ensure_project, issue_key
 from charter.settings import Settings
 from services.gateway.app import create_app
 

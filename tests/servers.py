@@ -95,11 +95,14 @@ class PrivatePostgres:
 
 
 class PrivateRedis:
-    """A redis-server without persistence: a restart loses everything it held."""
+    """A redis-server, by default without persistence: a restart loses everything it
+    held. With ``appendonly`` it logs every write before answering it (AOF with
+    ``appendfsync always``), so even a SIGKILL loses nothing it acknowledged."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, *, appendonly: bool = False) -> None:
         self.root = root
         self.port = free_port()
+        self.appendonly = appendonly
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -108,9 +111,12 @@ class PrivateRedis:
 
     def start(self) -> PrivateRedis:
         self.root.mkdir(parents=True, exist_ok=True)
+        persistence = ["--appendonly", "yes", "--appendfsync", "always"] if self.appendonly else [
+            "--appendonly", "no"
+        ]  # fmt: skip
         command = [
             "redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
-            "--save", "", "--appendonly", "no", "--dir", str(self.root),
+            "--save", "", *persistence, "--dir", str(self.root),
         ]  # fmt: skip
         log = (self.root / "redis.log").open("ab")
         self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
@@ -133,7 +139,7 @@ class PrivateRedis:
             client.close()
 
     def stop(self) -> None:
-        """Kill it (SIGKILL): with no persistence, everything queued or unacked is gone."""
+        """Kill it (SIGKILL): without persistence, everything queued or unacked is gone."""
         if self.process is not None and self.process.poll() is None:
             self.process.kill()
             self.process.wait(10)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
@@ -29,3 +30,58 @@ def test_production_accepts_32_random_bytes() -> None:
 
 def test_development_keeps_its_default() -> None:
     assert Settings(_env_file=None).env == "development"  # type: ignore[call-arg]
+
+
+def test_clients_start_in_production_without_the_servers_secret(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The SDK and the trainer read only the client's settings: a production process that
+    talks to the gateway over HTTP needs its API key, never the key-hashing secret."""
+    from charter.client import CharterClient
+    from charter.settings import ClientSettings, get_client_settings
+
+    monkeypatch.setenv("CHARTER_ENV", "production")
+    monkeypatch.delenv("CHARTER_SECRET_KEY", raising=False)
+    monkeypatch.setenv("CHARTER_API_URL", "http://gateway.example:8000")
+    monkeypatch.setenv("CHARTER_API_KEY", "ck_test_key")
+    with pytest.raises(ValidationError, match="32 random bytes"):
+        Settings(_env_file=None)  # type: ignore[call-arg]  # the server still refuses
+    settings = get_client_settings()
+    assert isinstance(settings, ClientSettings) and not isinstance(settings, Settings)
+    assert not hasattr(settings, "secret_key")
+    with CharterClient() as client:
+        assert str(client._http.base_url).rstrip("/") == "http://gateway.example:8000"
+        assert client._http.headers["X-API-Key"] == "ck_test_key"
+
+
+def test_trainer_starts_in_production_without_the_servers_secret(tmp_path: Path) -> None:
+    """``charter trainer run`` in production with no CHARTER_SECRET_KEY gets as far as
+    calling the gateway (nothing listens on the port here), not a settings error."""
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CHARTER_")}
+    env |= {
+        "CHARTER_ENV": "production",
+        "CHARTER_API_URL": f"http://127.0.0.1:{port}",
+        "CHARTER_API_KEY": "ck_test_key",
+        "CHARTER_ARTIFACTS_DIR": str(tmp_path / "artifacts"),
+    }
+    charter = Path(sys.executable).with_name("charter")
+    done = subprocess.run(
+        [str(charter), "trainer", "run", "--once"],
+        cwd=tmp_path,  # no developer .env
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    output = done.stdout + done.stderr
+    assert done.returncode != 0
+    assert "CHARTER_SECRET_KEY" not in output and "32 random bytes" not in output
+    assert "ConnectError" in output or "Connection refused" in output, output[-2000:]

@@ -14,18 +14,22 @@ import socket
 from typing import Any
 
 from celery.signals import (
+    setup_logging,
     worker_init,
     worker_process_init,
     worker_process_shutdown,
     worker_shutting_down,
 )
+from sqlalchemy import text
 from sqlalchemy.pool import NullPool
 
-from charter.db.session import make_engine, session_factory
-from charter.dispatch import publish_pending
+from charter import log_format
+from charter.db.session import end_sessions_of, is_postgres, make_engine, session_factory
+from charter.outbox import publish_pending
 from charter.queue import make_celery, model_queue
 from charter.settings import get_settings
 from workers import heartbeat, leases, shutdown
+from workers.engine_stats import EngineStats
 
 log = logging.getLogger(__name__)
 settings = get_settings()
@@ -34,6 +38,8 @@ app.conf.task_queues = [model_queue(m) for m in settings.worker_models]
 app.conf.imports = ["workers.tasks"]
 
 _state: dict[str, Any] = {}
+GIVE_BACK_LOCK_SECONDS = 5
+"""The longest the give-back waits for a row lock: well inside the watchdog's kill."""
 
 
 def worker_id(pid: int | None = None) -> str:
@@ -44,23 +50,30 @@ def worker_id(pid: int | None = None) -> str:
 def runner():  # type: ignore[no-untyped-def]
     """The process's ChunkRunner, built on first use (engines load once per process)."""
     if "runner" not in _state:
-        from workers.engine_loader import load_engines
+        from workers.engine_loader import engine_config, load_engines
         from workers.runner import ChunkRunner
 
         sessions = session_factory()
-        engines = load_engines(settings)
-        heartbeat.register(sessions, worker_id(), settings.worker_engine, sorted(engines))
-        _state["stop"] = heartbeat.start(sessions, worker_id(), settings.worker_heartbeat_seconds)
+        config = engine_config(settings)  # once: every engine and label of the process
+        engines = load_engines(settings, config)
+        stats = EngineStats()  # counted by the runner, written by each heartbeat
+        heartbeat.register(sessions, worker_id(), config.engine, sorted(engines))
+        _state["heartbeat"] = heartbeat.start(
+            sessions, worker_id(), settings.worker_heartbeat_seconds, stats
+        )
         _state["runner"] = ChunkRunner(
             sessions,
             engines,
             settings,
             worker_id(),
             republish=lambda job_id: publish_pending(sessions, app, job_id=job_id),
+            stats=stats,
         )
         log.info(
-            "worker %s serves %s with %s", worker_id(), sorted(engines), settings.worker_engine
-        )
+            "worker %s serves %s with %s (engine config %s: %s)",
+            worker_id(), sorted(engines), config.engine, config.compute_hash(),
+            config.model_dump(mode="json"),
+        )  # fmt: skip
     return _state["runner"]
 
 
@@ -69,13 +82,21 @@ def give_back(pid: int, chunk: tuple[str, int] | None = None) -> int:
     publish it again; how many items it held.
 
     On connections of its own: the interruption may have come in the middle of a
-    statement or a publish, leaving a pooled connection (and its pool) unusable."""
+    statement or a publish, leaving a pooled connection (and its pool) unusable, or a
+    transaction open with the rows' locks: the process's own sessions still in one are
+    ended first (``end_sessions_of``), and the wait for a lock is bounded all the same."""
     engine = make_engine(settings.effective_database_url, poolclass=NullPool)
     producer = make_celery(settings, name="charter-give-back")
     try:
         sessions = session_factory(engine)
         reason = f"given back at the shutdown of worker {worker_id(pid)}"
         with sessions() as session, session.begin():
+            ended = end_sessions_of(session, pid)
+        if ended:
+            log.warning("ended %d open database sessions of process %s to give back", ended, pid)
+        with sessions() as session, session.begin():
+            if is_postgres(engine):  # bounded: the watchdog's backstop must find it done
+                session.execute(text(f"SET LOCAL lock_timeout = '{GIVE_BACK_LOCK_SECONDS}s'"))
             released, jobs = leases.give_back(session, worker_id(pid), reason, chunk)
         for job_id in sorted(jobs):
             try:
@@ -90,6 +111,12 @@ def give_back(pid: int, chunk: tuple[str, int] | None = None) -> int:
     return released
 
 
+@setup_logging.connect
+def _logging(loglevel: int | str | None = None, **_: object) -> None:
+    # Connected, this replaces Celery's own set-up: Charter's lines, JSON in production.
+    log_format.configure(settings.log_json, loglevel or logging.INFO)
+
+
 # Pool processes ------------------------------------------------------------------
 
 
@@ -99,6 +126,7 @@ def _load(**_: object) -> None:
     from charter.db.session import default_engine
 
     default_engine().dispose(close=False)
+    shutdown.dump_stacks_on_signal()
     # Stopped while loading: the load is abandoned; the process exits with the pool.
     shutdown.run_interruptible(
         runner, lambda: log.info("stopping: pool process %s skips its engines", os.getpid())
@@ -108,9 +136,9 @@ def _load(**_: object) -> None:
 
 @worker_process_shutdown.connect
 def _stop(**_: object) -> None:
-    stop = _state.get("stop")
-    if stop is not None:
-        stop.set()
+    beats = _state.get("heartbeat")
+    if beats is not None:
+        beats.stop(join=False)
 
 
 # Main process --------------------------------------------------------------------

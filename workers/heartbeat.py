@@ -1,17 +1,22 @@
-"""Worker heartbeats: a row in ``workers`` for the API and a file for container health."""
+"""Worker heartbeats: a row in ``workers`` for the API and a file for container health.
+
+Each beat also writes the process's engine counters (``workers.engine_stats``) and the
+chunk it is running, which the gateway's ``/metrics`` exports.
+"""
 
 from __future__ import annotations
 
 import logging
 import os
 import socket
-import threading
 from pathlib import Path
 
 from sqlalchemy import update
 from sqlalchemy.orm import Session, sessionmaker
 
 from charter.db.models import Worker, utcnow
+from charter.periodic import Periodic
+from workers.engine_stats import EngineStats
 
 log = logging.getLogger(__name__)
 ALIVE_FILE = Path("/tmp/charter-worker-alive")
@@ -20,6 +25,8 @@ ALIVE_FILE = Path("/tmp/charter-worker-alive")
 def register(
     sessions: sessionmaker[Session], worker_id: str, engine: str, models: list[str]
 ) -> None:
+    """Insert or reset the worker's row: its counters count from this start."""
+    fresh = EngineStats().snapshot()
     with sessions() as session, session.begin():
         row = session.get(Worker, worker_id)
         now = utcnow()
@@ -34,6 +41,7 @@ def register(
                     started_at=now,
                     last_seen=now,
                     items_done=0,
+                    **fresh,
                 )
             )
         else:
@@ -44,38 +52,31 @@ def register(
                 now,
                 now,
             )
+            for name, value in fresh.items():
+                setattr(row, name, value)
 
 
-def beat(sessions: sessionmaker[Session], worker_id: str) -> None:
+def beat(sessions: sessionmaker[Session], worker_id: str, stats: EngineStats | None = None) -> None:
+    values = {"last_seen": utcnow(), **(stats.snapshot() if stats is not None else {})}
     with sessions() as session, session.begin():
-        session.execute(update(Worker).where(Worker.id == worker_id).values(last_seen=utcnow()))
+        session.execute(update(Worker).where(Worker.id == worker_id).values(**values))
     ALIVE_FILE.touch()
 
 
-def start(sessions: sessionmaker[Session], worker_id: str, interval: float) -> threading.Event:
-    """Beat every ``interval`` seconds in a daemon thread; set the returned event to stop.
+def start(
+    sessions: sessionmaker[Session],
+    worker_id: str,
+    interval: float,
+    stats: EngineStats | None = None,
+) -> Periodic:
+    """Beat every ``interval`` seconds on a daemon thread; ``stop()`` the result to stop.
 
-    A beat only records ``last_seen`` for ``/v1/workers``: no lease depends on it (the
-    runner's lease keeper extends a chunk's lease itself). So while the database is
-    down the beats fail and are simply tried again at the next interval; the outage is
-    logged once when it starts and once when it ends, not at every beat.
+    A beat only records ``last_seen`` and the engine counters (``stats``) for
+    ``/v1/workers`` and ``/metrics``: no lease depends on it (the runner's lease keeper
+    extends a chunk's lease itself). So while the database is down the beats fail and
+    are simply tried again at the next interval; the counters are cumulative, so the
+    next beat that succeeds writes everything counted meanwhile.
     """
-    stop = threading.Event()
-
-    def loop() -> None:
-        failed = 0
-        while not stop.wait(interval):
-            try:
-                beat(sessions, worker_id)
-            except Exception as exc:  # a database blip must not kill the worker
-                failed += 1
-                if failed == 1:
-                    reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
-                    log.warning("heartbeat failed (%s); beating on every %g s", reason, interval)
-            else:
-                if failed:
-                    log.warning("heartbeat back after %d failed beats", failed)
-                failed = 0
-
-    threading.Thread(target=loop, name="heartbeat", daemon=True).start()
-    return stop
+    return Periodic(
+        "heartbeat", interval, lambda: beat(sessions, worker_id, stats), logger=log
+    ).start()

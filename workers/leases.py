@@ -21,9 +21,15 @@ from typing import Any
 from sqlalchemy import ColumnElement, DateTime, Select, and_, func, or_, select, tuple_, update
 from sqlalchemy.orm import Session
 
+from charter import webhook_events
+from charter.core.jobs import (
+    ACTIVE_STATES,
+    FINAL_JOB_STATUSES,
+    LABELLED_STATES,
+    ItemState,
+    JobStatus,
+)
 from charter.db.models import Job, WorkItem, utcnow
-
-ACTIVE = ("queued", "running")
 
 
 @dataclass(frozen=True)
@@ -61,8 +67,8 @@ def _claimable(job_id: str, chunk: int, now):  # type: ignore[no-untyped-def]
         WorkItem.job_id == job_id,
         WorkItem.chunk == chunk,
         or_(
-            WorkItem.status == "queued",
-            and_(WorkItem.status == "running", WorkItem.lease_expires_at < now),
+            WorkItem.status == ItemState.QUEUED,
+            and_(WorkItem.status == ItemState.RUNNING, WorkItem.lease_expires_at < now),
         ),
     )
 
@@ -98,7 +104,7 @@ def claim(
                 update(WorkItem)
                 .where(WorkItem.id == row.id)
                 .values(
-                    status="failed",
+                    status=ItemState.FAILED,
                     last_error=f"gave up after {row.attempt} attempts; "
                     f"last error: {row.last_error or 'worker lost'}",
                     lease_owner=None,
@@ -114,7 +120,7 @@ def claim(
             update(WorkItem)
             .where(WorkItem.id.in_([r.id for r in live]))
             .values(
-                status="running",
+                status=ItemState.RUNNING,
                 attempt=WorkItem.attempt + 1,
                 lease_owner=owner,
                 lease_expires_at=now + timedelta(seconds=lease_seconds),
@@ -144,7 +150,7 @@ def _held(claimed: list[Claimed], owner: str):  # type: ignore[no-untyped-def]
     return and_(
         tuple_(WorkItem.id, WorkItem.attempt).in_([(c.item_id, c.attempt) for c in claimed]),
         WorkItem.lease_owner == owner,
-        WorkItem.status == "running",
+        WorkItem.status == ItemState.RUNNING,
     )
 
 
@@ -191,7 +197,7 @@ def release(session: Session, claimed: Claimed, owner: str, error: str, max_atte
         update(WorkItem)
         .where(_held([claimed], owner))
         .values(
-            status="failed" if final else "queued",
+            status=ItemState.FAILED if final else ItemState.QUEUED,
             last_error=(
                 f"gave up after {claimed.attempt} attempts; last error: {error}" if final else error
             ),
@@ -215,18 +221,21 @@ def complete_if_done(session: Session, job_id: str) -> bool:
     """
     active = session.scalar(
         select(WorkItem.id)
-        .where(WorkItem.job_id == job_id, WorkItem.status.in_(ACTIVE))
+        .where(WorkItem.job_id == job_id, WorkItem.status.in_(ACTIVE_STATES))
         .order_by(WorkItem.chunk.desc())
         .limit(1)
     )
     if active is not None:
         return False
     now = db_now(session)
-    session.execute(
+    moved = session.execute(
         update(Job)
-        .where(Job.id == job_id, Job.status.not_in(("cancelled", "completed")))
-        .values(status="completed", finished_at=now, updated_at=now)
-    )
+        .where(Job.id == job_id, Job.status.not_in(FINAL_JOB_STATUSES))
+        .values(status=JobStatus.COMPLETED, finished_at=now, updated_at=now)
+        .execution_options(synchronize_session="fetch")
+    ).rowcount
+    if moved:  # only the transaction that completed it emits the event
+        webhook_events.job_finished(session, job_id)
     return True
 
 
@@ -234,7 +243,7 @@ def expire_leases(session: Session, max_attempts: int) -> tuple[int, list[str]]:
     """Sweeper: items whose lease ran out go back to the queue (or fail at the limit)."""
     query = (
         select(WorkItem)
-        .where(WorkItem.status == "running", WorkItem.lease_expires_at < db_now(session))
+        .where(WorkItem.status == ItemState.RUNNING, WorkItem.lease_expires_at < db_now(session))
         .order_by(WorkItem.id)
         .limit(10_000)
     )
@@ -242,10 +251,10 @@ def expire_leases(session: Session, max_attempts: int) -> tuple[int, list[str]]:
     for row in stale:
         reason = f"lease of {row.lease_owner} expired (worker lost or stalled)"
         if row.attempt >= max_attempts:
-            row.status = "failed"
+            row.status = ItemState.FAILED
             row.last_error = f"gave up after {row.attempt} attempts; last error: {reason}"
         else:
-            row.status = "queued"
+            row.status = ItemState.QUEUED
             row.last_error = reason
             row.published_at = None
         row.lease_owner = row.lease_expires_at = None
@@ -261,7 +270,7 @@ def holders(session: Session, job_id: str, chunk: int) -> dict[str, int]:
         .where(
             WorkItem.job_id == job_id,
             WorkItem.chunk == chunk,
-            WorkItem.status == "running",
+            WorkItem.status == ItemState.RUNNING,
             WorkItem.lease_expires_at >= db_now(session),
         )
         .group_by(WorkItem.lease_owner)
@@ -285,9 +294,9 @@ def give_back(
     released = list(
         session.scalars(
             update(WorkItem)
-            .where(WorkItem.lease_owner == owner, WorkItem.status == "running")
+            .where(WorkItem.lease_owner == owner, WorkItem.status == ItemState.RUNNING)
             .values(
-                status="queued",
+                status=ItemState.QUEUED,
                 attempt=WorkItem.attempt - 1,
                 last_error=reason,
                 lease_owner=None,
@@ -305,7 +314,7 @@ def give_back(
             .where(
                 WorkItem.job_id == chunk[0],
                 WorkItem.chunk == chunk[1],
-                WorkItem.status == "queued",
+                WorkItem.status == ItemState.QUEUED,
             )
             .values(published_at=None)
         )
@@ -322,7 +331,7 @@ def held_by(session: Session, job_id: str, chunk: int, owner: str) -> list[Claim
         .where(
             WorkItem.job_id == job_id,
             WorkItem.chunk == chunk,
-            WorkItem.status == "running",
+            WorkItem.status == ItemState.RUNNING,
             WorkItem.lease_owner == owner,
         )
         .order_by(WorkItem.id)
@@ -339,7 +348,7 @@ def finished(session: Session, claimed: list[Claimed]) -> dict[int, str]:
     rows = session.execute(
         select(WorkItem.id, WorkItem.status).where(
             tuple_(WorkItem.id, WorkItem.attempt).in_([(c.item_id, c.attempt) for c in claimed]),
-            WorkItem.status.in_(("done", "abstained")),
+            WorkItem.status.in_(LABELLED_STATES),
         )
     )
     return {r.id: r.status for r in rows}

@@ -18,31 +18,49 @@ updates; a job may still ask for its own ``chunk_size``.
 
 from __future__ import annotations
 
+import functools
 import logging
-import threading
 import time
 from collections.abc import Callable
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import insert, update
+from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from charter.core import prompts
+from charter.core import feedback_templates, pipelines, prompts
 from charter.core.constitution import Constitution
 from charter.core.engine import Engine
-from charter.core.jobs import JobParams, JobType
-from charter.db.models import ConstitutionVersion, Job, Label, Prompt, Worker, utcnow
+from charter.core.feedback_templates import FeedbackTemplate
+from charter.core.jobs import (
+    FINAL_JOB_STATUSES,
+    ItemState,
+    JobParams,
+    JobType,
+    feedback_template,
+    samples,
+)
+from charter.db.models import (
+    ConstitutionVersion,
+    FeedbackTemplateVersion,
+    Job,
+    Label,
+    Prompt,
+    Worker,
+    utcnow,
+)
 from charter.db.session import retry_transient
+from charter.log_format import bound
+from charter.periodic import Periodic
 from charter.settings import Settings
-from workers import leases, pipelines
+from workers import leases
+from workers.engine_stats import EngineStats, MeteredEngine
 
 log = logging.getLogger(__name__)
 
 LOCKED_WAIT_SECONDS = 60.0
 """How long a task waits for claimable rows that another transaction holds locked. The
-outbox holds its mark until a whole batch of messages is sent (charter.dispatch), well
+outbox holds its mark until a whole batch of messages is sent (charter.outbox), well
 under a second normally; waiting ends as soon as the holder commits."""
 
 DATABASE_WAIT_SECONDS = 300.0
@@ -70,7 +88,12 @@ class ChunkRunner:
     worker_id: str
     republish: Callable[[str], None] = lambda job_id: None
     """Called after items were given back, so they are retried without waiting for the sweeper."""
+    stats: EngineStats = field(default_factory=EngineStats)
+    """Engine calls, seconds, batch sizes and tokens; the heartbeat writes them."""
     _constitutions: dict[str, Constitution] = field(default_factory=dict, init=False, repr=False)
+    _templates: dict[tuple[str, str], FeedbackTemplate] = field(
+        default_factory=dict, init=False, repr=False
+    )
 
     def run_chunk(self, job_id: str, chunk: int) -> ChunkReport:
         """Claim, run and write what is claimable of a chunk.
@@ -81,11 +104,16 @@ class ChunkRunner:
         message gone, until the sweeper's ``republish_after_seconds``.
         """
         report = ChunkReport()
-        retry_transient(
-            lambda retry: self._run_chunk(job_id, chunk, report, adopt=retry),
-            seconds=DATABASE_WAIT_SECONDS,
-            what=f"job {job_id} chunk {chunk}",
-        )
+        self.stats.current_chunk = f"{job_id}:{chunk}"
+        try:
+            with bound(job_id=job_id, chunk=chunk):
+                retry_transient(
+                    lambda retry: self._run_chunk(job_id, chunk, report, adopt=retry),
+                    seconds=DATABASE_WAIT_SECONDS,
+                    what=f"job {job_id} chunk {chunk}",
+                )
+        finally:
+            self.stats.current_chunk = None
         return report
 
     def _run_chunk(self, job_id: str, chunk: int, report: ChunkReport, *, adopt: bool) -> None:
@@ -96,7 +124,7 @@ class ChunkRunner:
             # the engine is fast (bench/scheduling_overhead.py).
             with self.sessions() as session, session.begin():
                 job = session.get(Job, job_id)
-                if job is None or job.status in ("cancelled", "completed"):
+                if job is None or job.status in FINAL_JOB_STATUSES:
                     break
                 engine = self.engines.get(job.model)
                 if engine is None:
@@ -148,7 +176,8 @@ class ChunkRunner:
             params = JobParams.model_validate(
                 {k: v for k, v in job.params.items() if k != "chunk_size"}
             )
-            self._process(job, constitution, params, engine, chunk, claimed, items, report)
+            with bound(item_ids=[c.item_id for c in claimed]):  # on every log line
+                self._process(job, constitution, params, engine, chunk, claimed, items, report)
             # A first claim took every claimable item it could lock (only retries go one
             # by one). Rows another transaction held were skipped: once it ends they are
             # claimed here, since no other message may come for them.
@@ -177,6 +206,24 @@ class ChunkRunner:
             version = session.get_one(ConstitutionVersion, version_id)
             self._constitutions[version_id] = Constitution.model_validate(version.content)
         return self._constitutions[version_id]
+
+    def _template(self, project_id: str, ref: str) -> FeedbackTemplate:
+        """A shipped template, or the project's own at the version the job pinned
+        (immutable: read once per process)."""
+        if ref in feedback_templates.BUILT_IN:
+            return feedback_templates.BUILT_IN[ref]
+        if (project_id, ref) not in self._templates:
+            name, version = feedback_templates.parse_ref(ref)
+            with self.sessions() as session:
+                row = session.scalars(
+                    select(FeedbackTemplateVersion).filter_by(
+                        project_id=project_id, name=name, version=version
+                    )
+                ).one()
+            self._templates[project_id, ref] = feedback_templates.from_spec(
+                row.name, row.version, row.spec
+            )
+        return self._templates[project_id, ref]
 
     def _items(self, session: Session, claimed: list[leases.Claimed]) -> list[pipelines.Item]:
         if not claimed:
@@ -214,7 +261,9 @@ class ChunkRunner:
         report: ChunkReport,
     ) -> None:
         timer = pipelines.Timer()
-        ctx = pipelines.Context(engine, constitution, params, job.seed, timer)
+        metered = MeteredEngine(engine, self.stats)
+        resolve = functools.partial(self._template, job.project_id)
+        ctx = pipelines.Context(metered, constitution, params, job.seed, timer, resolve)
         # Isolated retries get their own sampling key so they do not depend on the old batch.
         chunk_key = (
             chunk
@@ -238,11 +287,12 @@ class ChunkRunner:
             self._complete_if_done(job.id)
             return
         provenance = self._provenance(job, engine, params, timer, len(claimed))
+        self._record_sampling(JobType(job.type), params, outcomes)
         # One fenced UPDATE per outcome (all done, or abstained for one reason), one
         # INSERT of the labels: a chunk's write is a few statements, not one per item.
         groups: dict[tuple[str, str | None], list[pipelines.Outcome]] = {}
         for outcome in outcomes:
-            status = "done" if outcome.abstain_reason is None else "abstained"
+            status = ItemState.DONE if outcome.abstain_reason is None else ItemState.ABSTAINED
             groups.setdefault((status, outcome.abstain_reason), []).append(outcome)
         # A write that waits for the database keeps its lease (the keeper retries too),
         # so the sweeper does not hand computed work to another worker meanwhile.
@@ -285,7 +335,7 @@ class ChunkRunner:
             if in_doubt and (done := leases.finished(session, claimed)):
                 log.warning("job %s: the label write committed before its connection died", job.id)
                 statuses = list(done.values())
-                return statuses.count("done"), statuses.count("abstained"), []
+                return statuses.count(ItemState.DONE), statuses.count(ItemState.ABSTAINED), []
             labels, abstained, fenced = [], 0, []
             for (status, reason), group in groups.items():
                 held = leases.finish_many(
@@ -330,19 +380,36 @@ class ChunkRunner:
     def _provenance(
         self, job: Job, engine: Engine, params: JobParams, timer: pipelines.Timer, n: int
     ) -> dict[str, Any]:
+        resolve = functools.partial(self._template, job.project_id)
+        template = feedback_template(JobType(job.type), params, resolve)
         return {
             "constitution_version_id": job.constitution_version_id,
             "constitution_ref": job.constitution_ref,
             "model": job.model,
             "model_revision": engine.model_revision,
             "engine": engine.engine_name,
-            "template_version": prompts.TEMPLATE_VERSION,
-            "template_hash": prompts.TEMPLATE_HASH,
-            "sampling": params.model_dump(mode="json"),
+            "template_version": prompts.template_version(template),
+            "template_hash": prompts.template_hash(template),
+            "job_params": params.model_dump(mode="json"),
+            "engine_config_hash": engine.config.compute_hash(),
             "seed": job.seed,
             "worker_id": self.worker_id,
             "timings": {k: round(v, 4) for k, v in timer.seconds.items()} | {"batch_items": n},
         }
+
+    @staticmethod
+    def _record_sampling(
+        job_type: JobType, params: JobParams, outcomes: list[pipelines.Outcome]
+    ) -> None:
+        """Each outcome's ``sampling_hash``: the job's sampling parameters' hash where its
+        label was made with sampled text (``charter.core.jobs.samples``), else None. The
+        per-call seeds are derived from the job's seed (``labels.seed``) and not part of
+        it, so every sampled label of a job records the same hash."""
+        digest = params.sampling.compute_hash()
+        for outcome in outcomes:
+            supplied = outcome.item.response_a is not None
+            sampled = samples(job_type, params, pair_supplied=supplied)
+            outcome.fields["sampling_hash"] = digest if sampled else None
 
     def _label(
         self,
@@ -364,24 +431,12 @@ class ChunkRunner:
             **{"principle_ids": [], **outcome.fields},
         }
 
-    @contextmanager
-    def _lease_keeper(self, claimed: list[leases.Claimed]):  # type: ignore[no-untyped-def]
-        """Extend the lease every third of its length while the batch runs."""
-        stop = threading.Event()
-        interval = self.settings.lease_seconds / 3
+    def _lease_keeper(self, claimed: list[leases.Claimed]) -> Periodic:
+        """Extends the lease every third of its length while the batch runs (a
+        ``with`` block): a failed extension is retried at the next third."""
 
-        def keep() -> None:
-            while not stop.wait(interval):
-                try:
-                    with self.sessions() as session, session.begin():
-                        leases.extend(session, claimed, self.worker_id, self.settings.lease_seconds)
-                except Exception as exc:  # a database blip: the next beat retries
-                    log.warning("lease extension failed: %s", exc)
+        def extend() -> None:
+            with self.sessions() as session, session.begin():
+                leases.extend(session, claimed, self.worker_id, self.settings.lease_seconds)
 
-        thread = threading.Thread(target=keep, name="lease-keeper", daemon=True)
-        thread.start()
-        try:
-            yield
-        finally:
-            stop.set()
-            thread.join()
+        return Periodic("lease-keeper", self.settings.lease_seconds / 3, extend, logger=log)

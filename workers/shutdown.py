@@ -26,8 +26,9 @@ stop`` of a container whose PID 1 is the worker):
    holding the pool's result-pipe lock: the pool's join then waited forever.
 4. Backstop: a pool process still alive at three quarters of
    ``worker_shutdown_seconds`` (stuck in a native call that never returns to
-   Python) is killed and its items given back by the main process, which exits
-   hard, saying so, if it is still alive at the bound.
+   Python) first writes every thread's stack to stderr (:data:`STACK_SIGNAL`, for
+   whoever reads the log), then is killed and its items given back by the main
+   process, which exits hard, saying so, if it is still alive at the bound.
 """
 
 from __future__ import annotations
@@ -55,6 +56,12 @@ class Interrupted(BaseException):
     A BaseException, like KeyboardInterrupt, so no ``except Exception`` on the way
     (a database retry, an engine's error handling) mistakes it for a failure."""
 
+
+STACK_SIGNAL = signal.SIGUSR1
+"""Sent by the watchdog to a pool process it is about to kill: the process writes every
+thread's stack to the real stderr (:func:`dump_stacks_on_signal`)."""
+STACK_WAIT_SECONDS = 0.3
+"""How long the watchdog leaves that process to write them before the kill."""
 
 _state: dict[str, Any] = {"working": False, "signalled": False, "stopping": False, "at": 0.0}
 REPEAT_SECONDS = 1.0
@@ -88,6 +95,14 @@ def defer_when_idle() -> None:
     the lock and the main process's pool join waited on it until the hard exit at the
     bound (one idle stop in two to four, with the filesystem broker)."""
     signal.signal(TERM_SIGNAL, signal.SIG_IGN)
+
+
+def dump_stacks_on_signal() -> None:
+    """In a pool process: :data:`STACK_SIGNAL` writes every thread's stack, from the C
+    level (so also while the process is stuck in a native call), to the real stderr
+    (Celery replaces ``sys.stderr`` with a logging proxy that has no file)."""
+    with suppress(AttributeError, ValueError, OSError):  # no real stderr: nowhere to write
+        faulthandler.register(STACK_SIGNAL, file=sys.__stderr__, all_threads=True)
 
 
 def run_interruptible(work: Callable[[], T], on_interrupt: Callable[[], T]) -> T:
@@ -141,7 +156,15 @@ class Watchdog(threading.Thread):
             if not killed and time.monotonic() >= kill_at:
                 killed = True
                 for pid in pids:
-                    log.error("pool process %s still running at shutdown: killing it", pid)
+                    log.error(
+                        "pool process %s still running at shutdown: its stacks follow; killing it",
+                        pid,
+                    )
+                    with suppress(ProcessLookupError):
+                        os.kill(pid, STACK_SIGNAL)
+                if pids:
+                    time.sleep(STACK_WAIT_SECONDS)
+                for pid in pids:
                     with suppress(ProcessLookupError):
                         os.kill(pid, signal.SIGKILL)
                     try:

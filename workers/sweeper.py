@@ -6,7 +6,9 @@ that was never published (the outbox: a broker outage at submission), (3)
 re-publishes queued chunks whose message is older than
 ``republish_after_seconds`` when the broker holds fewer messages than it should
 (it lost its queue, e.g. Redis restarted without AOF), (4) completes jobs with
-no active items left, and (5) deletes expired Idempotency-Key records. Safe to
+no active items left, (5) deletes expired Idempotency-Key records, and (6) deletes
+audit events older than ``audit_retention_days`` when it is set; run by
+``run_forever``, it also (7) sends due webhook deliveries. Safe to
 run several at once: every step is idempotent and claims rows with SKIP LOCKED.
 """
 
@@ -18,19 +20,22 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 
+import httpx
 from celery import Celery
-from sqlalchemy import ColumnElement, and_, func, select, tuple_, update
+from sqlalchemy import ColumnElement, and_, delete, func, select, tuple_, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from charter import idempotency
-from charter.db.models import Job, WorkItem, utcnow
-from charter.dispatch import publish_pending
+from charter.core.jobs import FINAL_JOB_STATUSES, ItemState
+from charter.db.models import AuditEvent, Job, WorkItem, utcnow
+from charter.outbox import publish_pending
 from charter.queue import queue_lengths
 from charter.settings import Settings
-from workers import leases
+from workers import leases, webhook_delivery
 
 log = logging.getLogger(__name__)
 ALIVE_FILE = Path("/tmp/charter-sweeper-alive")  # container healthcheck
+AUDIT_PRUNE_BATCH = 5000
 
 
 @dataclass
@@ -40,9 +45,17 @@ class SweepReport:
     published: int = 0
     completed_jobs: int = 0
     idempotency_pruned: int = 0
+    audit_pruned: int = 0
+    webhooks_attempted: int = 0
 
 
-def sweep(sessions: sessionmaker[Session], app: Celery, settings: Settings) -> SweepReport:
+def sweep(
+    sessions: sessionmaker[Session],
+    app: Celery,
+    settings: Settings,
+    http: httpx.Client | None = None,
+) -> SweepReport:
+    """One pass; given ``http``, it also sends the due webhook deliveries on it."""
     report = SweepReport()
     with sessions() as session, session.begin():
         report.expired, _ = leases.expire_leases(session, settings.max_attempts)
@@ -52,18 +65,44 @@ def sweep(sessions: sessionmaker[Session], app: Celery, settings: Settings) -> S
         report.published = publish_pending(sessions, app)
     with sessions() as session, session.begin():
         open_jobs = session.scalars(
-            select(Job.id).where(Job.status.not_in(("completed", "cancelled")))
+            select(Job.id).where(Job.status.not_in(FINAL_JOB_STATUSES))
         ).all()
         report.completed_jobs = sum(
             leases.complete_if_done(session, job_id) for job_id in open_jobs
         )
     with sessions() as session, session.begin():
         report.idempotency_pruned = idempotency.prune(session)
+    if settings.audit_retention_days is not None:
+        keep = timedelta(days=settings.audit_retention_days)
+        report.audit_pruned = prune_audit(sessions, utcnow() - keep)
+    if http is not None:
+        report.webhooks_attempted = webhook_delivery.deliver_due(sessions, http, settings)
     return report
 
 
+def prune_audit(
+    sessions: sessionmaker[Session], before: datetime, batch: int = AUDIT_PRUNE_BATCH
+) -> int:
+    """Delete the audit events created before ``before``, oldest first, ``batch`` per
+    transaction (short locks, no huge transaction after a long outage); returns how many."""
+    deleted = 0
+    while True:
+        with sessions() as session, session.begin():
+            oldest = (
+                select(AuditEvent.id)
+                .where(AuditEvent.created_at < before)
+                .order_by(AuditEvent.id)
+                .limit(batch)
+            )
+            result = session.execute(delete(AuditEvent).where(AuditEvent.id.in_(oldest)))
+            count = int(result.rowcount or 0)  # type: ignore[attr-defined]
+        deleted += count
+        if count < batch:
+            return deleted
+
+
 def _stale(cutoff: ColumnElement[datetime] | datetime) -> ColumnElement[bool]:
-    return and_(WorkItem.status == "queued", WorkItem.published_at < cutoff)
+    return and_(WorkItem.status == ItemState.QUEUED, WorkItem.published_at < cutoff)
 
 
 def _of_model(model: str) -> ColumnElement[bool]:
@@ -75,7 +114,9 @@ def _sent_chunks(session: Session, model: str, before: datetime) -> int:
     should have its message in the queue still."""
     chunks = (
         select(WorkItem.job_id, WorkItem.chunk)
-        .where(_of_model(model), WorkItem.status == "queued", WorkItem.published_at < before)
+        .where(
+            _of_model(model), WorkItem.status == ItemState.QUEUED, WorkItem.published_at < before
+        )
         .distinct()
         .subquery()
     )
@@ -156,10 +197,15 @@ def unmark_lost(sessions: sessionmaker[Session], app: Celery, after_seconds: flo
 def run_forever(
     sessions: sessionmaker[Session], app: Celery, settings: Settings, stop=None
 ) -> None:  # type: ignore[no-untyped-def]
+    with webhook_delivery.http_client(settings) as http:
+        _loop(sessions, app, settings, stop, http)
+
+
+def _loop(sessions, app, settings, stop, http):  # type: ignore[no-untyped-def]
     while stop is None or not stop.is_set():
         started = time.monotonic()
         try:
-            report = sweep(sessions, app, settings)
+            report = sweep(sessions, app, settings, http)
             if any(vars(report).values()):
                 log.info("sweep: %s", report)
             ALIVE_FILE.touch()

@@ -19,6 +19,7 @@ from rich.console import Console
 from rich.table import Table
 
 from charter.client import CharterClient
+from charter.core.jobs import JobType, dataset_kind
 from charter.settings import get_settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -49,7 +50,7 @@ def _summary(
     for job in jobs:
         labels = results[job["id"]]
         counts = job["counts"]
-        if job["type"] == "rl_cai":
+        if dataset_kind(JobType(job["type"])) == "preference":
             p = [label["p_a"] for label in labels if label["p_a"] is not None]
             flips = sum(bool(label["swap_disagreement"]) for label in labels)
             notes = (
@@ -77,7 +78,7 @@ def _export(client: CharterClient, out: Path, jobs: list[dict[str, Any]]) -> lis
     out.mkdir(parents=True, exist_ok=True)
     exported = []
     for job in jobs:
-        kind = "sft" if job["type"] == "sl_cai" else "preference"
+        kind = dataset_kind(JobType(job["type"]))
         # The gateway freezes in the background; wait=True returns the version once ready.
         version = client.create_dataset(f"demo-{kind}", kind, {"job_ids": [job["id"]]}, wait=True)
         for fmt in ("jsonl", "parquet"):
@@ -95,8 +96,8 @@ def run_demo(
     from charter.db.migrate import upgrade
     from charter.db.session import session_factory
     from charter.embedded import GatewayThread, start_worker, stop_process, sweeper_thread
+    from charter.key_issuing import ensure_project, issue_key
     from charter.model_store import prepare_smollm2
-    from charter.projects import ensure_project, issue_key
 
     # A SIGTERM (e.g. from `timeout`) unwinds like Ctrl-C, so the worker is stopped too.
     signal.signal(signal.SIGTERM, _interrupt)

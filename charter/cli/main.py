@@ -1,48 +1,82 @@
-"""``charter``: run the services, bootstrap keys, and drive the API from a shell."""
+"""``charter``: run the services, bootstrap keys, and drive the API from a shell.
+
+The API commands live beside this module, one per resource (``constitutions``,
+``batches``, ``jobs``, ``datasets``, ``train``, ``keys``, ``workers``); this one
+composes them and holds the commands that run processes (``serve``, ``worker``,
+``sweeper``, ``trainer``, ``demo``) and the database ones."""
 
 from __future__ import annotations
 
-import json
-import time
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
-from charter.client import CharterAPIError, CharterClient, dump
-from charter.settings import get_settings
+from charter.cli import (
+    audit,
+    batches,
+    constitutions,
+    datasets,
+    jobs,
+    keys,
+    reviews,
+    templates,
+    training,
+    webhooks,
+    workers,
+)
+from charter.cli.output import HandledGroup, console
+from charter.client import CharterClient, dump
+from charter.settings import get_client_settings, get_settings
 
-app = typer.Typer(help="Charter: constitutions in, AI-feedback labels out.", no_args_is_help=True)
+app = typer.Typer(
+    cls=HandledGroup,  # the one error handler: API errors are a line and a status
+    help="Charter: constitutions in, AI-feedback labels out.",
+    no_args_is_help=True,
+)  # add_completion stays on: `charter --install-completion` / `--show-completion`
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
-keys_app = typer.Typer(help="API keys.", no_args_is_help=True)
-constitutions_app = typer.Typer(help="Constitution versions.", no_args_is_help=True)
-batches_app = typer.Typer(help="Prompt batches.", no_args_is_help=True)
-jobs_app = typer.Typer(help="Labelling jobs.", no_args_is_help=True)
 for sub, name in (
     (db_app, "db"),
-    (keys_app, "keys"),
-    (constitutions_app, "constitutions"),
-    (batches_app, "batches"),
-    (jobs_app, "jobs"),
+    (keys.app, "keys"),
+    (constitutions.app, "constitutions"),
+    (batches.app, "batches"),
+    (jobs.app, "jobs"),
+    (datasets.app, "datasets"),
+    (training.app, "train"),
+    (workers.app, "workers"),
+    (webhooks.app, "webhooks"),
+    (audit.app, "audit"),
+    (reviews.app, "reviews"),
+    (templates.app, "templates"),
 ):
     app.add_typer(sub, name=name)
 
-console = Console()
 
-
-def _client() -> CharterClient:
-    return CharterClient()
-
-
-def _api(call):  # type: ignore[no-untyped-def]
-    """Run an API call; print a clear error (never a traceback) on a 4xx/5xx."""
+@contextmanager
+def metrics_directory(workers: int) -> Iterator[None]:
+    """With several gateway processes, the directory where each writes its HTTP metrics
+    (prometheus_client's multiprocess mode), so that any of them answers a scrape for
+    all: ``PROMETHEUS_MULTIPROC_DIR`` if set (emptied first: counts must start at zero),
+    else a temporary one removed at exit."""
+    if workers <= 1:
+        yield
+        return
+    given = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    directory = Path(given) if given else Path(tempfile.mkdtemp(prefix="charter-metrics-"))
+    directory.mkdir(parents=True, exist_ok=True)
+    for stale in directory.glob("*.db"):
+        stale.unlink()
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(directory)  # inherited by each process
     try:
-        return call()
-    except CharterAPIError as exc:
-        console.print(f"[red]error[/red] {exc}")
-        raise typer.Exit(1) from exc
+        yield
+    finally:
+        if not given:
+            shutil.rmtree(directory, ignore_errors=True)
 
 
 @app.command()
@@ -52,22 +86,27 @@ def serve(
     """Run the REST gateway (uvicorn)."""
     import uvicorn
 
+    from charter import log_format
     from charter.db.migrate import upgrade
+
+    log_format.configure(get_settings().log_json)
 
     if migrate:
         upgrade(get_settings().effective_database_url)
     proxies = get_settings().trusted_proxies.strip()
-    uvicorn.run(
-        "services.gateway.app:create_app",
-        factory=True,
-        host=host,
-        port=port,
-        workers=workers,
-        # X-Forwarded-For is believed only from the configured proxies (uvicorn's
-        # default trusts 127.0.0.1, which would let a local client choose its address).
-        proxy_headers=bool(proxies),
-        forwarded_allow_ips=proxies or None,
-    )
+    with metrics_directory(workers):
+        uvicorn.run(
+            "services.gateway.app:create_app",
+            factory=True,
+            host=host,
+            port=port,
+            workers=workers,
+            # X-Forwarded-For is believed only from the configured proxies (uvicorn's
+            # default trusts 127.0.0.1, which would let a local client choose its address).
+            proxy_headers=bool(proxies),
+            forwarded_allow_ips=proxies or None,
+            log_config=log_format.dict_config(get_settings().log_json),
+        )
 
 
 @db_app.command("upgrade")
@@ -86,106 +125,6 @@ def db_downgrade(revision: str) -> None:
 
     downgrade(get_settings().effective_database_url, revision)
     console.print(f"database at {revision}")
-
-
-@keys_app.command("create")
-def keys_create(
-    project: Annotated[str, typer.Option(help="Project name; created if missing.")],
-    scopes: Annotated[str, typer.Option(help="Comma list of admin,submit,read,train.")] = "admin",
-    name: str = "",
-) -> None:
-    """Bootstrap: create a key directly in the database and print it once."""
-    from charter.db.session import session_factory
-    from charter.errors import CharterError
-    from charter.projects import ensure_project, issue_key
-
-    settings = get_settings()
-    with session_factory()() as session:
-        try:
-            row = ensure_project(session, project)
-            key_row, plaintext = issue_key(
-                session,
-                row.id,
-                [s.strip() for s in scopes.split(",")],
-                settings.secret_key,
-                name=name,
-            )
-        except CharterError as exc:
-            console.print(f"[red]error[/red] {exc.field}: {exc.detail}")
-            raise typer.Exit(1) from exc
-        session.commit()
-    console.print(f"project {project}: key {key_row.prefix} with scopes {key_row.scopes}")
-    typer.echo(plaintext)
-
-
-@constitutions_app.command("push")
-def constitutions_push(path: Path) -> None:
-    """Push a YAML/JSON constitution; identical content returns the existing version."""
-    with _client() as client:
-        result = _api(lambda: client.push_constitution(path))
-    state = "new version" if result["created"] else "unchanged"
-    console.print(f"{result['ref']} ({state}, sha256 {result['content_hash'][:12]})")
-
-
-@constitutions_app.command("list")
-def constitutions_list() -> None:
-    with _client() as client:
-        rows = _api(client.constitutions)
-    table = Table("name", "latest", "updated")
-    for row in rows:
-        table.add_row(row["name"], str(row["latest_version"]), row["updated_at"])
-    console.print(table)
-
-
-@constitutions_app.command("diff")
-def constitutions_diff(name: str, before: int, after: int) -> None:
-    with _client() as client:
-        typer.echo(dump(_api(lambda: client.diff_constitution(name, before, after))))
-
-
-@batches_app.command("upload")
-def batches_upload(path: Path, name: str = "") -> None:
-    """Upload a JSONL file of prompts."""
-    with _client() as client:
-        batch = _api(lambda: client.upload_batch(path, name))
-    console.print(f"batch {batch['id']}: {batch['row_count']} rows")
-    typer.echo(batch["id"])
-
-
-@jobs_app.command("submit")
-def jobs_submit(
-    job_type: Annotated[
-        str, typer.Option("--type", help="sl_cai, rl_cai, critique, revise, compare")
-    ],
-    batch: Annotated[str, typer.Option(help="Prompt batch id.")],
-    constitution: Annotated[str, typer.Option(help="name or name@version.")] = "default",
-    model: str = "smollm2",
-    params: Annotated[str, typer.Option(help="JSON object of job params.")] = "{}",
-    seed: int | None = None,
-    idempotency_key: str | None = None,
-) -> None:
-    """Submit a labelling job."""
-    try:
-        parsed = json.loads(params)
-    except json.JSONDecodeError as exc:
-        console.print(f"[red]error[/red] --params is not JSON: {exc}")
-        raise typer.Exit(2) from exc
-    spec = {"type": job_type, "batch_id": batch, "constitution": constitution, "model": model}
-    spec |= {"params": parsed} | ({"seed": seed} if seed is not None else {})
-    with _client() as client:
-        job = _api(lambda: client.submit_job(idempotency_key, **spec))
-    console.print(f"job {job['id']} ({job['type']}, {job['item_count']} items) {job['status']}")
-    typer.echo(job["id"])
-
-
-@jobs_app.command("status")
-def jobs_status(job_id: str, watch: bool = False) -> None:
-    """Show a job's counts per state; --watch follows it with a progress bar."""
-    from charter.cli.progress import watch_job
-
-    with _client() as client:
-        job = watch_job(client, job_id) if watch else _api(lambda: client.job(job_id))
-    typer.echo(dump(job))
 
 
 def main() -> None:  # pragma: no cover - console entry point
@@ -236,18 +175,20 @@ def worker(
 
 @sweeper_app.command("run")
 def sweeper_run(once: bool = False) -> None:
-    """Re-queue expired leases, publish unpublished work, complete finished jobs."""
-    import logging
-
+    """Re-queue expired leases, publish unpublished work, complete finished jobs, send
+    due webhooks."""
+    from charter import log_format
     from charter.db.session import session_factory
     from charter.queue import make_celery
     from workers.sweeper import run_forever, sweep
+    from workers.webhook_delivery import http_client
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     settings = get_settings()
+    log_format.configure(settings.log_json)
     sessions, producer = session_factory(), make_celery(settings, name="charter-sweeper")
     if once:
-        console.print(sweep(sessions, producer, settings))
+        with http_client(settings) as http:  # one pass sends the due webhooks too
+            console.print(sweep(sessions, producer, settings, http))
         return
     run_forever(sessions, producer, settings)
 
@@ -277,55 +218,17 @@ def trainer_run(
     poll: float = 5.0,
 ) -> None:
     """Claim queued training runs over the API and execute them (never touches the database)."""
-    import logging
+    from charter import log_format
+    from services.trainer.daemon import TrainerService
 
-    from services.trainer.service import TrainerService
-
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    service = TrainerService(CharterClient(), get_settings())
-    if once:
-        run = service.run_once()
-        typer.echo(dump(run) if run else "no queued run")
-        return
-    service.run_forever(poll)
-
-
-@app.command()
-def train(
-    run_type: Annotated[str, typer.Argument(help="sft, pm, dpo or ppo")],
-    dataset: Annotated[str, typer.Option(help="Dataset name or name@version.")],
-    base_model: Annotated[str, typer.Option(help="Model name or run:<id>.")] = "smollm2",
-    reward_run: Annotated[str | None, typer.Option(help="PPO: the PM run id.")] = None,
-    reference_model: Annotated[str | None, typer.Option(help="PPO: KL reference model.")] = None,
-    config: Annotated[str, typer.Option(help="JSON object of trainer config fields.")] = "{}",
-    watch: Annotated[bool, typer.Option(help="Follow the run until it ends.")] = False,
-) -> None:
-    """Queue a training run (a trainer service picks it up)."""
+    client_settings = get_client_settings()
+    log_format.configure(client_settings.log_json)
+    service = TrainerService(CharterClient(), client_settings)
     try:
-        overrides = json.loads(config)
-    except json.JSONDecodeError as exc:
-        console.print(f"[red]error[/red] --config is not JSON: {exc}")
-        raise typer.Exit(2) from exc
-    spec: dict[str, object] = {
-        "type": run_type,
-        "dataset": dataset,
-        "base_model": base_model,
-        "config": overrides,
-    }
-    if reward_run:
-        spec["reward_run"] = reward_run
-    if reference_model:
-        spec["reference_model"] = reference_model
-    with _client() as client:
-        run = _api(lambda: client.create_run(**spec))
-        console.print(f"run {run['id']} ({run['type']} on {run['dataset']}) {run['status']}")
-        if watch:
-            with console.status("training") as status:
-                while run["status"] in {"queued", "running"}:
-                    time.sleep(2)
-                    run = client.run(run["id"])
-                    shown = ", ".join(
-                        f"{k}={v:.4g}" for k, v in (run.get("last_metrics") or {}).items()
-                    )
-                    status.update(f"{run['status']} {shown}")
-        typer.echo(dump(run) if watch else run["id"])
+        if once:
+            run = service.run_once()
+            typer.echo(dump(run) if run else "no queued run")
+            return
+        service.run_forever(poll)
+    finally:
+        service.close()

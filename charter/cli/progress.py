@@ -1,17 +1,57 @@
-"""Progress bars over jobs' items, polled from the API."""
+"""Progress bars (with rate and time left) over jobs, runs and transfers."""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    Task,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
+from rich.text import Text
 
 from charter.client import CharterClient
-from charter.core.jobs import TERMINAL_STATES
+from charter.core.jobs import FINAL_JOB_STATUSES, TERMINAL_STATES, ItemState
+from charter.sdk.uploads import ProgressCallback
 
-FINAL = {"completed", "cancelled"}
+
+class RateColumn(ProgressColumn):
+    """Units per second, from rich's moving estimate."""
+
+    def __init__(self, unit: str) -> None:
+        super().__init__()
+        self.unit = unit
+
+    def render(self, task: Task) -> Text:
+        speed = task.finished_speed or task.speed
+        return Text(
+            "" if speed is None else f"{speed:,.1f} {self.unit}/s", style="progress.data.speed"
+        )
+
+
+def _counting(unit: str) -> tuple[ProgressColumn, ...]:
+    return (
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        RateColumn(unit),
+        TimeElapsedColumn(),
+        TextColumn("eta"),
+        TimeRemainingColumn(),
+        TextColumn("{task.fields[detail]}"),
+    )
 
 
 def watch_jobs(
@@ -19,14 +59,7 @@ def watch_jobs(
 ) -> list[dict[str, Any]]:
     """Follow jobs until each is completed or cancelled; returns their last state."""
     jobs = [client.job(job_id) for job_id in job_ids]
-    columns = (
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[detail]}"),
-        TimeElapsedColumn(),
-    )
-    with Progress(*columns, console=console) as progress:
+    with Progress(*_counting("items"), console=console) as progress:
         tasks = [
             progress.add_task(f"{job['type']} {job['id'][:8]}", total=job["item_count"], detail="")
             for job in jobs
@@ -35,9 +68,11 @@ def watch_jobs(
             for task, job in zip(tasks, jobs, strict=True):
                 counts = job["counts"]
                 done = sum(counts.get(s, 0) for s in TERMINAL_STATES)
-                detail = " ".join(f"{k}={v}" for k, v in counts.items() if v and k != "queued")
+                detail = " ".join(
+                    f"{k}={v}" for k, v in counts.items() if v and k != ItemState.QUEUED
+                )
                 progress.update(task, completed=done, detail=detail)
-            if all(job["status"] in FINAL for job in jobs):
+            if all(job["status"] in FINAL_JOB_STATUSES for job in jobs):
                 return jobs
             time.sleep(poll)
             jobs = [client.job(job["id"]) for job in jobs]
@@ -45,3 +80,65 @@ def watch_jobs(
 
 def watch_job(client: CharterClient, job_id: str, *, poll: float = 1.0) -> dict[str, Any]:
     return watch_jobs(client, [job_id], poll=poll)[0]
+
+
+@contextmanager
+def transfer(description: str, *, console: Console | None = None) -> Iterator[ProgressCallback]:
+    """A bar for an upload or export: bytes (size, speed) or rows (count, rate), with
+    time left when the total is known. Yields the SDK's progress callback."""
+    progress: Progress | None = None
+    task = None
+
+    def update(done: int, total: int | None, unit: str) -> None:
+        nonlocal progress, task
+        if progress is None:
+            columns = (
+                (
+                    TextColumn("[bold]{task.description}"),
+                    BarColumn(),
+                    DownloadColumn(),
+                    TransferSpeedColumn(),
+                    TextColumn("eta"),
+                    TimeRemainingColumn(),
+                )
+                if unit == "B"
+                else _counting(unit)
+            )
+            progress = Progress(*columns, console=console, transient=False)
+            progress.start()
+            task = progress.add_task(description, total=total, detail="")
+        assert task is not None
+        progress.update(task, completed=done, total=total)
+
+    try:
+        yield update
+    finally:
+        if progress is not None:
+            progress.stop()
+
+
+def watch_run(
+    client: CharterClient, run_id: str, *, poll: float = 2.0, console: Console | None = None
+) -> dict[str, Any]:
+    """Follow a run until it is final: a bar over its epochs (TRL reports ``epoch``
+    with its metrics, ``num_train_epochs`` is in the config), with the rate, time
+    left and the latest metrics."""
+    from charter.core.jobs import FINAL_RUN_STATUSES
+
+    run = client.run(run_id)
+    epochs = (run.get("config") or {}).get("num_train_epochs")
+    total = float(epochs) if isinstance(epochs, int | float) and epochs > 0 else None
+    with Progress(*_counting("epochs"), console=console) as progress:
+        task = progress.add_task(f"{run['type']} {run['id'][:8]}", total=total, detail="")
+        while True:
+            metrics = run.get("last_metrics") or {}
+            shown = " ".join(f"{k}={v:.4g}" for k, v in metrics.items() if k != "epoch")
+            progress.update(
+                task,
+                completed=float(metrics.get("epoch", 0.0)),
+                detail=f"{run['status']} {shown}".strip(),
+            )
+            if run["status"] in FINAL_RUN_STATUSES:
+                return run
+            time.sleep(poll)
+            run = client.run(run_id)

@@ -15,10 +15,12 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from charter.core import refs
+
 NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
 PRINCIPLE_ID_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
 MAX_VERSION = 999_999_999
-_REF = re.compile(r"^(?P<name>[a-z0-9][a-z0-9_-]{0,62})(?:@(?P<version>[1-9][0-9]{0,8}))?$")
+_NAME = re.compile(NAME_PATTERN)
 
 
 class _Strict(BaseModel):
@@ -117,12 +119,8 @@ def canonical_json(value: Any) -> str:
 
 
 def parse_ref(ref: str) -> tuple[str, int | None]:
-    """Split ``name@version`` (version optional) into its parts."""
-    match = _REF.match(ref.strip())
-    if not match:
-        raise ValueError(f"not a constitution reference (expected name or name@version): {ref!r}")
-    version = match.group("version")
-    return match.group("name"), int(version) if version else None
+    """Split ``name@version`` (version optional) into its parts (see :mod:`.refs`)."""
+    return refs.parse_ref(ref, _NAME, what="constitution")
 
 
 class PrincipleChange(BaseModel):

@@ -11,43 +11,65 @@ from __future__ import annotations
 import hashlib
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
+from pydantic import BaseModel, ConfigDict, Field
+
 from charter.core.constitution import canonical_json
+from charter.core.engine_config import EngineConfig
 
 Message = dict[str, str]
 """One chat turn: ``{"role": "system" | "user" | "assistant", "content": ...}``."""
 
 Conversation = Sequence[Message]
 
+PLAIN_ROLE = "text"
+"""The role of a plain-text prompt: a conversation of one message with this role is
+tokenised as its content alone, with no chat template (a pretrained model's format);
+generation continues the text, and an assistant prefix is appended to it."""
 
-@dataclass(frozen=True)
-class SamplingParams:
-    """How to sample one generation. Stored with every label that used it."""
 
-    max_tokens: int = 256
-    """Upper bound on generated tokens per sequence."""
-    temperature: float = 0.0
-    """0 means greedy decoding; > 0 samples from the softened distribution."""
-    top_p: float = 1.0
-    """Nucleus sampling mass; 1.0 disables it."""
-    seed: int | None = None
-    """Seed for the sampler; the same seed, batch and model give the same text."""
+def plain_prompt(text: str) -> list[Message]:
+    """A prompt that engines take as plain text, not as chat turns."""
+    return [{"role": PLAIN_ROLE, "content": text}]
 
-    def __post_init__(self) -> None:
-        if not 1 <= self.max_tokens <= 8192:
-            raise ValueError("max_tokens must be in [1, 8192]")
-        if not 0.0 <= self.temperature <= 5.0:
-            raise ValueError("temperature must be in [0, 5]")
-        if not 0.0 < self.top_p <= 1.0:
-            raise ValueError("top_p must be in (0, 1]")
 
-    def as_dict(self) -> dict[str, object]:
-        return asdict(self)
+def is_plain(conversation: Conversation) -> bool:
+    return len(conversation) == 1 and conversation[0].get("role") == PLAIN_ROLE
+
+
+class SamplingParams(BaseModel):
+    """How a job samples its generated text (responses, critiques, revisions, reasoning).
+
+    The one sampling type: a job's ``params.sampling`` (validated at the API, whose
+    bounds these are) is what the pipelines hand to ``Engine.generate``. The sampler's
+    seed is not part of it: each call gets its own, derived from the job's seed and
+    the call's purpose (``charter.core.pipelines``), and is passed next to these
+    parameters. So :meth:`compute_hash`, which every label whose job sampled records
+    as ``sampling_hash``, is the hash of the job-level parameters and the same for
+    every label of a job; the job's seed is recorded separately (``labels.seed``).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    max_tokens: int = Field(
+        default=192, ge=1, le=4096, description="Upper bound on generated tokens per sequence."
+    )
+    temperature: float = Field(
+        default=0.7,
+        ge=0.0,
+        le=2.0,
+        description="0 means greedy decoding; > 0 samples from the softened distribution.",
+    )
+    top_p: float = Field(
+        default=0.95, gt=0.0, le=1.0, description="Nucleus sampling mass; 1.0 disables it."
+    )
 
     def compute_hash(self) -> str:
-        return hashlib.sha256(canonical_json(self.as_dict()).encode()).hexdigest()[:16]
+        """16 hex digits of the sha256 of the canonical JSON of all the fields."""
+        payload = canonical_json(self.model_dump(mode="json"))
+        return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
 @dataclass(frozen=True)
@@ -79,8 +101,24 @@ class Engine(Protocol):
     special_tokens: tuple[str, ...]
     """Control-token strings of this tokenizer, neutralised in user text."""
 
-    def generate(self, conversations: Sequence[Conversation], params: SamplingParams) -> list[str]:
-        """Continue each conversation with one assistant turn; texts in input order."""
+    @property
+    def config(self) -> EngineConfig:
+        """The configuration it was built with; labels record its hash."""
+        ...
+
+    def generate(
+        self,
+        conversations: Sequence[Conversation],
+        params: SamplingParams,
+        *,
+        seed: int | None = None,
+    ) -> list[str]:
+        """Continue each conversation with one assistant turn (a :func:`plain_prompt`:
+        its text); texts in input order.
+
+        ``seed`` seeds the sampler for this call: the same seed, batch and model give
+        the same texts; None leaves the draws to the engine's own generator.
+        """
         ...
 
     def choice_logprobs(
@@ -91,7 +129,8 @@ class Engine(Protocol):
     ) -> list[ChoiceLogprobs]:
         """Log-probs of each choice letter as the next token after the assistant prefix.
 
-        The prompt is the chat template of the conversation with a generation prompt,
-        followed by the prefix (e.g. ``"The answer is: ("``). Nothing is sampled.
+        The prompt is the chat template of the conversation with a generation prompt
+        (or, for :func:`plain_prompt`, its text), followed by the prefix (e.g.
+        ``"The answer is: ("``). Nothing is sampled.
         """
         ...

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from charter.core.jobs import JobType, dataset_kind
 from charter.core.labels import chosen_rejected
 
 PROVENANCE = (
@@ -60,9 +61,9 @@ def preference_row(label: dict[str, Any], *, provenance: bool = True) -> dict[st
 
 # --------------------------------------------------------------------------- datasets
 
-SFT_KINDS = ("sl_cai", "critique", "revise")
+SFT_KINDS = tuple(t.value for t in JobType if dataset_kind(t) == "sft")
 """Label kinds whose final text is an SFT completion."""
-PREFERENCE_KINDS = ("rl_cai", "compare")
+PREFERENCE_KINDS = tuple(t.value for t in JobType if dataset_kind(t) == "preference")
 """Label kinds that carry a soft A/B preference label."""
 LABEL_KINDS = {"sft": SFT_KINDS, "preference": PREFERENCE_KINDS}
 """Dataset kind -> the label kinds it can hold."""

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from enum import StrEnum
-from typing import Literal, get_args
+from typing import Literal, assert_never
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from charter.core import feedback_templates
 from charter.core.engine import SamplingParams
 
 
@@ -23,27 +25,128 @@ class JobType(StrEnum):
     """The A/B feedback label for a supplied pair."""
 
 
-NEEDS_CRITIQUE_PRINCIPLES = {JobType.SL_CAI, JobType.CRITIQUE, JobType.REVISE}
-NEEDS_RESPONSE = {JobType.CRITIQUE, JobType.REVISE}
-NEEDS_PAIR = {JobType.COMPARE}
-
-ItemState = Literal["queued", "running", "done", "abstained", "failed", "cancelled"]
-ITEM_STATES: tuple[str, ...] = get_args(ItemState)
-TERMINAL_STATES = frozenset({"done", "abstained", "failed", "cancelled"})
+BUILTIN_SMOLLM2 = "smollm2"
+"""The model every deployment knows: SmolLM2-135M-Instruct, bundled with Charter and
+prepared into ``models_dir / "smollm2"`` (see ``charter.model_store``)."""
 
 
-class Sampling(BaseModel):
-    """Sampling for generated text (responses, critiques, revisions, reasoning)."""
+# What each job type needs and makes. Every choice made on a job type goes through one
+# of these exhaustive matches (mypy checks them), so a new type cannot silently be
+# handled as another.
 
-    model_config = ConfigDict(extra="forbid")
-    max_tokens: int = Field(default=192, ge=1, le=4096)
-    temperature: float = Field(default=0.7, ge=0.0, le=2.0)
-    top_p: float = Field(default=0.95, gt=0.0, le=1.0)
+DatasetKind = Literal["sft", "preference"]
+JobInput = Literal["prompt", "response", "pair"]
+PrincipleKind = Literal["critique", "comparison"]
 
-    def params(self, seed: int) -> SamplingParams:
-        return SamplingParams(
-            max_tokens=self.max_tokens, temperature=self.temperature, top_p=self.top_p, seed=seed
-        )
+
+def dataset_kind(job_type: JobType) -> DatasetKind:
+    """The dataset its labels feed: SFT completions or soft A/B preferences."""
+    match job_type:
+        case JobType.SL_CAI | JobType.CRITIQUE | JobType.REVISE:
+            return "sft"
+        case JobType.RL_CAI | JobType.COMPARE:
+            return "preference"
+        case _:
+            assert_never(job_type)
+
+
+def job_input(job_type: JobType) -> JobInput:
+    """What every row of its batch must supply: a prompt, a response or an A/B pair."""
+    match job_type:
+        case JobType.SL_CAI | JobType.RL_CAI:
+            return "prompt"
+        case JobType.CRITIQUE | JobType.REVISE:
+            return "response"
+        case JobType.COMPARE:
+            return "pair"
+        case _:
+            assert_never(job_type)
+
+
+def feedback_template(
+    job_type: JobType,
+    params: JobParams,
+    resolve: Callable[[str], feedback_templates.FeedbackTemplate] = feedback_templates.get,
+) -> feedback_templates.FeedbackTemplate:
+    """The feedback template its prompts were built with: the job's choice for comparisons
+    (found by ``resolve``: the shipped ones, or a worker's lookup that knows the project's
+    own too); the default for critique jobs, which put no comparison to a model."""
+    if principle_kind(job_type) == "comparison":
+        return resolve(params.feedback_template)
+    return feedback_templates.CHAT
+
+
+def principle_kind(job_type: JobType) -> PrincipleKind:
+    """The constitution principles it draws from."""
+    match job_type:
+        case JobType.SL_CAI | JobType.CRITIQUE | JobType.REVISE:
+            return "critique"
+        case JobType.RL_CAI | JobType.COMPARE:
+            return "comparison"
+        case _:
+            assert_never(job_type)
+
+
+class ItemState(StrEnum):
+    """Where one work item is: queued, leased by a worker (running), or final."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    """Leased by a worker (until ``lease_expires_at``)."""
+    DONE = "done"
+    ABSTAINED = "abstained"
+    """Final without a usable label (e.g. too little A/B probability mass)."""
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+ITEM_STATES: tuple[str, ...] = tuple(s.value for s in ItemState)
+ACTIVE_STATES = frozenset({ItemState.QUEUED, ItemState.RUNNING})
+TERMINAL_STATES = frozenset(ItemState) - ACTIVE_STATES
+LABELLED_STATES = frozenset({ItemState.DONE, ItemState.ABSTAINED})
+"""The final states only a lease holder writes, each with the item's label."""
+
+
+class JobStatus(StrEnum):
+    """A job's status, derived from its items' states (:func:`job_status`)."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    CANCELLED = "cancelled"
+
+
+FINAL_JOB_STATUSES = frozenset({JobStatus.COMPLETED, JobStatus.CANCELLED})
+
+
+class RunStatus(StrEnum):
+    """A training run's status."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+FINAL_RUN_STATUSES = frozenset({RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED})
+
+
+def samples(job_type: JobType, params: JobParams, *, pair_supplied: bool) -> bool:
+    """Whether an item's label was produced with sampled text, so records a ``sampling_hash``.
+
+    Critiques (and revisions) are always generated; an A/B label samples only its
+    chain of thought, or the pair when the row did not supply one (``rl_cai`` on
+    prompts). A compare label without chain of thought sampled nothing: its label
+    records no sampling hash, although its job params hold (unused) sampling values.
+    """
+    match job_type:
+        case JobType.SL_CAI | JobType.CRITIQUE | JobType.REVISE:
+            return True
+        case JobType.RL_CAI | JobType.COMPARE:
+            return params.chain_of_thought or not pair_supplied
+        case _:
+            assert_never(job_type)
 
 
 class JobParams(BaseModel):
@@ -64,7 +167,26 @@ class JobParams(BaseModel):
         default=0.5, ge=0.0, le=1.0, description="Abstain when P(A)+P(B) is below this."
     )
     few_shot: bool = Field(default=True, description="Show the constitution's worked examples.")
-    sampling: Sampling = Field(default_factory=Sampling)
+    feedback_template: str = Field(
+        default=feedback_templates.DEFAULT,
+        max_length=40,
+        description=(
+            "How comparisons are put to the feedback model: a shipped template ("
+            + "; ".join(
+                f"'{t.name}': {t.description}" for t in feedback_templates.BUILT_IN.values()
+            )
+            + "), or one of the project's own (POST /v1/templates) as 'name' (its latest "
+            "version, pinned at submission) or 'name@version'."
+        ),
+    )
+    sampling: SamplingParams = Field(default_factory=SamplingParams)
+
+    @field_validator("feedback_template")
+    @classmethod
+    def _template_ref(cls, ref: str) -> str:
+        if ref not in feedback_templates.BUILT_IN:
+            feedback_templates.parse_ref(ref)  # whether it exists is the gateway's to check
+        return ref
 
     @model_validator(mode="after")
     def _band(self) -> JobParams:
@@ -74,13 +196,13 @@ class JobParams(BaseModel):
         return self
 
 
-def job_status(counts: dict[str, int], cancelled: bool) -> str:
+def job_status(counts: dict[str, int], cancelled: bool) -> JobStatus:
     """A job's status derived from its items' states."""
     total = sum(counts.values())
     if cancelled:
-        return "cancelled"
+        return JobStatus.CANCELLED
     if total and sum(counts.get(s, 0) for s in TERMINAL_STATES) == total:
-        return "completed"
-    if counts.get("running", 0) or any(counts.get(s, 0) for s in TERMINAL_STATES):
-        return "running"
-    return "queued"
+        return JobStatus.COMPLETED
+    if counts.get(ItemState.RUNNING, 0) or any(counts.get(s, 0) for s in TERMINAL_STATES):
+        return JobStatus.RUNNING
+    return JobStatus.QUEUED

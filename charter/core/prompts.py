@@ -19,6 +19,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from charter.core import feedback_templates
 from charter.core.constitution import (
     ComparisonExample,
     ComparisonPrinciple,
@@ -26,46 +27,38 @@ from charter.core.constitution import (
     CritiqueExample,
     CritiquePrinciple,
 )
-from charter.core.engine import Message
+from charter.core.engine import Message, plain_prompt
+from charter.core.feedback_templates import FeedbackTemplate
 
-TEMPLATE_VERSION = "2026-11-24.1"
+TEMPLATE_VERSION = "2026-12-02.1"
 
 SYSTEM = "You are a helpful, honest and harmless assistant."
-FEEDBACK_SYSTEM = (
-    "You compare two assistant responses against a principle and answer with the letter "
-    "of the better one."
-)
-FEEDBACK_QUESTION = (
-    "Consider the following conversation between a human and an assistant:\n"
-    "<conversation>\n{conversation}\n</conversation>\n\n"
-    "{principle}\n\n"
-    "Options:\n"
-    "(A) <response>\n{response_a}\n</response>\n"
-    "(B) <response>\n{response_b}\n</response>\n\n"
-    "{instruction}"
-)
-ANSWER_INSTRUCTION = "Answer with the letter of the better response."
-COT_INSTRUCTION = (
-    "Think it through step by step in a few sentences, then say which response is better."
-)
-ANSWER_PREFIX = "The answer is: ("
-COT_ANSWER_PREFIX = "\n\nTherefore, the answer is: ("
-DELIMITERS = ("<conversation>", "</conversation>", "<response>", "</response>")
+DELIMITERS = feedback_templates.CHAT.delimiters
+"""Broken in every untrusted text (the default feedback template's tags)."""
+ANSWER_PREFIX = feedback_templates.CHAT.answer_prefix
+"""The default template's answer cue; each template declares its own."""
+COT_ANSWER_PREFIX = feedback_templates.CHAT.cot_answer_prefix
 
-TEMPLATE_HASH = hashlib.sha256(
-    "\x1f".join(
-        (
-            TEMPLATE_VERSION,
-            SYSTEM,
-            FEEDBACK_SYSTEM,
-            FEEDBACK_QUESTION,
-            ANSWER_INSTRUCTION,
-            COT_INSTRUCTION,
-            ANSWER_PREFIX,
-            COT_ANSWER_PREFIX,
-        )
-    ).encode()
-).hexdigest()
+
+def template_hash(template: FeedbackTemplate) -> str:
+    """What a label records as ``template_hash``: every prompt text it could have seen
+    (the SL-CAI system turn, the feedback template), and this module's version."""
+    parts = (TEMPLATE_VERSION, SYSTEM, template.fingerprint())
+    return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()
+
+
+def template_version(template: FeedbackTemplate) -> str:
+    """What a label records as ``template_version``: this module's version, and the
+    feedback template's name when it is not the default (``name@version`` for a
+    project's own)."""
+    if template.name == feedback_templates.DEFAULT:
+        return TEMPLATE_VERSION
+    if template.name in feedback_templates.BUILT_IN:
+        return f"{TEMPLATE_VERSION}/{template.name}"
+    return f"{TEMPLATE_VERSION}/{template.name}@{template.version}"
+
+
+TEMPLATE_HASH = template_hash(feedback_templates.CHAT)
 
 _CONTROL_LIKE = re.compile(r"<\|[^|<>]{0,64}\|>")
 _ZWSP = "\u200b"
@@ -75,14 +68,16 @@ def _break(token: str) -> str:
     return token[0] + _ZWSP + token[1:]
 
 
-def neutralise(text: str, special_tokens: Sequence[str] = ()) -> str:
+def neutralise(
+    text: str, special_tokens: Sequence[str] = (), delimiters: Sequence[str] = DELIMITERS
+) -> str:
     """Make control tokens and template delimiters inert inside untrusted text.
 
     A zero-width space is inserted after the first character, so the text still
     reads the same to a person but can no longer tokenise as a control token or
     close one of the template's delimiters.
     """
-    for token in sorted({*special_tokens, *DELIMITERS}, key=len, reverse=True):
+    for token in sorted({*special_tokens, *delimiters}, key=len, reverse=True):
         if token and token in text:
             text = text.replace(token, _break(token))
     return _CONTROL_LIKE.sub(lambda m: _break(m.group(0)), text)
@@ -110,8 +105,13 @@ def user_conversation(prompt: str | None, messages: list[dict[str, str]] | None)
     return [{"role": "user", "content": prompt}]
 
 
-def _clean(conversation: Sequence[Message], special: Sequence[str]) -> list[Message]:
-    return [{"role": m["role"], "content": neutralise(m["content"], special)} for m in conversation]
+def _clean(
+    conversation: Sequence[Message], special: Sequence[str], delimiters: Sequence[str] = DELIMITERS
+) -> list[Message]:
+    return [
+        {"role": m["role"], "content": neutralise(m["content"], special, delimiters)}
+        for m in conversation
+    ]
 
 
 def response_conversation(
@@ -184,33 +184,41 @@ def _render_conversation(conversation: Sequence[Message]) -> str:
 
 
 def _question(
-    conversation: str, principle: str, response_a: str, response_b: str, instruction: str
+    template: FeedbackTemplate,
+    conversation: Sequence[Message],
+    principle: str,
+    response_a: str,
+    response_b: str,
+    cot: bool,
 ) -> str:
-    return FEEDBACK_QUESTION.format(
-        conversation=conversation,
+    return template.render(
+        conversation=_render_conversation(conversation),
+        messages=[dict(m) for m in conversation],
         principle=principle,
         response_a=response_a,
         response_b=response_b,
-        instruction=instruction,
+        instruction=template.cot_instruction if cot else template.instruction,
     )
 
 
-def _comparison_shots(examples: Sequence[ComparisonExample], cot: bool) -> list[Message]:
-    turns: list[Message] = []
+def _shots(template: FeedbackTemplate, examples: Sequence[ComparisonExample], cot: bool):  # type: ignore[no-untyped-def]
+    """Each worked example: its question, and its answer as the model should give it."""
     for ex in examples:
         question = _question(
-            f"Human: {ex.prompt}",
+            template,
+            [{"role": "user", "content": ex.prompt}],
             ex.principle,
             ex.response_a,
             ex.response_b,
-            COT_INSTRUCTION if cot else ANSWER_INSTRUCTION,
+            cot,
         )
         if cot and ex.reasoning:
-            answer = f"{ex.reasoning}{COT_ANSWER_PREFIX}{ex.answer})"
+            answer = (
+                f"{template.reasoning_lead}{ex.reasoning}{template.cot_answer_prefix}{ex.answer})"
+            )
         else:
-            answer = f"{ANSWER_PREFIX}{ex.answer})"
-        turns += [{"role": "user", "content": question}, {"role": "assistant", "content": answer}]
-    return turns
+            answer = f"{template.answer_prefix}{ex.answer})"
+        yield question, answer
 
 
 def feedback_conversation(
@@ -223,26 +231,41 @@ def feedback_conversation(
     chain_of_thought: bool = False,
     few_shot: bool = True,
     special: Sequence[str] = (),
+    template: FeedbackTemplate = feedback_templates.CHAT,
 ) -> list[Message]:
-    """The multiple-choice feedback prompt. The platform appends the answer prefix itself:
-    :data:`ANSWER_PREFIX` (or, after reasoning, :data:`COT_ANSWER_PREFIX`)."""
-    shots = (
-        _comparison_shots(constitution.comparison_examples, chain_of_thought) if few_shot else []
-    )
-    question = _question(
-        _render_conversation(_clean(conversation, special)),
+    """The multiple-choice feedback prompt in ``template``'s format: chat turns, or one
+    plain-text message (:func:`charter.core.engine.plain_prompt`). The platform appends
+    the answer prefix itself: :func:`answer_prefix` or :func:`cot_answer_prefix`."""
+    delimiters = template.delimiters
+    examples = constitution.comparison_examples if few_shot else ()
+    shots = list(_shots(template, examples, chain_of_thought))
+    question = _question(  # the principle and the examples are the project's own text
+        template,
+        _clean(conversation, special, delimiters),
         principle.text,
-        neutralise(response_a, special),
-        neutralise(response_b, special),
-        COT_INSTRUCTION if chain_of_thought else ANSWER_INSTRUCTION,
+        neutralise(response_a, special, delimiters),
+        neutralise(response_b, special, delimiters),
+        chain_of_thought,
     )
-    return [
-        {"role": "system", "content": FEEDBACK_SYSTEM},
-        *shots,
-        {"role": "user", "content": question},
-    ]
+    if template.format == "plain":
+        blocks = [q + a for q, a in shots] + [question]
+        return plain_prompt(template.separator.join(blocks))
+    turns: list[Message] = [{"role": "system", "content": template.system or ""}]
+    for q, a in shots:
+        turns += [{"role": "user", "content": q}, {"role": "assistant", "content": a}]
+    return [*turns, {"role": "user", "content": question}]
 
 
-def cot_answer_prefix(reasoning: str, special: Sequence[str] = ()) -> str:
+def answer_prefix(template: FeedbackTemplate = feedback_templates.CHAT) -> str:
+    """The assistant prefix after which the answer letter is read, without reasoning."""
+    return template.answer_prefix
+
+
+def cot_answer_prefix(
+    reasoning: str,
+    special: Sequence[str] = (),
+    template: FeedbackTemplate = feedback_templates.CHAT,
+) -> str:
     """The assistant prefix after a chain of thought: the reasoning, then the answer cue."""
-    return neutralise(reasoning.strip(), special) + COT_ANSWER_PREFIX
+    reasoning = neutralise(reasoning.strip(), special, template.delimiters)
+    return template.reasoning_lead + reasoning + template.cot_answer_prefix

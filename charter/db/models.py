@@ -29,6 +29,8 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from charter.core.jobs import ItemState, JobStatus, RunStatus
+
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
     "uq": "uq_%(table_name)s_%(column_0_N_name)s",
@@ -156,7 +158,7 @@ class Job(Base):
     model: Mapped[str] = mapped_column(String(128))
     params: Mapped[dict[str, Any]] = mapped_column(Json)
     seed: Mapped[int] = mapped_column(BigInteger)
-    status: Mapped[str] = mapped_column(String(16), default="queued")
+    status: Mapped[str] = mapped_column(String(16), default=JobStatus.QUEUED.value)
     item_count: Mapped[int] = mapped_column(Integer, default=0)
     chunk_count: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
@@ -179,7 +181,7 @@ class WorkItem(Base):
     job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
     prompt_id: Mapped[int] = mapped_column(ForeignKey("prompts.id"))
     chunk: Mapped[int] = mapped_column(Integer)
-    status: Mapped[str] = mapped_column(String(16), default="queued")
+    status: Mapped[str] = mapped_column(String(16), default=ItemState.QUEUED.value)
     attempt: Mapped[int] = mapped_column(Integer, default=0)
     lease_owner: Mapped[str | None] = mapped_column(String(128))
     lease_expires_at: Mapped[datetime | None] = mapped_column(Timestamp)
@@ -218,9 +220,14 @@ class Label(Base):
     model: Mapped[str] = mapped_column(String(128))
     model_revision: Mapped[str] = mapped_column(String(64))
     engine: Mapped[str] = mapped_column(String(32))
-    template_version: Mapped[str] = mapped_column(String(32))
+    template_version: Mapped[str] = mapped_column(String(80))
     template_hash: Mapped[str] = mapped_column(String(64))
-    sampling: Mapped[dict[str, Any]] = mapped_column(Json)
+    job_params: Mapped[dict[str, Any]] = mapped_column(Json)
+    """Every parameter of the job that produced the label (rounds, swap, sampling, ...)."""
+    engine_config_hash: Mapped[str | None] = mapped_column(String(16))
+    """``EngineConfig.compute_hash()`` of the engine that produced the label."""
+    sampling_hash: Mapped[str | None] = mapped_column(String(16))
+    """``SamplingParams.compute_hash()`` of the job's generation sampling (None: nothing sampled)."""
     seed: Mapped[int] = mapped_column(BigInteger)
     worker_id: Mapped[str] = mapped_column(String(128))
     attempt: Mapped[int] = mapped_column(Integer)
@@ -240,6 +247,15 @@ class Worker(Base):
     started_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
     last_seen: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
     items_done: Mapped[int] = mapped_column(BigInteger, default=0)
+    # Written with each heartbeat (migration 0006): what the engine did since the worker
+    # started, for the gateway's /metrics; mean batch size = batch_items / engine_calls.
+    current_chunk: Mapped[str | None] = mapped_column(String(64))
+    """``job_id:chunk`` the worker is running now; None when idle."""
+    engine_calls: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    engine_seconds: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")
+    batch_items: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    tokens_in: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    tokens_out: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
 
 
 class Dataset(Base):
@@ -302,7 +318,11 @@ class TrainingRun(Base):
     type: Mapped[str] = mapped_column(String(16))
     dataset_version_id: Mapped[str | None] = mapped_column(ForeignKey("dataset_versions.id"))
     config: Mapped[dict[str, Any]] = mapped_column(Json)
-    status: Mapped[str] = mapped_column(String(16), default="queued")
+    config_hash: Mapped[str | None] = mapped_column(String(16))
+    """``config_hash()`` of the normalised run config, computed at submission."""
+    trained_config_hash: Mapped[str | None] = mapped_column(String(16))
+    """The hash the trainer reported having trained with (must equal ``config_hash``)."""
+    status: Mapped[str] = mapped_column(String(16), default=RunStatus.QUEUED.value)
     artifact_uri: Mapped[str | None] = mapped_column(Text)
     checkpoint: Mapped[str | None] = mapped_column(Text)
     error: Mapped[str | None] = mapped_column(Text)
@@ -345,3 +365,219 @@ class IdempotencyRecord(Base):
     redacted: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
     expires_at: Mapped[datetime] = mapped_column(Timestamp)
+
+
+class DashboardSession(Base):
+    """A dashboard login: the cookie holds a random token, ``id`` is its sha256.
+
+    Made from an API key with the read scope; the key's revocation or expiry ends it
+    (checked on every request), and deleting the key deletes it. ``csrf_token`` is
+    the synchroniser token that the session's state-changing forms must carry.
+    """
+
+    __tablename__ = "dashboard_sessions"
+    __table_args__ = (Index(None, "api_key_id"), Index(None, "expires_at"))
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    api_key_id: Mapped[str] = mapped_column(ForeignKey("api_keys.id", ondelete="CASCADE"))
+    project_id: Mapped[str] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    csrf_token: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(Timestamp)
+    last_seen: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
+
+
+# Audit log --------------------------------------------------------------------------
+
+
+class AuditEvent(Base):
+    """One state-changing API call: who (key), what (route, object ids), when, how it
+    ended. Written by the gateway's unit of work (a success in the request's own
+    transaction); never updated. The key's prefix is kept in clear, and ``api_key_id``
+    is no foreign key: the log outlives a deleted key, and a reference would make each
+    insert wait for the key row's lock (``auth._touch`` holds it until its request ends)."""
+
+    __tablename__ = "audit_events"
+    __table_args__ = (
+        Index(None, "project_id", "id"),
+        Index(None, "created_at"),
+        Index(None, "route"),
+        Index(None, "key_prefix"),
+    )
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    project_id: Mapped[str] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    api_key_id: Mapped[str | None] = mapped_column(String(32))
+    key_prefix: Mapped[str] = mapped_column(String(32))
+    method: Mapped[str] = mapped_column(String(8))
+    route: Mapped[str] = mapped_column(String(255))
+    """The route's template, e.g. ``/v1/jobs/{job_id}/cancel``."""
+    path: Mapped[str] = mapped_column(String(2048))
+    object_ids: Mapped[dict[str, str]] = mapped_column(Json)
+    """The path parameters, plus ``id``: what the call created, when its answer has one."""
+    status_code: Mapped[int] = mapped_column(Integer)
+    outcome: Mapped[str] = mapped_column(String(16))
+    """``succeeded`` (2xx/3xx), ``refused`` (4xx) or ``failed`` (5xx)."""
+    error_code: Mapped[str | None] = mapped_column(String(64))
+    error_detail: Mapped[str | None] = mapped_column(Text)
+    request_id: Mapped[str | None] = mapped_column(String(128))
+    idempotency_key: Mapped[str | None] = mapped_column(String(255))
+    replayed: Mapped[bool] = mapped_column(Boolean, default=False)
+    """The answer was an ``Idempotency-Key`` replay: the write is the first call's event."""
+    created_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
+
+
+# Webhooks ---------------------------------------------------------------------------
+
+
+class WebhookEndpoint(Base):
+    """A project's subscriber: deliveries of the listed event types go to ``url``.
+
+    ``secret`` is the Standard Webhooks signing secret (``whsec_`` + base64); it is
+    shown once, at creation and on rotation, and never returned again.
+    """
+
+    __tablename__ = "webhook_endpoints"
+    __table_args__ = (Index(None, "project_id", "created_at"),)
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    project_id: Mapped[str] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    url: Mapped[str] = mapped_column(Text)
+    description: Mapped[str] = mapped_column(String(256), default="")
+    event_types: Mapped[list[str]] = mapped_column(Json)
+    secret: Mapped[str] = mapped_column(String(128))
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
+    disabled_reason: Mapped[str | None] = mapped_column(Text)
+
+
+class WebhookDelivery(Base):
+    """One event for one endpoint (the outbox row), its attempts and their outcome.
+
+    ``pending`` rows whose ``next_attempt_at`` has come are sent by the sweeper; a
+    claim pushes ``next_attempt_at`` forward (the lease) before the HTTP call, so a
+    crashed sender's rows come due again. ``msg_id`` is the ``webhook-id`` header and
+    stays the same across retries and resends, so receivers can deduplicate.
+    """
+
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (
+        Index(None, "status", "next_attempt_at"),
+        Index(None, "endpoint_id", "created_at"),
+    )
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    endpoint_id: Mapped[str] = mapped_column(
+        ForeignKey("webhook_endpoints.id", ondelete="CASCADE")
+    )
+    project_id: Mapped[str] = mapped_column(String(32))
+    event_type: Mapped[str] = mapped_column(String(64))
+    msg_id: Mapped[str] = mapped_column(String(64))
+    payload: Mapped[dict[str, Any]] = mapped_column(Json)
+    status: Mapped[str] = mapped_column(String(16))
+    """A ``charter.core.webhook_signing.DeliveryStatus``."""
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
+    last_attempt_at: Mapped[datetime | None] = mapped_column(Timestamp)
+    last_status_code: Mapped[int | None] = mapped_column(Integer)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    cycle_started_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
+    """Start of the current attempt cycle (creation or resend): retries stop a bounded time after."""
+    created_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
+    delivered_at: Mapped[datetime | None] = mapped_column(Timestamp)
+
+
+# Human review -----------------------------------------------------------------------
+
+
+class ReviewQueue(Base):
+    """A sample of a job's labels opened for human review (``charter.core.review_sampling``).
+
+    ``target_reached_at`` is set once every item has at least one verdict.
+    """
+
+    __tablename__ = "review_queues"
+    __table_args__ = (Index(None, "project_id", "created_at"), Index(None, "job_id"))
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    project_id: Mapped[str] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    strategy: Mapped[str] = mapped_column(String(16))
+    by: Mapped[str | None] = mapped_column(String(32))
+    seed: Mapped[int] = mapped_column(BigInteger)
+    size: Mapped[int] = mapped_column(Integer)
+    """Items in the queue (the size asked for, capped by the labels available)."""
+    requested_size: Mapped[int] = mapped_column(Integer)
+    created_by_key_id: Mapped[str | None] = mapped_column(
+        ForeignKey("api_keys.id", ondelete="SET NULL")
+    )
+    created_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
+    target_reached_at: Mapped[datetime | None] = mapped_column(Timestamp)
+
+
+class ReviewQueueItem(Base):
+    """Position ``position`` of a queue: one label, and the stratum it was drawn from."""
+
+    __tablename__ = "review_queue_items"
+    __table_args__ = (UniqueConstraint("queue_id", "label_id"),)
+    queue_id: Mapped[str] = mapped_column(
+        ForeignKey("review_queues.id", ondelete="CASCADE"), primary_key=True
+    )
+    position: Mapped[int] = mapped_column(Integer, primary_key=True)
+    label_id: Mapped[int] = mapped_column(ForeignKey("labels.id", ondelete="CASCADE"), index=True)
+    stratum: Mapped[str | None] = mapped_column(String(256))
+
+
+class ReviewVerdict(Base):
+    """A human's verdict on one AI label, stored apart from (and never written into) it.
+
+    One row per reviewer and label; a reviewer is the API key plus the optional
+    ``reviewer`` name (one key may be shared by named people). A second verdict by
+    the same reviewer replaces the first: ``revision`` counts the verdicts given and
+    ``history`` keeps the earlier ones. ``agrees`` is whether it matches the AI
+    label, fixed when written (labels never change).
+    """
+
+    __tablename__ = "review_verdicts"
+    __table_args__ = (
+        UniqueConstraint("label_id", "api_key_id", "reviewer"),
+        Index(None, "job_id", "id"),
+        Index(None, "project_id", "id"),
+    )
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    project_id: Mapped[str] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    label_id: Mapped[int] = mapped_column(ForeignKey("labels.id", ondelete="CASCADE"))
+    queue_id: Mapped[str | None] = mapped_column(
+        ForeignKey("review_queues.id", ondelete="SET NULL")
+    )
+    api_key_id: Mapped[str] = mapped_column(String(32))
+    """The reviewing key's id (not a foreign key: imported verdicts keep their reviewer)."""
+    key_prefix: Mapped[str] = mapped_column(String(32))
+    reviewer: Mapped[str] = mapped_column(String(128), default="")
+    choice: Mapped[str | None] = mapped_column(String(8))
+    """Comparisons: ``A``, ``B`` or ``tie``."""
+    satisfies: Mapped[bool | None] = mapped_column(Boolean)
+    """Revisions: whether the revision satisfies the principle."""
+    note: Mapped[str | None] = mapped_column(Text)
+    agrees: Mapped[bool] = mapped_column(Boolean)
+    source: Mapped[str] = mapped_column(String(16), default="api")
+    """``api`` or ``import``."""
+    revision: Mapped[int] = mapped_column(Integer, default=1)
+    history: Mapped[list[dict[str, Any]]] = mapped_column(Json, default=list)
+    created_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
+
+
+# Feedback templates -----------------------------------------------------------------
+
+
+class FeedbackTemplateVersion(Base):
+    """One immutable version of a project's own feedback template
+    (``charter.core.feedback_templates``): ``spec`` holds every field but the name and
+    version, ``sha256`` what labels record as their ``template_hash`` basis."""
+
+    __tablename__ = "feedback_templates"
+    __table_args__ = (UniqueConstraint("project_id", "name", "version"),)
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    project_id: Mapped[str] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(32))
+    version: Mapped[int] = mapped_column(Integer)
+    spec: Mapped[dict[str, Any]] = mapped_column(Json)
+    sha256: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)

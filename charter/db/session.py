@@ -14,6 +14,8 @@ fails anyway is told apart by :func:`is_transient`: the gateway answers those
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import time
 from collections.abc import Callable
 from functools import lru_cache
@@ -21,6 +23,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import psycopg
+import tenacity
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import make_url
@@ -100,24 +103,28 @@ def retry_transient(
     The delay is capped at ``max_delay``: the work resumes within that of the
     database's return.
     """
-    deadline = time.monotonic() + seconds
-    delay, failures = first_delay, 0
-    while True:
-        try:
+
+    def warn(state: tenacity.RetryCallState) -> None:
+        failures = state.attempt_number
+        if failures == 1 or failures % 30 == 0:  # one line per outage, not per try
+            exc = state.outcome.exception() if state.outcome else None
+            reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+            log.warning("%s: database unavailable (%s); retrying", what, reason)
+
+    retrying = tenacity.Retrying(
+        retry=tenacity.retry_if_exception(is_transient),
+        stop=tenacity.stop_before_delay(seconds),  # no sleep that would end past the bound
+        wait=tenacity.wait_exponential(multiplier=first_delay, min=first_delay, max=max_delay),
+        before_sleep=warn,
+        reraise=True,
+    )
+    for attempt in retrying:
+        with attempt:
+            failures = attempt.retry_state.attempt_number - 1
             result = work(failures > 0)
-        except Exception as exc:
-            if not is_transient(exc) or time.monotonic() + delay > deadline:
-                raise
-            failures += 1
-            if failures == 1 or failures % 30 == 0:  # one line per outage, not per try
-                reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
-                log.warning("%s: database unavailable (%s); retrying", what, reason)
-        else:
-            if failures:
-                log.warning("%s: database back after %d failed tries", what, failures)
-            return result
-        time.sleep(delay)
-        delay = min(delay * 2, max_delay)
+    if failures:
+        log.warning("%s: database back after %d failed tries", what, failures)
+    return result
 
 
 def make_engine(url: str, *, pool_size: int | None = None, **kwargs: Any) -> Engine:
@@ -132,7 +139,14 @@ def make_engine(url: str, *, pool_size: int | None = None, **kwargs: Any) -> Eng
             size = pool_size or get_settings().database_pool_size
             kwargs = {"pool_size": size, "max_overflow": size} | kwargs
         connect_args = POSTGRES_CONNECT_ARGS | kwargs.pop("connect_args", {})
-        return create_engine(url, pool_pre_ping=True, connect_args=connect_args, **kwargs)
+        engine = create_engine(url, pool_pre_ping=True, connect_args=connect_args, **kwargs)
+
+        @event.listens_for(engine, "do_connect")
+        def _name(_dialect: Any, _record: Any, _args: Any, params: dict[str, Any]) -> None:
+            # At connect time, not at creation: a pool process inherits its engine.
+            params.setdefault("application_name", session_name())
+
+        return engine
     if parsed.database and parsed.database != ":memory:":
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
     engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 60}, **kwargs)
@@ -154,6 +168,34 @@ def make_engine(url: str, *, pool_size: int | None = None, **kwargs: Any) -> Eng
         connection.exec_driver_sql("BEGIN IMMEDIATE")
 
     return engine
+
+
+def session_name(pid: int | None = None) -> str:
+    """The ``application_name`` of a process's PostgreSQL sessions, ``charter pid@host``
+    (the pid first: PostgreSQL cuts names at 63 bytes), so ``pg_stat_activity`` says
+    whose each session is, and a process can end its own (:func:`end_sessions_of`)."""
+    return f"charter {pid or os.getpid()}@{socket.gethostname()}"[:63]
+
+
+def end_sessions_of(session: Session, pid: int | None = None) -> int:
+    """PostgreSQL: end the other sessions of process ``pid`` (default: this one) that
+    are inside a statement or a transaction; how many (0 on SQLite).
+
+    For a process being stopped: interrupted in the middle of a transaction, its own
+    connection may stay open with the transaction's row locks, and the statements that
+    give those rows back, on a connection of their own, would wait for them forever. A
+    killed process's sessions end with their sockets; ending them here is only sooner.
+    """
+    if not is_postgres(session.get_bind()):
+        return 0
+    ended = session.scalar(
+        text(
+            "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity"
+            " WHERE application_name = :name AND pid <> pg_backend_pid() AND state <> 'idle'"
+        ),
+        {"name": session_name(pid)},
+    )
+    return int(ended or 0)
 
 
 def pool_size(engine: Engine) -> int | None:

@@ -13,9 +13,12 @@ import charter
 from charter.db.session import make_engine, pool_size, session_factory
 from charter.queue import make_celery
 from charter.settings import Settings, get_settings
-from services.gateway import errors, health, openapi
+from services.gateway import errors, health, metrics, openapi
+from services.gateway.audit.endpoints import router as audit
 from services.gateway.batches.endpoints import router as batches
 from services.gateway.constitutions.endpoints import router as constitutions
+from services.gateway.dashboard import rendering as dashboard_rendering
+from services.gateway.dashboard.endpoints import router as dashboard
 from services.gateway.datasets.endpoints import router as datasets
 from services.gateway.datasets.freezing import Freezer
 from services.gateway.jobs.endpoints import router as jobs
@@ -23,8 +26,14 @@ from services.gateway.keys.endpoints import router as keys
 from services.gateway.limits import BodySizeLimit
 from services.gateway.outbox import Outbox
 from services.gateway.ratelimit import RateLimiter
-from services.gateway.routing import Admission
+from services.gateway.request_id import CharterAPI
+from services.gateway.reviews.endpoints import router as reviews
 from services.gateway.runs.endpoints import router as runs
+from services.gateway.stats.endpoints import router as stats
+from services.gateway.templates.endpoints import router as templates
+from services.gateway.unit_of_work import Admission
+from services.gateway.webhooks.endpoints import router as webhooks
+from services.gateway.workers.endpoints import router as workers
 
 
 def create_app(settings: Settings | None = None, engine: Engine | None = None) -> FastAPI:
@@ -37,7 +46,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
         await asyncio.to_thread(app.state.freezer.stop)  # the current batch finishes
         await asyncio.to_thread(app.state.outbox.stop)  # the rest: the sweeper publishes
 
-    app = FastAPI(
+    app = CharterAPI(  # X-Request-ID on every answer (services/gateway/request_id.py)
         lifespan=lifespan,
         title="Charter",
         version=charter.__version__,
@@ -57,9 +66,30 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     app.state.producer = make_celery(settings, name="charter-gateway")
     app.state.outbox = Outbox(app.state.sessions, app.state.producer)
     app.state.rate_limiter = RateLimiter(settings)
+    metrics.install(app, settings)  # /metrics: Charter's series and per-route HTTP metrics
     errors.install(app)
-    for router in (health.router, constitutions, batches, jobs, keys, runs, datasets):
+    for router in (
+        health.router,
+        constitutions,
+        batches,
+        jobs,
+        workers,
+        keys,
+        runs,
+        datasets,
+        stats,
+        audit,
+        webhooks,
+        reviews,
+        templates,
+        dashboard,
+    ):
         app.include_router(router)
+    app.mount(  # the dashboard's own CSS and script (no third-party assets)
+        f"{dashboard_rendering.PREFIX}/static",
+        dashboard_rendering.Static(directory=dashboard_rendering.STATIC_DIR),
+        name="dashboard-static",
+    )
     openapi.install(app, settings)
     app.add_middleware(
         BodySizeLimit,

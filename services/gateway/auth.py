@@ -76,10 +76,14 @@ def _touch(session: Session, row: ApiKey, now: datetime) -> None:
 
     The row stays locked until the request ends, so concurrent requests with the same
     key skip a row another one is touching (SKIP LOCKED) instead of queueing behind it:
-    otherwise a long upload would hold up every other request of its key."""
+    otherwise a long upload would hold up every other request of its key. The lock is
+    ``FOR NO KEY UPDATE`` (only ``last_used_at`` changes), which the foreign-key checks
+    of the request's own inserts (``KEY SHARE`` on this row: idempotency records, audit
+    events) do not wait for; with ``FOR UPDATE`` concurrent first uses of a key could
+    deadlock on them."""
     target = select(ApiKey.id).where(ApiKey.id == row.id)
     if session.get_bind().dialect.name == "postgresql":
-        target = target.with_for_update(skip_locked=True)
+        target = target.with_for_update(skip_locked=True, key_share=True)
     try:
         with session.begin_nested():
             session.execute(

@@ -17,7 +17,7 @@ import threading
 from celery import Celery
 from sqlalchemy.orm import Session, sessionmaker
 
-from charter.dispatch import CHUNKS_PER_BATCH, publish_pending
+from charter.outbox import CHUNKS_PER_BATCH, publish_pending
 from services.gateway.background import OnDemand
 
 log = logging.getLogger(__name__)
@@ -38,7 +38,7 @@ class Outbox:
         self._lock = threading.Lock()
         self._thread = OnDemand("outbox", self._drain)
 
-    def publish(self, job_id: str, chunk_count: int) -> None:
+    def publish(self, job_id: str, model: str, chunk_count: int) -> None:
         """Called after the job's commit: its first batch now, the rest in the background."""
         try:
             publish_pending(
@@ -47,6 +47,7 @@ class Outbox:
                 job_id=job_id,
                 chunks_per_batch=self.batch_chunks,
                 max_batches=1,
+                fresh=(model, chunk_count),
             )
         except Exception as exc:  # the database blinked after the commit: retried below
             log.warning("publishing job %s after its commit failed: %s", job_id, exc)

@@ -1,4 +1,8 @@
-"""Opaque cursors over a monotonically ordered key."""
+"""Opaque cursors over a monotonically ordered key.
+
+Each domain's service pages its own queries with :func:`keyset` or :func:`id_page`
+and returns ``(rows, next_cursor)``; endpoints only turn the rows into a :class:`Page`.
+"""
 
 from __future__ import annotations
 
@@ -8,12 +12,13 @@ from datetime import datetime
 from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel
-from sqlalchemy import and_, or_
+from sqlalchemy import and_, or_, select
 
 from charter.core.documents import Bounds, load_json
 from charter.errors import Invalid
 
 T = TypeVar("T")
+M = TypeVar("M")
 
 MAX_CURSOR_CHARS = 512  # an issued cursor is ~100: a timestamp and an id, or one integer
 _BOUNDS = Bounds(max_depth=4, max_string_chars=256)
@@ -81,12 +86,29 @@ def keyset(
     return rows[:limit], encode_cursor([last.created_at.isoformat(), last.id])
 
 
+def project_page(
+    session: Any, model: type[M], project_id: str, cursor: str | None, limit: int
+) -> tuple[list[M], str | None]:
+    """A project's rows of ``model`` (a table with ``project_id``, ``created_at`` and
+    ``id``), newest first: :func:`keyset`."""
+    table: Any = model
+    query = select(model).where(table.project_id == project_id)
+    return keyset(session, query, table.created_at, table.id, cursor, limit)
+
+
 def id_page(
-    session: Any, query: Any, id_col: Any, cursor: str | None, limit: int
+    session: Any,
+    query: Any,
+    id_col: Any,
+    cursor: str | None,
+    limit: int,
+    *,
+    before_first: int = 0,
 ) -> tuple[list[Any], str | None]:
-    """Oldest first by an increasing integer id; the cursor is the last row's id."""
-    after = decode_int_cursor(cursor, 0)
+    """Oldest first by an increasing integer key (an id, or a position when
+    ``before_first`` is -1: positions start at 0); the cursor is the last row's key."""
+    after = decode_int_cursor(cursor, before_first)
     rows = list(session.scalars(query.where(id_col > after).order_by(id_col).limit(limit + 1)))
     if len(rows) <= limit:
         return rows, None
-    return rows[:limit], encode_cursor(rows[limit - 1].id)
+    return rows[:limit], encode_cursor(getattr(rows[limit - 1], id_col.key))

@@ -21,7 +21,8 @@ from transformers import (
 )
 from trl import DPOTrainer
 
-from services.trainer.common import (
+from services.trainer.dpo_config import DPOConfig
+from services.trainer.trl_training import (
     Report,
     Rows,
     TrainResult,
@@ -29,7 +30,6 @@ from services.trainer.common import (
     train_and_save,
     trainer_callbacks,
 )
-from services.trainer.dpo_config import DPOConfig
 
 COLUMNS = ("prompt", "chosen", "rejected")
 """What DPO reads from a row; ``chosen_probability`` and provenance are dropped."""

@@ -16,7 +16,7 @@ TRL does the tokenisation (chat template over ``prompt + chosen`` and
 only (1) carries ``chosen_probability`` through the collator, (2) swaps the loss
 and (3) adds held-out calibration: accuracy, soft-label NLL, expected calibration
 error and a reliability table. The row handling, the ``report`` hook and the
-training record come from ``services.trainer.common``, shared with SFT and DPO.
+training record come from ``services.trainer.trl_training``, shared with SFT and DPO.
 """
 
 from __future__ import annotations
@@ -33,7 +33,8 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase, TrainerCallba
 from trl import RewardTrainer
 from trl.trainer.reward_trainer import DataCollatorForPreference
 
-from services.trainer.common import (
+from services.trainer.pm_config import PMConfig
+from services.trainer.trl_training import (
     Report,
     Rows,
     TrainResult,
@@ -41,7 +42,6 @@ from services.trainer.common import (
     trainer_callbacks,
     write_training_record,
 )
-from services.trainer.pm_config import PMConfig
 
 LABEL = "chosen_probability"
 COLUMNS = ("prompt", "chosen", "rejected", LABEL)
@@ -318,4 +318,4 @@ def train_pm(
             metrics=metrics,
             evaluation=None if evaluation is None else evaluation.as_dict(),
         )
-    return PMResult(output_dir, config.compute_hash(), step, metrics, evaluation)
+    return PMResult(output_dir, config.config_hash(), step, metrics, evaluation)

@@ -141,6 +141,13 @@ def position_ids_of(attention_mask: torch.Tensor) -> torch.Tensor:
     return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
 
 
+def ensure_pad_token(tokenizer: PreTrainedTokenizerBase) -> None:
+    """Pad with EOS when the tokenizer has no pad token (TRL's convention): padded
+    positions carry attention mask 0, so their id never reaches a result."""
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+
+
 # --------------------------------------------------------------------------- KL controllers
 
 
@@ -237,11 +244,9 @@ def pm_reward(
     model pools its score at the rightmost non-pad token.
     """
     pm_model.eval().requires_grad_(False)
-    pad_id = (
-        tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    )
+    ensure_pad_token(tokenizer)
     if pm_model.config.pad_token_id is None:
-        pm_model.config.pad_token_id = pad_id
+        pm_model.config.pad_token_id = tokenizer.pad_token_id
     device = next(pm_model.parameters()).device
 
     @torch.no_grad()
@@ -256,14 +261,16 @@ def pm_reward(
             encoded.append(tokenizer(text, add_special_tokens=False)["input_ids"][-max_length:])
         scores = []
         for start in range(0, len(encoded), batch_size):
-            chunk = encoded[start : start + batch_size]
-            width = max(len(ids) for ids in chunk)
-            ids = torch.full((len(chunk), width), pad_id, dtype=torch.long)
-            mask = torch.zeros((len(chunk), width), dtype=torch.long)
-            for row, seq in enumerate(chunk):
-                ids[row, : len(seq)] = torch.tensor(seq)
-                mask[row, : len(seq)] = 1
-            out = pm_model(input_ids=ids.to(device), attention_mask=mask.to(device))
+            batch = tokenizer.pad(
+                {"input_ids": encoded[start : start + batch_size]},
+                padding_side="right",
+                return_attention_mask=True,
+                return_tensors="pt",
+            )
+            out = pm_model(
+                input_ids=batch["input_ids"].to(device),
+                attention_mask=batch["attention_mask"].to(device),
+            )
             scores.append(out.logits[:, 0].float().cpu())
         return torch.cat(scores)
 
@@ -331,12 +338,11 @@ class PPOTrainer:
         self.config = config
         self.policy = policy
         self.ref_policy = ref_policy.eval().requires_grad_(False)
+        ensure_pad_token(tokenizer)
         self.tokenizer = tokenizer
         self.reward_fn = reward_fn
         self.eos_token_id: int = tokenizer.eos_token_id
-        self.pad_token_id: int = (
-            tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.eos_token_id
-        )
+        self.pad_token_id: int = tokenizer.pad_token_id
         self.accelerator = accelerator
         self.num_processes = accelerator.num_processes if accelerator else 1
         self.process_index = accelerator.process_index if accelerator else 0
@@ -395,13 +401,13 @@ class PPOTrainer:
             if not ids:
                 raise ValueError(f"prompt {prompt!r} encodes to no tokens")
             rows.append(ids[-self.config.max_prompt_length :])
-        width = max(len(ids) for ids in rows)
-        query_ids = torch.full((len(rows), width), self.pad_token_id, dtype=torch.long)
-        query_mask = torch.zeros((len(rows), width), dtype=torch.long)
-        for row, ids in enumerate(rows):
-            query_ids[row, width - len(ids) :] = torch.tensor(ids)
-            query_mask[row, width - len(ids) :] = 1
-        return query_ids.to(self.device), query_mask.to(self.device)
+        batch = self.tokenizer.pad(
+            {"input_ids": rows},
+            padding_side="left",
+            return_attention_mask=True,
+            return_tensors="pt",
+        )
+        return batch["input_ids"].to(self.device), batch["attention_mask"].to(self.device)
 
     @torch.no_grad()
     def generate(self, prompts: list[str]) -> Rollout:
@@ -760,11 +766,11 @@ class PPOTrainer:
         self.tokenizer.save_pretrained(out)
         state = {k: v.detach().cpu().contiguous() for k, v in self.value_head.state_dict().items()}
         save_file(state, str(out / VALUE_HEAD_FILE))
-        (out / CONFIG_FILE).write_text(json.dumps(self.config.to_dict(), indent=2) + "\n")
+        (out / CONFIG_FILE).write_text(json.dumps(self.config.as_dict(), indent=2) + "\n")
         trainer_state: dict[str, Any] = {
             "global_step": self.global_step,
             "kl_coef": self.kl_ctl.value,
-            "config_hash": self.config.compute_hash(),
+            "config_hash": self.config.config_hash(),
         }
         (out / STATE_FILE).write_text(json.dumps(trainer_state, indent=2) + "\n")
         return out

@@ -14,7 +14,8 @@ from pathlib import Path
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, TrainerCallback
 from trl import SFTTrainer
 
-from services.trainer.common import (
+from services.trainer.sft_config import SFTConfig
+from services.trainer.trl_training import (
     Report,
     Rows,
     TrainResult,
@@ -22,7 +23,6 @@ from services.trainer.common import (
     train_and_save,
     trainer_callbacks,
 )
-from services.trainer.sft_config import SFTConfig
 
 COLUMNS = ("prompt", "completion")
 """What SFT reads from a row; provenance columns are dropped."""

@@ -54,7 +54,7 @@ def test_bootstrap_push_upload_submit_status(cli_env, monkeypatch):
     )
     assert submitted.exit_code == 0, submitted.output
     job_id = submitted.output.strip().splitlines()[-1]
-    status = invoke("jobs", "status", job_id)
+    status = invoke("jobs", "status", job_id, "--json")
     assert status.exit_code == 0
     assert json.loads(status.output)["params"]["rounds"] == 2
 

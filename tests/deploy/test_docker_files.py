@@ -57,6 +57,7 @@ SERVICES = {
     "worker-gpu",
     "worker-cpu",
     "trainer",
+    "prometheus",
 }
 ONE_SHOT = {"migrate"}
 REQUIRED_VARIABLES = ("CHARTER_SECRET_KEY", "POSTGRES_PASSWORD", "CHARTER_API_KEY")
@@ -464,7 +465,7 @@ def test_postgres_and_redis() -> None:
     assert "ports" not in pg and "ports" not in redis, "backends stay on the internal network"
 
     named = set(_compose().get("volumes") or {})
-    assert {"pgdata", "redisdata", "artifacts"} <= named
+    assert {"pgdata", "redisdata", "artifacts", "prometheusdata"} <= named
 
 
 def test_gateway() -> None:
@@ -521,11 +522,14 @@ def test_trainer_talks_to_the_gateway_only() -> None:
 
 def test_charter_services_run_in_production_mode() -> None:
     for name, service in _services().items():
-        if name in {"postgres", "redis"}:
+        if name in {"postgres", "redis", "prometheus"}:  # not Charter's own processes
             continue
         env = _env(service)
         assert env.get("CHARTER_ENV") == "production", name
-        assert REQUIRED_REF.match(str(env.get("CHARTER_SECRET_KEY"))), name
+        if name == "trainer":  # reaches Charter over HTTP only: it never sees the secret
+            assert "CHARTER_SECRET_KEY" not in env, name
+        else:
+            assert REQUIRED_REF.match(str(env.get("CHARTER_SECRET_KEY"))), name
         if "CHARTER_BROKER_URL" in env:
             assert env["CHARTER_BROKER_URL"] == "redis://redis:6379/0"
         if "CHARTER_DATABASE_URL" in env:
@@ -554,3 +558,17 @@ def test_no_literal_secrets() -> None:
         assert placeholder not in text.lower()
     for variable in REQUIRED_VARIABLES:
         assert f"${{{variable}:-" not in text, f"{variable} must not have a default"
+
+
+def test_prometheus_is_optional_and_scrapes_the_gateway() -> None:
+    prometheus = _services()["prometheus"]
+    assert prometheus["profiles"] == ["metrics"], "off by default: the dashboard is the view"
+    assert prometheus["depends_on"] == {"gateway": {"condition": "service_healthy"}}
+    mounts = [str(v) for v in prometheus["volumes"]]
+    assert "./docker/prometheus.yml:/etc/prometheus/prometheus.yml:ro" in mounts
+    assert "--config.file=/etc/prometheus/prometheus.yml" in _command(prometheus)
+    config = yaml.safe_load((ROOT / "docker" / "prometheus.yml").read_text(encoding="utf-8"))
+    [job] = config["scrape_configs"]
+    assert job["metrics_path"] == "/metrics"
+    assert job["static_configs"] == [{"targets": ["gateway:8000"]}]
+    assert not any("worker" in t for t in job["static_configs"][0]["targets"])

@@ -54,6 +54,9 @@ REQUIRED_SCOPE: dict[tuple[str, str], str] = {
     ("GET", "/v1/jobs/{job_id}/results"): "read",
     ("GET", "/v1/jobs/{job_id}/items"): "read",
     ("GET", "/v1/workers"): "read",
+    ("GET", "/v1/stats/overview"): "read",
+    ("GET", "/v1/stats/jobs/{job_id}"): "read",
+    ("GET", "/v1/stats/models"): "read",
     ("GET", "/v1/keys"): "admin",
     ("POST", "/v1/keys"): "admin",
     ("POST", "/v1/keys/{key_id}/revoke"): "admin",
@@ -75,13 +78,36 @@ REQUIRED_SCOPE: dict[tuple[str, str], str] = {
     ("GET", "/v1/datasets/{name}/versions"): "read",
     ("POST", "/v1/datasets/{name}/upload"): "submit",
     ("GET", "/v1/datasets/{ref}/export"): "read",
+    ("POST", "/v1/jobs/{job_id}/reviews/queues"): "review",
+    ("GET", "/v1/reviews/queues/{queue_id}"): "read",
+    ("GET", "/v1/reviews/queues/{queue_id}/items"): "read",
+    ("POST", "/v1/reviews/queues/{queue_id}/items/{label_id}/verdicts"): "review",
+    ("GET", "/v1/jobs/{job_id}/reviews/agreement"): "read",
+    ("GET", "/v1/reviews/agreement"): "read",
+    ("GET", "/v1/jobs/{job_id}/reviews/export"): "read",
+    ("POST", "/v1/jobs/{job_id}/reviews/import"): "review",
+    ("POST", "/v1/webhooks"): "admin",
+    ("GET", "/v1/webhooks"): "admin",
+    ("GET", "/v1/webhooks/{webhook_id}"): "admin",
+    ("PATCH", "/v1/webhooks/{webhook_id}"): "admin",
+    ("DELETE", "/v1/webhooks/{webhook_id}"): "admin",
+    ("POST", "/v1/webhooks/{webhook_id}/rotate-secret"): "admin",
+    ("GET", "/v1/webhooks/{webhook_id}/deliveries"): "admin",
+    ("POST", "/v1/webhooks/{webhook_id}/test"): "admin",
+    ("POST", "/v1/webhooks/deliveries/{delivery_id}/resend"): "admin",
+    ("GET", "/v1/audit"): "admin",
+    ("POST", "/v1/templates"): "submit",
+    ("GET", "/v1/templates"): "read",
+    ("GET", "/v1/templates/{ref}"): "read",
+    ("POST", "/v1/templates/{ref}/render"): "submit",
 }
 # What a key with one scope may do: submitting or training needs to read what it made.
 GRANTS = {
-    "admin": {"admin", "submit", "read", "train"},
+    "admin": {"admin", "submit", "read", "train", "review"},
     "submit": {"submit", "read"},
     "read": {"read"},
     "train": {"train", "read"},
+    "review": {"review", "read"},
 }
 # The path names what the request creates in the caller's own project, not an object:
 # another project's key gets what a never-used name gets (not a 404).
@@ -89,6 +115,16 @@ CREATES_BY_NAME = {("POST", "/v1/datasets/{name}/upload")}
 # The fleet is shared by design: every project sees the same workers (items_done counts
 # the caller's own labels only), so there are no owner rows to hide.
 SHARED = {("GET", "/v1/workers")}
+# Per-model judge statistics name models, never an id, and the seeded project has no
+# compare labels: tests/gateway/test_stats_api.py checks that another project's labels
+# never reach these numbers.
+WITHOUT_IDS = {("GET", "/v1/stats/models"), ("GET", "/v1/reviews/agreement")}
+# The seeded job has no labels, so no review queue: queue paths name a queue id that
+# does not exist (tests/gateway/test_reviews.py checks another project's real queues).
+NO_QUEUE = "0" * 32
+# The caller's own audit log echoes the ids its own requests named (the owner's, in this
+# test): what must hold is that no row of the owner's requests is among them.
+OWN_LOG = {("GET", "/v1/audit")}
 # The body names an object of the owner's (a batch, a dataset, a job).
 BODY_REFERENCES = {("POST", "/v1/jobs"), ("POST", "/v1/runs"), ("POST", "/v1/datasets")}
 
@@ -108,6 +144,14 @@ class Owner:
     key: str  # a second key of the project, the target of revoke
     document: dict[str, Any]  # the constitution a POST /v1/constitutions sends
     ids: dict[str, str] = field(default_factory=dict)  # what must never leak, by what it is
+    webhook: str = ""
+    delivery: str = ""  # a delivery of the webhook's, the target of resend
+    template: str = ""  # a feedback template of the project's own
+
+    def _named(self, resource: str) -> str:
+        return {"constitutions": self.constitution, "templates": self.template}.get(
+            resource, self.dataset
+        )
 
     def path_values(self, path: str) -> dict[str, str]:
         resource = path.split("/")[2]
@@ -116,8 +160,12 @@ class Owner:
             "job_id": self.job,
             "run_id": self.run,
             "key_id": self.key,
-            "ref": f"{self.constitution if resource == 'constitutions' else self.dataset}@1",
+            "webhook_id": self.webhook,
+            "delivery_id": self.delivery,
+            "ref": f"{self._named(resource)}@1",
             "name": self.constitution if resource == "constitutions" else self.dataset,
+            "queue_id": NO_QUEUE,
+            "label_id": "987654321",
         }
 
 
@@ -127,6 +175,8 @@ MISSING_NAME = f"missing-{secrets.token_hex(4)}"
 
 def _missing(value: str) -> str:
     name, at, version = value.partition("@")
+    if name.isdigit():  # a label id: the queue it is looked up in is what goes missing
+        return value
     if re.fullmatch(r"[0-9a-f]{32}", name):
         return MISSING_HEX
     return f"{MISSING_NAME}{at}{version}"
@@ -151,6 +201,15 @@ def _request(method: str, path: str, owner: Owner, *, missing: bool = False) -> 
             "model": "smollm2-135m",
         },
         ("POST", "/v1/keys"): {"scopes": ["read"]},
+        ("POST", "/v1/templates"): {"name": "matrix-template", "question": "{{ principle }}"},
+        ("POST", "/v1/templates/{ref}/render"): {
+            "conversation": [{"role": "user", "content": "Hi"}],
+            "principle": "Which is kinder?",
+            "response_a": "a",
+            "response_b": "b",
+        },
+        ("POST", "/v1/webhooks"): {"url": "http://127.0.0.1:9/hook", "events": ["job.completed"]},
+        ("PATCH", "/v1/webhooks/{webhook_id}"): {"description": "matrix"},
         ("POST", "/v1/runs"): {"type": "sft", "dataset": dataset, "base_model": "smollm2"},
         ("POST", "/v1/runs/claim"): {"owner": "matrix"},
         ("POST", "/v1/runs/{run_id}/heartbeat"): LEASE,
@@ -159,6 +218,8 @@ def _request(method: str, path: str, owner: Owner, *, missing: bool = False) -> 
         ("POST", "/v1/runs/{run_id}/checkpoint"): LEASE | {"checkpoint": "/tmp/matrix"},
         ("POST", "/v1/runs/{run_id}/complete"): LEASE | {"artifact_uri": "file:///tmp/matrix"},
         ("POST", "/v1/runs/{run_id}/fail"): LEASE | {"error": "matrix"},
+        ("POST", "/v1/jobs/{job_id}/reviews/queues"): {"size": 1},
+        ("POST", "/v1/reviews/queues/{queue_id}/items/{label_id}/verdicts"): {"choice": "A"},
         ("POST", "/v1/datasets"): {
             "name": "matrix-labels",
             "kind": "sft",
@@ -169,6 +230,9 @@ def _request(method: str, path: str, owner: Owner, *, missing: bool = False) -> 
         kwargs["json"] = bodies[(method, path)]
     elif (method, path) == ("POST", "/v1/batches/upload"):
         kwargs |= {"content": b'{"prompt": "Hello?"}\n', "headers": NDJSON}
+    elif (method, path) == ("POST", "/v1/jobs/{job_id}/reviews/import"):
+        line = {"label_id": 1, "verdict": {"choice": "A"}, "reviewer": {"key_id": "0" * 32}}
+        kwargs |= {"content": json.dumps(line).encode(), "headers": NDJSON}
     elif (method, path) == ("POST", "/v1/datasets/{name}/upload"):
         kwargs |= {"content": b'{"prompt": "Hi", "completion": "Hello"}\n', "headers": NDJSON}
     elif (method, path) == ("POST", "/v1/constitutions"):
@@ -232,6 +296,13 @@ def _seed(
         "key": second.id,
         "key prefix": second.key.split("_")[1],
     }
+    hook = {"url": "http://127.0.0.1:9/owner-hook", "events": ["job.completed"]}
+    owner.webhook = ok(client.post("/v1/webhooks", json=hook, headers=admin))["id"]
+    owner.delivery = ok(client.post(f"/v1/webhooks/{owner.webhook}/test", headers=admin))["id"]
+    owner.ids |= {"webhook": owner.webhook, "delivery": owner.delivery}
+    template = {"name": f"owner-tpl-{tag}", "question": "Owner's {{ principle }}"}
+    owner.template = ok(client.post("/v1/templates", json=template, headers=admin))["name"]
+    owner.ids |= {"template": owner.template}
     return owner
 
 
@@ -317,11 +388,15 @@ def test_access_matrix(
             if "{" in path and (method, path) not in CREATES_BY_NAME:
                 expect(response.status_code == 404, "other project", method, path, response)
             continue
-        leaked = [i for i in identifiers if i in response.text]
-        expect(not leaked, f"other project (leaked {leaked})", method, path, response)
+        if (method, path) in OWN_LOG:
+            prefixes = {row["key_prefix"] for row in response.json()["items"]}
+            expect(prefixes == {other.key.split("_")[1]}, "other project", method, path, response)
+        else:
+            leaked = [i for i in identifiers if i in response.text]
+            expect(not leaked, f"other project (leaked {leaked})", method, path, response)
         if method == "GET":
             expect(response.status_code == 200, "other project (list)", method, path, response)
-            if (method, path) not in SHARED:  # the owner does see its rows there
+            if (method, path) not in SHARED | WITHOUT_IDS:  # the owner sees its rows there
                 mine = _send(client, request, admin.key)
                 seen = any(i in mine.text for i in identifiers)
                 expect(seen, "owner (list without its rows)", method, path, mine)

@@ -40,11 +40,17 @@ def small_pool(database_url: str, engine: Engine) -> Iterator[Engine]:
 
 
 WAIT_SECONDS = 1.0
+QUEUE_SECONDS = 60.0
+"""The wait for the test that all clients succeed: what it checks is that queued requests
+are all served (no stall, no pool timeout), not how fast a loaded CI machine serves 64."""
 
 
 @pytest.fixture
-def app(make_settings: Callable[..., Settings], small_pool: Engine) -> FastAPI:
-    return create_app(make_settings(admission_wait_seconds=WAIT_SECONDS), small_pool)
+def app(
+    request: pytest.FixtureRequest, make_settings: Callable[..., Settings], small_pool: Engine
+) -> FastAPI:
+    wait = getattr(request, "param", WAIT_SECONDS)
+    return create_app(make_settings(admission_wait_seconds=wait), small_pool)
 
 
 def test_admission_is_the_pool_size(app: FastAPI) -> None:
@@ -82,6 +88,7 @@ def test_a_saturated_database_answers_503_with_retry_after_not_a_hang(
     assert elapsed < 30
 
 
+@pytest.mark.parametrize("app", [QUEUE_SECONDS], indirect=True)
 def test_more_clients_than_connections_and_threads_all_succeed(
     live_server: Any, api: Any, admin_headers: dict[str, str], engine: Engine
 ) -> None:

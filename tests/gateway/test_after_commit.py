@@ -26,7 +26,7 @@ from charter.db.session import session_factory
 from charter.errors import Conflict, Unavailable
 from services.gateway.batches import service as batches
 from services.gateway.deps import SessionDep, SubmitKey
-from services.gateway.routing import UnitOfWorkRoute, after_commit
+from services.gateway.unit_of_work import UnitOfWorkRoute, after_commit
 from tests.gateway.test_datasets_api import Corpus, corpus, wait_ready
 from workers.sweeper import sweep
 
@@ -38,7 +38,7 @@ FAILURES = {
     "unavailable": Unavailable("broker unavailable"),
     "conflict": Conflict("a charter error raised by a hook"),
 }
-ROUTING_LOG = "services.gateway.routing"
+ROUTING_LOG = "services.gateway.unit_of_work"
 
 
 def _raises(exc: Exception) -> Any:

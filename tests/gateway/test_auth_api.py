@@ -192,7 +192,7 @@ def test_key_creation_validation(client: TestClient, admin_headers: dict[str, st
     cases: list[tuple[Any, str]] = [
         ({"scopes": []}, "body.scopes"),
         ({"scopes": ["root"]}, "body.scopes.0"),
-        ({"scopes": ["read", "admin", "submit", "train", "read"]}, "body.scopes"),
+        ({"scopes": ["read", "admin", "submit", "train", "review", "read"]}, "body.scopes"),
         ({}, "body.scopes"),
         ({"scopes": "read"}, "body.scopes"),
         ({"scopes": ["read"], "expires_in_days": 0}, "body.expires_in_days"),

@@ -400,17 +400,17 @@ def test_bulk_upload_of_ten_thousand_rows(
 def test_postgres_uploads_take_the_copy_path(
     client: TestClient, admin_headers: dict[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from services.gateway.batches import service
+    from charter.db import bulk
 
     copied: list[int] = []
-    real_copy = service._copy_postgres
+    real_copy = bulk._copy
 
-    def spy(session: Any, records: Any) -> None:
+    def spy(session: Any, table: Any, columns: Any, records: Any) -> int:
         records = list(records)
         copied.append(len(records))
-        real_copy(session, iter(records))
+        return real_copy(session, table, columns, iter(records))
 
-    monkeypatch.setattr(service, "_copy_postgres", spy)
+    monkeypatch.setattr(bulk, "_copy", spy)
     response = client.post(
         "/v1/batches/upload", content=_jsonl(MIXED_ROWS), headers={**admin_headers, **NDJSON}
     )

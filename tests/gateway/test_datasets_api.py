@@ -474,6 +474,18 @@ def test_upload_errors_name_the_line_or_field(
     assert client.get("/v1/datasets/up", headers=admin_headers).status_code == 404
 
 
+@pytest.mark.parametrize("name", ["up%0A", "up%0D%0A", ".up", "a%20b"])
+def test_an_upload_name_that_is_not_a_dataset_name_is_refused(
+    client: TestClient, admin_headers: dict[str, str], name: str
+) -> None:
+    body = _jsonl([{"prompt": "p", "completion": "c"}])
+    response = client.post(
+        f"/v1/datasets/{name}/upload", params={"kind": "sft"}, content=body, headers=admin_headers
+    )
+    _error(response, 422, "name")
+    assert client.get("/v1/datasets", headers=admin_headers).json()["items"] == []
+
+
 def test_mixing_is_deterministic_and_recorded(
     client: TestClient, admin_headers: dict[str, str], corpus: Corpus
 ) -> None:

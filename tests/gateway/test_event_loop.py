@@ -107,30 +107,34 @@ def test_healthz_answers_fast_while_big_uploads_are_parsed(
         finally:
             finished[name] = time.monotonic()
 
-    poller = subprocess.Popen(
-        [sys.executable, "-c", POLLER, live_server.url],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert poller.stdin is not None and poller.stdout is not None
-    assert poller.stdout.readline().strip() == "ready"
     # The server shares this process with pytest and the test data: a full garbage
-    # collection walks all of it (100-300 ms here, holding the GIL). Freeze what exists
-    # now, as a server does after start-up (gc.freeze), so that collections only walk
-    # what the requests allocate and the test measures the requests, not the harness.
+    # collection walks all of it (up to ~1 s late in a full test run, holding the GIL).
+    # Freeze what exists now, as a server does after start-up (gc.freeze), so that
+    # collections only walk what the requests allocate and the test measures the
+    # requests, not the harness. Before the poller starts: a poll in flight during this
+    # collection would otherwise answer after ``started`` and count the harness's pause.
     gc.collect()
     gc.freeze()
     try:
-        senders = [threading.Thread(target=send, args=(name,)) for name in requests]
-        started = time.monotonic()
-        for sender in senders:
-            sender.start()
-        for sender in senders:
-            sender.join()
+        poller = subprocess.Popen(
+            [sys.executable, "-c", POLLER, live_server.url],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert poller.stdin is not None and poller.stdout is not None
+        try:
+            assert poller.stdout.readline().strip() == "ready"
+            senders = [threading.Thread(target=send, args=(name,)) for name in requests]
+            started = time.monotonic()
+            for sender in senders:
+                sender.start()
+            for sender in senders:
+                sender.join()
+        finally:
+            output, _ = poller.communicate("", timeout=60)
     finally:
         gc.unfreeze()
-        output, _ = poller.communicate("", timeout=60)
     assert poller.returncode == 0, output
     polls: list[tuple[float, float]] = json.loads(output.strip().splitlines()[-1])
     for name in requests:

@@ -16,12 +16,12 @@ from fastapi.testclient import TestClient
 from sqlalchemy import Engine, func, select, update
 from sqlalchemy.exc import OperationalError
 
-import charter.dispatch
+import charter.outbox
 import services.gateway.outbox
 from charter.core.jobs import ITEM_STATES
 from charter.db.models import Job, Prompt, Worker, WorkItem, utcnow
 from charter.db.session import session_factory
-from charter.dispatch import publish_pending
+from charter.outbox import publish_pending
 from charter.queue import queue_for
 from workers.engines.scripted import ScriptedEngine
 from workers.runner import ChunkRunner
@@ -289,6 +289,8 @@ INVALID_SPECS: list[tuple[dict[str, Any], str]] = [
     ({"params": {"sampling": {"top_k": 5}}}, "body.params.sampling.top_k"),
     ({"params": {"sampling": {"temperature": 3}}}, "body.params.sampling.temperature"),
     ({"params": {"unknown": True}}, "body.params.unknown"),
+    ({"params": {"feedback_template": "Not A Ref"}}, "body.params.feedback_template"),
+    ({"params": {"feedback_template": 3}}, "body.params.feedback_template"),
     ({"params": "fast"}, "body.params"),
     ({"type": "summarise"}, "body.type"),
     ({"model": "bad model!"}, "body.model"),
@@ -377,6 +379,21 @@ def test_cancel_leaves_finished_items_alone_and_refuses_completed_jobs(
         client.get(f"/v1/jobs/{done['id']}", headers=admin_headers).json()["status"] == "completed"
     )
     _error(client.post(f"/v1/jobs/{done['id']}/cancel", headers=admin_headers), 409, "job_id")
+
+
+def test_cancel_never_overwrites_a_completion_committed_meanwhile(
+    api: Any, client: TestClient, admin_headers: dict[str, str], engine: Engine, ready: Batches
+) -> None:
+    """A worker's transaction completed the job after the cancel read the items (their
+    states are as the cancel saw them): the cancel is refused, the job stays completed,
+    and its items are not cancelled."""
+    job = api.submit(admin_headers, batch_id=ready["prompts"])
+    with session_factory(engine)() as session, session.begin():
+        session.execute(update(Job).where(Job.id == job["id"]).values(status="completed"))
+    _error(client.post(f"/v1/jobs/{job['id']}/cancel", headers=admin_headers), 409, "job_id")
+    with session_factory(engine)() as session:
+        assert session.get_one(Job, job["id"]).status == "completed"
+    assert {i.status for i in _items(engine, job["id"])} == {"queued"}
 
 
 def test_unknown_job_is_404(client: TestClient, admin_headers: dict[str, str]) -> None:
@@ -523,7 +540,7 @@ def test_broker_failure_still_accepts_and_leaves_items_for_the_sweeper(
     def broker_down(*args: Any, **kwargs: Any) -> None:
         raise ConnectionError("broker unreachable")
 
-    monkeypatch.setattr(charter.dispatch, "publish_chunk", broker_down)
+    monkeypatch.setattr(charter.outbox, "publish_chunk", broker_down)
     job = api.submit(admin_headers, batch_id=ready["prompts"], chunk_size=3)
     assert job["status"] == "queued"
     items = _items(engine, job["id"])
@@ -614,7 +631,7 @@ def test_cancelled_items_are_not_published_by_the_sweeper(
     ready: Batches,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(charter.dispatch, "publish_chunk", lambda *a, **k: 1 / 0)
+    monkeypatch.setattr(charter.outbox, "publish_chunk", lambda *a, **k: 1 / 0)
     job = api.submit(admin_headers, batch_id=ready["prompts"], chunk_size=3)
     client.post(f"/v1/jobs/{job['id']}/cancel", headers=admin_headers)
     monkeypatch.undo()

@@ -16,6 +16,7 @@ from fastapi.testclient import TestClient
 from limits import parse_many
 from limits.storage import MemoryStorage, RedisStorage
 
+from charter import keys
 from services.gateway import auth, ratelimit
 from services.gateway.ratelimit import RateLimiter
 
@@ -134,7 +135,7 @@ def test_the_window_frees_up_after_retry_after(
 def test_every_v1_route_consumes_exactly_one_request_of_one_scope(
     make_client: Callable[..., TestClient], issue: Any
 ) -> None:
-    client = make_client(rate_limits=dict.fromkeys(("admin", "submit", "read", "train"), "2/hour"))
+    client = make_client(rate_limits=dict.fromkeys(keys.SCOPES, "2/hour"))
     routes = [
         (method.upper(), re.sub(r"\{[^}]+\}", "0123456789abcdef", path))
         for path, operations in client.app.openapi()["paths"].items()

@@ -44,9 +44,9 @@ def run_dir(settings, run_id):
 
 
 def test_create_claim_report_complete(client, datasets, settings):
-    run = create(client, datasets, config={"epochs": 1}).json()
+    run = create(client, datasets, config={"num_train_epochs": 2}).json()
     assert run["status"] == "queued" and run["dataset"] == "prefs@1"
-    assert run["config"]["epochs"] == 1 and run["config"]["base_model"] == "smollm2"
+    assert run["config"]["num_train_epochs"] == 2 and run["config"]["base_model"] == "smollm2"
     claimed = client.post("/v1/runs/claim", json={"owner": "t1"}, headers=datasets)
     assert claimed.status_code == 200 and claimed.json()["id"] == run["id"]
     assert claimed.json()["status"] == "running" and claimed.json()["lease_owner"] == "t1"

@@ -28,7 +28,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from charter.db.migrate import upgrade
 from charter.db.session import make_engine, session_factory
-from charter.projects import ensure_project, issue_key
+from charter.key_issuing import ensure_project, issue_key
 from charter.settings import get_settings
 from tests.servers import PrivatePostgres, PrivateRedis
 from tests.stack import DEAD_BROKER, SECRET, Stack, base_settings

@@ -189,6 +189,55 @@ def test_redis_restart_without_persistence_mid_job(
     )
 
 
+def test_redis_restart_with_persistence_mid_job(
+    make_fault_stack: Callable[..., Stack], private_redis: PrivateRedis
+) -> None:
+    """The same SIGKILL with an append-only file fsynced on every write: the queue and
+    the unacked hash survive the restart, so nothing needs re-sending. The sweeper must
+    see that and send (almost) nothing twice."""
+    private_redis.appendonly = True
+    private_redis.restart()  # a persistent server from the start of the job
+    try:
+        stack = faulty_stack(make_fault_stack)
+        model = stack.new_model()
+        for _ in range(2):
+            stack.start_worker([model], fault_delay_seconds=DELAY)
+        job = submit(stack, model, " persistent")
+        wait_until_part_done(stack, job["id"], ITEMS // 4)
+        running = sum(i.status == "running" for i in stack.items(job["id"]))
+        before = stack.broker_state()[f"model.{model}"]["length"]
+
+        restarted_at = datetime.now(UTC)
+        private_redis.restart()  # SIGKILL, then the same port, reloading the AOF
+        healed = time.monotonic()
+        kept = stack.broker_state()[f"model.{model}"]["length"]
+        assert kept > 0 and kept >= before - 2 * 2, f"the queue was lost: {before} -> {kept}"
+
+        stack.wait(job["id"], timeout=RECOVERY_TIMEOUT)
+        recover = time.monotonic() - healed
+        tally = stack.tally({job["id"]: ITEMS})
+
+        assert all(w.poll() is None for w in stack.workers), "a worker exited"
+        after = labellers_since(stack, restarted_at)
+        assert len(after) == 2, f"a worker stopped consuming after the restart: {after}"
+        received = deliveries(stack)
+        assert received <= 1.2 * job["chunk_count"], f"{received} deliveries: re-sent needlessly"
+        record_fault(
+            "redis restarted with AOF (appendfsync always) mid-job",
+            tally,
+            recover_seconds=recover,
+            stack="postgres+redis(aof)",
+            running_at_fault=running,
+            queue_before=before,
+            queue_after_restart=kept,
+            chunks=job["chunk_count"],
+            deliveries=received,
+        )
+    finally:
+        private_redis.appendonly = False
+        private_redis.restart()
+
+
 def test_broker_down_for_a_minute_mid_job(
     make_fault_stack: Callable[..., Stack],
     private_redis: PrivateRedis,

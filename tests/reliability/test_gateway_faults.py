@@ -199,12 +199,13 @@ class Upload:
 
 
 def _copy_backends(engine: Engine) -> list[int]:
-    """Server processes running the gateway's ``COPY prompts`` right now."""
+    """Server processes running the gateway's ``COPY prompts`` right now (the table
+    name may be quoted: the statement is built from SQL identifiers)."""
     with engine.connect() as conn:
         rows = conn.execute(
             text(
                 "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
-                "AND query LIKE 'COPY prompts%' AND state = 'active'"
+                "AND query ~ '^COPY \"?prompts\"? ' AND state = 'active'"
             )
         )
         return [int(pid) for (pid,) in rows]
@@ -342,7 +343,7 @@ def _seed_labels(engine: Engine, n: int) -> str:
             "INSERT INTO labels (work_item_id, job_id, project_id, prompt_id, kind, "
             "conversation, response, completion, principle_ids, constitution_version_id, "
             "constitution_ref, model, model_revision, engine, template_version, template_hash, "
-            "sampling, seed, worker_id, attempt, timings, created_at) "
+            "job_params, seed, worker_id, attempt, timings, created_at) "
             "SELECT w.id, w.job_id, :project, w.prompt_id, 'sl_cai', "
             "json_build_array(json_build_object('role', 'user', 'content', p.prompt)), "
             "'draft ' || p.position, 'final answer ' || p.position, '[\"honesty\"]', :version, "

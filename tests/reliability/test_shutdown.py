@@ -261,13 +261,53 @@ def test_charter_worker_cli_stops_mid_chunk(make_fault_stack: Callable[..., Stac
     )  # fmt: skip
 
 
+@pytest.mark.parametrize(
+    ("sig", "target", "fault"),
+    [
+        (signal.SIGTERM, "group", "worker SIGTERM when idle after a job (warm shutdown)"),
+        (signal.SIGQUIT, "main", "worker SIGQUIT when idle after a job (cold shutdown)"),
+    ],
+    ids=["warm", "cold"],
+)
+def test_idle_worker_stops_without_its_backstop(
+    sig: signal.Signals, target: str, fault: str, make_fault_stack: Callable[..., Stack]
+) -> None:
+    """Idle pool processes ignore the terminate signal between tasks (so none dies
+    holding the result pipe's lock); they must still leave with the pool, in a warm and
+    in a cold shutdown, long before the watchdog would kill them."""
+    stack = make_fault_stack(
+        sweeper=False, lease_seconds=LEASE_SECONDS, worker_shutdown_seconds=SHUTDOWN_SECONDS
+    )
+    model = stack.new_model()
+    worker = stack.start_worker([model], concurrency=2, fault_delay_seconds=0.01)
+    job = stack.submit(rows(40, response=True), model, type="critique", chunk_size=CHUNK)
+    stack.wait(job["id"], timeout=120)
+    time.sleep(1)
+
+    exit_seconds = stop(worker, sig, target)
+    text = stack.logs[0].read_text(errors="replace")
+    assert exit_seconds < 0.5 * SHUTDOWN_SECONDS, f"{exit_seconds:.1f} s: waited for the backstop"
+    assert not any(marker in text for marker in HARD_EXIT), text[-3000:]
+    assert "ForkPoolWorker-3" not in text, "a pool process was forked during the shutdown"
+    tally = stack.tally({job["id"]: 40})
+    record_fault(
+        fault,
+        tally,
+        recover_seconds=None,
+        stack="postgres+redis",
+        exit_seconds=round(exit_seconds, 2),
+        bound_seconds=SHUTDOWN_SECONDS,
+    )
+    assert tally["states"] == {"done": 40}
+
+
 @pytest.fixture
 def embedded_stack(tmp_path: Path) -> Any:
     """What ``charter demo`` runs: SQLite and the filesystem broker, no servers (the
     classic billiard pool with its threads, where the warm shutdown deadlocked)."""
     from charter.db.migrate import upgrade
     from charter.db.session import make_engine, session_factory
-    from charter.projects import ensure_project, issue_key
+    from charter.key_issuing import ensure_project, issue_key
     from tests.stack import SECRET, base_settings
 
     url = f"sqlite:///{tmp_path / 'charter.db'}"
@@ -328,15 +368,19 @@ def test_embedded_stop_process_mid_chunk_and_idle(embedded_stack: Stack) -> None
 
 
 def test_watchdog_kills_a_stuck_pool_process_and_exits_at_the_bound(tmp_path: Path) -> None:
-    """The backstop alone: a pool process that ignores the terminate signal is killed
-    at three quarters of the bound and given back; a main process that never returns
-    exits at the bound with the shutdown's exit code."""
+    """The backstop alone: a pool process that ignores the terminate signal writes its
+    stack to stderr, is killed at three quarters of the bound and given back; a main
+    process that never returns exits at the bound with the shutdown's exit code."""
     script = tmp_path / "hung.py"
     script.write_text(
         "import signal, subprocess, sys, time\n"
         "from workers.shutdown import Watchdog\n"
-        "stuck = subprocess.Popen([sys.executable, '-c', 'import signal, time; "
-        "signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(600)'])\n"
+        "stuck = subprocess.Popen([sys.executable, '-c', 'import signal, time\\n"
+        "from workers.shutdown import dump_stacks_on_signal\\n"
+        "signal.signal(signal.SIGTERM, signal.SIG_IGN); dump_stacks_on_signal()\\n"
+        "def stuck_in_here(): time.sleep(600)\\n"
+        "print(flush=True); stuck_in_here()'], stdout=subprocess.PIPE)\n"
+        "stuck.stdout.readline()  # its handlers are set\n"
         "print('stuck', stuck.pid, flush=True)\n"
         "Watchdog(lambda: [stuck.pid], lambda pid: print('gave back', pid, flush=True), "
         "4.0, 3).start()\n"
@@ -355,7 +399,8 @@ def test_watchdog_kills_a_stuck_pool_process_and_exits_at_the_bound(tmp_path: Pa
     stuck = int(done.stdout.split()[1])
     assert done.returncode == 3, done.stderr
     assert f"gave back {stuck}" in done.stdout
-    assert "still running at shutdown: killing it" in done.stderr
+    assert "still running at shutdown: its stacks follow; killing it" in done.stderr
+    assert "in stuck_in_here" in done.stderr, done.stderr  # the stack it was killed in
     assert "still not stopped" in done.stderr
     assert 4.0 <= seconds < 30
     assert not Path(f"/proc/{stuck}").exists() or "Z" in _state_of(stuck)
@@ -396,6 +441,50 @@ def test_give_back_releases_only_the_owner_and_uncounts_its_attempt(
     assert chunk2 and all(i.status == "queued" and i.published_at is None for i in chunk2)
     with sessions() as session, session.begin():  # the old attempt is fenced off
         assert leases.finish_many(session, mine, "me:1", "done", None) == set()
+
+
+def test_give_back_ends_the_process_own_open_transaction(
+    make_fault_stack: Callable[..., Stack], fault_db: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A pool process interrupted inside a transaction may keep that transaction open,
+    its rows locked, on a connection nobody will close; the give-back, on a connection
+    of its own, would wait for those locks until the watchdog's kill. It ends the
+    process's own open sessions first (and its lock wait is bounded all the same)."""
+    from sqlalchemy import select, text
+
+    from charter.db.models import WorkItem
+    from charter.db.session import session_factory
+    from workers import celery_app, leases
+
+    stack = make_fault_stack(sweeper=False)
+    model = stack.new_model()  # no worker serves it: this process claims by hand
+    job = stack.submit(rows(6, response=True), model, type="critique", chunk_size=3)
+    owner = celery_app.worker_id()
+    sessions = session_factory(fault_db)
+    with sessions() as session, session.begin():
+        mine = leases.claim(session, job["id"], 0, owner, lease_seconds=60, max_attempts=3)
+    monkeypatch.setattr(celery_app, "settings", stack.settings)
+
+    # The interrupted transaction: it wrote the rows and never ended.
+    stranded = fault_db.connect()
+    stranded.begin()
+    ids = [c.item_id for c in mine]
+    stranded.execute(select(WorkItem.id).where(WorkItem.id.in_(ids)).with_for_update())
+    stranded_pid = stranded.execute(text("SELECT pg_backend_pid()")).scalar_one()
+
+    started = time.monotonic()
+    released = celery_app.give_back(os.getpid(), (job["id"], 0))
+    seconds = time.monotonic() - started
+    assert released == len(mine) == 3
+    assert seconds < celery_app.GIVE_BACK_LOCK_SECONDS, seconds  # not a lock timeout
+    items = {i.id: i for i in stack.items(job["id"])}
+    assert all(items[i].status == "queued" and items[i].attempt == 0 for i in ids)
+    with fault_db.connect() as conn:  # the stranded session was ended, not waited for
+        alive = conn.execute(
+            text("SELECT count(*) FROM pg_stat_activity WHERE pid = :p"), {"p": stranded_pid}
+        ).scalar_one()
+    assert alive == 0
+    stranded.invalidate()
 
 
 # --------------------------------------------------------------------------- real model

@@ -121,6 +121,9 @@ def main(out: Path) -> None:
         "value_head_after": weights_hash(trainer.value_head),
     }
     (out / f"rank-{accelerator.process_index}.json").write_text(json.dumps(result))
+    # Leave the group together (rank 0 may still be saving): destroying gloo's group
+    # while another process still holds it can abort in teardown.
+    accelerator.wait_for_everyone()
     accelerator.end_training()
 
 

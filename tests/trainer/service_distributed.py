@@ -23,7 +23,7 @@ if str(ROOT) not in sys.path:
 
 from charter.client import CharterClient  # noqa: E402
 from charter.settings import Settings  # noqa: E402
-from services.trainer.service import TrainerService  # noqa: E402
+from services.trainer.daemon import TrainerService  # noqa: E402
 
 
 def main(out: Path, settings_json: str, runs: int) -> None:
@@ -35,6 +35,7 @@ def main(out: Path, settings_json: str, runs: int) -> None:
         service = TrainerService(client, settings, owner=f"dist-{os.environ.get('RANK')}")
         assert service.state is not None, "not launched as several processes"
         results = [service.run_once() for _ in range(runs)]
+        service.close()
     rank = service.state.process_index
     record = {"rank": rank, "world_size": service.state.num_processes, "results": results}
     (out / f"rank-{rank}.json").write_text(json.dumps(record, default=str))

@@ -38,7 +38,6 @@ from trl import RewardConfig, RewardTrainer
 from trl.trainer.reward_trainer import DataCollatorForPreference
 
 from charter.core.export import preference_row
-from services.trainer.common import TRAINING_FILE
 from services.trainer.pm_config import PMConfig
 from services.trainer.pm_trainer import (
     PMTrainer,
@@ -49,6 +48,7 @@ from services.trainer.pm_trainer import (
     soft_preference_loss,
     train_pm,
 )
+from services.trainer.trl_training import TRAINING_FILE
 
 # --------------------------------------------------------------------------- tiny models
 
@@ -215,10 +215,10 @@ def test_trainer_loss_equals_trl_at_p_one_and_soft_formula_otherwise(
 
 def test_config_validates_and_hashes_what_affects_training() -> None:
     config = PMConfig()
-    assert config.compute_hash() == PMConfig().compute_hash()
-    assert PMConfig(logging_steps=1, eval_steps=5).compute_hash() == config.compute_hash()
-    assert PMConfig(soft_labels=False).compute_hash() != config.compute_hash()
-    assert PMConfig(learning_rate=2e-5).compute_hash() != config.compute_hash()
+    assert config.config_hash() == PMConfig().config_hash()
+    assert PMConfig(logging_steps=1, eval_steps=5).config_hash() == config.config_hash()
+    assert PMConfig(soft_labels=False).config_hash() != config.config_hash()
+    assert PMConfig(learning_rate=2e-5).config_hash() != config.config_hash()
     assert PMConfig.from_dict(json.loads(json.dumps(config.as_dict()))) == config
     with pytest.raises(ValueError, match="unknown"):
         PMConfig.from_dict({"learning_rte": 1e-5})
@@ -294,7 +294,7 @@ def test_train_pm_on_exported_rows(
 
     assert_all_changed(before, model)
     assert result.global_step == 6
-    assert result.config_hash == config.compute_hash()
+    assert result.config_hash == config.config_hash()
     assert result.evaluation is not None and result.evaluation.n == 16
     assert 0.0 <= result.evaluation.ece <= 1.0
     assert sum(b.count for b in result.evaluation.reliability) == 16
@@ -312,7 +312,7 @@ def test_train_pm_on_exported_rows(
     # A complete model directory: reloads as a one-label classifier scoring as trained.
     out = result.output_dir
     record = json.loads((out / TRAINING_FILE).read_text())
-    assert record["method"] == "pm" and record["config_hash"] == config.compute_hash()
+    assert record["method"] == "pm" and record["config_hash"] == config.config_hash()
     assert PMConfig.from_dict(record["config"]) == config
     assert record["evaluation"]["n"] == 16
     reloaded = AutoModelForSequenceClassification.from_pretrained(out)

@@ -193,10 +193,10 @@ def test_config_validation_and_hash() -> None:
         PPOConfig(cliprange=0.0)
     with pytest.raises(ValueError, match="gamma"):
         PPOConfig(gamma=1.5)
-    assert PPOConfig().compute_hash() == PPOConfig().compute_hash()
-    assert PPOConfig().compute_hash() != PPOConfig(target_kl=3.0).compute_hash()
+    assert PPOConfig().config_hash() == PPOConfig().config_hash()
+    assert PPOConfig().config_hash() != PPOConfig(target_kl=3.0).config_hash()
     config = PPOConfig(seed=7, missing_eos_penalty=None)
-    assert PPOConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
+    assert PPOConfig.from_dict(json.loads(json.dumps(config.as_dict()))) == config
     with pytest.raises(ValueError, match="unknown"):
         PPOConfig.from_dict({"not_a_field": 1})
 
@@ -262,6 +262,22 @@ def test_missing_eos_penalty_replaces_score(tokenizer: PreTrainedTokenizerFast) 
     torch.testing.assert_close(scores, expected)
 
 
+def test_a_tokenizer_without_a_pad_token_pads_with_eos() -> None:
+    tokenizer = char_tokenizer()
+    tokenizer.pad_token = None
+    assert tokenizer.pad_token_id is None
+    policy, ref = policy_and_ref(0, len(tokenizer))
+    config = PPOConfig(
+        batch_size=6, mini_batch_size=3, response_length=4, apply_chat_template=False
+    )
+    trainer = PPOTrainer(policy, ref, tokenizer, count_a, config)
+    assert tokenizer.pad_token_id == trainer.pad_token_id == tokenizer.eos_token_id
+    ids, mask = trainer.encode_prompts(["ab", "abcd"])
+    eos = tokenizer.eos_token_id
+    assert ids[0, :2].tolist() == [eos, eos] and mask.tolist() == [[0, 0, 1, 1], [1, 1, 1, 1]]
+    assert trainer.generate(PROMPTS).response_ids.shape[0] == len(PROMPTS)
+
+
 def test_pm_reward_step_and_save(tokenizer: PreTrainedTokenizerFast, tmp_path: Path) -> None:
     torch.manual_seed(3)
     pm_config = tiny_config(len(tokenizer))
@@ -301,7 +317,7 @@ def test_pm_reward_step_and_save(tokenizer: PreTrainedTokenizerFast, tmp_path: P
     out = trainer.save(tmp_path / "ckpt")
     assert (out / "config.json").is_file() and (out / VALUE_HEAD_FILE).is_file()
     saved = PPOConfig.from_dict(json.loads((out / CONFIG_FILE).read_text()))
-    assert saved.compute_hash() == config.compute_hash()
+    assert saved.config_hash() == config.config_hash()
     assert json.loads((out / STATE_FILE).read_text())["global_step"] == 2
     head = load_value_head(out, policy.config.hidden_size)
     torch.testing.assert_close(head.state_dict(), trainer.value_head.state_dict())

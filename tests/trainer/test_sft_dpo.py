@@ -37,13 +37,13 @@ from transformers import (
 
 from charter.core.export import preference_row, sft_row
 from services.trainer import dpo_trainer
-from services.trainer.common import TRAINING_FILE
 from services.trainer.dpo_config import DPOConfig
 from services.trainer.dpo_trainer import frozen_copy, train_dpo
 from services.trainer.pm_config import PMConfig
 from services.trainer.pm_trainer import train_pm
 from services.trainer.sft_config import SFTConfig
 from services.trainer.sft_trainer import train_sft
+from services.trainer.trl_training import TRAINING_FILE
 
 WORDS = ("system", "user", "assistant", "rate", "this", "answer", "good", "ok", "fine", "so", "the")
 LM_SIZE = {"max_position_embeddings": 256}
@@ -112,9 +112,9 @@ def changed(before: dict[str, torch.Tensor], model: torch.nn.Module) -> list[str
 @pytest.mark.parametrize("config_class", [SFTConfig, DPOConfig])
 def test_config_validates_and_hashes_what_affects_training(config_class: Any) -> None:
     config = config_class()
-    assert config.compute_hash() == config_class().compute_hash()
-    assert config_class(logging_steps=1, eval_steps=3).compute_hash() == config.compute_hash()
-    assert config_class(learning_rate=3e-4).compute_hash() != config.compute_hash()
+    assert config.config_hash() == config_class().config_hash()
+    assert config_class(logging_steps=1, eval_steps=3).config_hash() == config.config_hash()
+    assert config_class(learning_rate=3e-4).config_hash() != config.config_hash()
     assert config_class.from_dict(json.loads(json.dumps(config.as_dict()))) == config
     with pytest.raises(ValueError, match="unknown"):
         config_class.from_dict({"epochs": 1})
@@ -127,13 +127,12 @@ def test_config_validates_and_hashes_what_affects_training(config_class: Any) ->
 
 def test_method_is_part_of_the_hash() -> None:
     assert (
-        len({SFTConfig().compute_hash(), DPOConfig().compute_hash(), PMConfig().compute_hash()})
-        == 3
+        len({SFTConfig().config_hash(), DPOConfig().config_hash(), PMConfig().config_hash()}) == 3
     )
 
 
 def test_dpo_config_checks_its_own_fields() -> None:
-    assert DPOConfig(beta=0.5).compute_hash() != DPOConfig().compute_hash()
+    assert DPOConfig(beta=0.5).config_hash() != DPOConfig().config_hash()
     assert DPOConfig(loss_type="ipo").training_args("out").loss_type == ["ipo"]
     with pytest.raises(ValueError, match="beta"):
         DPOConfig(beta=0.0)
@@ -166,7 +165,7 @@ def test_train_sft_on_exported_rows(
     )
 
     assert changed(before, model) == list(before)  # every parameter moved
-    assert result.global_step == 4 and result.config_hash == config.compute_hash()
+    assert result.global_step == 4 and result.config_hash == config.config_hash()
     assert {"train_loss", "eval_loss"} <= set(result.metrics)
     assert [step for step, _ in reports][:2] == [2, 4]
     logged = {k for _, metrics in reports for k in metrics}
@@ -256,7 +255,7 @@ def test_train_dpo_on_exported_rows(
     assert changed(before, model) == list(before)  # the policy moved ...
     (reference,) = references
     assert changed(before, reference) == []  # ... the reference did not
-    assert result.global_step == 4 and result.config_hash == config.compute_hash()
+    assert result.global_step == 4 and result.config_hash == config.config_hash()
     logged = {k for _, metrics in reports for k in metrics}
     assert {"loss", "rewards/accuracies", "rewards/margins", "eval_loss"} <= logged
     record = json.loads((result.output_dir / TRAINING_FILE).read_text())

@@ -17,7 +17,7 @@ from charter.client import CharterClient
 from charter.db.models import TrainingRun
 from charter.db.session import session_factory
 from charter.embedded import GatewayThread
-from services.trainer.service import RunConfigError, TrainerService
+from services.trainer.daemon import RunConfigError, TrainerService
 
 PREFERENCES = [
     {"prompt": f"Question {i}?", "chosen": "A kind answer.", "rejected": "Go away."}

@@ -17,12 +17,13 @@ import pytest
 import torch
 from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-from charter.client import CharterClient
+from charter.client import CharterAPIError, CharterClient
+from charter.db.models import TrainingRun
 from charter.db.session import session_factory
 from charter.embedded import GatewayThread
 from charter.model_store import prepare_smollm2
 from charter.settings import Settings
-from services.trainer.service import TrainerService
+from services.trainer.daemon import TrainerService
 from workers.engines.scripted import ScriptedEngine
 from workers.runner import ChunkRunner
 
@@ -99,6 +100,8 @@ def test_pm_then_ppo_through_the_api(stack):
     assert (model_dir / "config.json").exists()
     record = json.loads((model_dir / "charter-training.json").read_text())
     assert record["method"] == "pm" and record["config"]["max_steps"] == 4
+    # one hash: computed at submission, reported by the trainer, written beside the model
+    assert pm["trained_config_hash"] == pm["config_hash"] == record["config_hash"]
     metrics = list(client.run_metrics(pm["id"]))
     assert metrics and any("loss" in m["metrics"] for m in metrics)
     assert any("eval_ece" in m["metrics"] for m in metrics)  # held-out calibration reported
@@ -121,20 +124,49 @@ def test_pm_then_ppo_through_the_api(stack):
     assert service.run_once()["status"] == "completed"
     ppo = client.run(ppo["id"])
     assert ppo["status"] == "completed", ppo["error"]
+    assert ppo["trained_config_hash"] == ppo["config_hash"]
     names = set().union(*(m["metrics"] for m in client.run_metrics(ppo["id"])))
     assert {"score", "reward", "kl", "kl_coef", "entropy"} <= names
     assert Path(ppo["artifact_uri"].removeprefix("file://")).exists()
 
 
-def test_bad_config_fails_the_run_with_the_reason(stack):
+def _store_config(engine, run_id: str, **changes) -> None:
+    """Rewrite a run's stored config, as a gateway of another version might have."""
+    with session_factory(engine)() as s, s.begin():
+        row = s.get(TrainingRun, run_id)
+        row.config = {**row.config, **changes}
+
+
+def test_bad_config_is_refused_at_submission(stack):
+    client, _ = stack
+    with pytest.raises(CharterAPIError) as refused:
+        client.create_run(
+            type="pm", dataset="prefs", base_model="tiny", config={"learning_rat": 1e-4}
+        )
+    assert refused.value.status_code == 422
+    assert refused.value.field == "body.config.learning_rat"
+
+
+def test_a_stored_config_the_trainer_cannot_read_fails_the_run_with_the_reason(stack, engine):
     client, settings = stack
-    run = client.create_run(
-        type="pm", dataset="prefs", base_model="tiny", config={"learning_rat": 1e-4}
-    )
+    run = client.create_run(type="pm", dataset="prefs", base_model="tiny")
+    _store_config(engine, run["id"], learning_rat=1e-4)
     result = TrainerService(client, settings, owner="t").run_once()
     assert result["id"] == run["id"] and result["status"] == "failed"
     assert "learning_rat" in result["error"]
     assert TrainerService(client, settings, owner="t").run_once() is None  # nothing left queued
+
+
+def test_a_config_that_is_not_the_validated_one_is_not_trained(stack, engine):
+    """The trainer builds the config from the stored run; when its hash is not the one
+    the gateway computed at submission, it fails the run before training anything."""
+    client, settings = stack
+    run = client.create_run(type="pm", dataset="prefs", base_model="tiny", config={"max_steps": 2})
+    _store_config(engine, run["id"], max_steps=3)
+    result = TrainerService(client, settings, owner="t").run_once()
+    assert result["status"] == "failed" and "config_hash" in result["error"]
+    assert run["config_hash"] in result["error"] and result["trained_config_hash"] is None
+    assert not (Path(settings.artifacts_dir) / "runs" / run["id"] / "dataset.jsonl").exists()
 
 
 def test_a_crashed_run_resumes_from_its_last_checkpoint(stack, monkeypatch):
@@ -151,7 +183,7 @@ def test_a_crashed_run_resumes_from_its_last_checkpoint(stack, monkeypatch):
             "max_length": 256,
         },
     )
-    from services.trainer import service as trainer_service
+    from services.trainer import daemon as trainer_service
 
     class Crash(RuntimeError):
         pass

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from charter.settings import Settings
-from services.trainer.service import TrainerService
+from services.trainer.daemon import TrainerService
 
 RUN = {"id": "run-1", "type": "pm", "config": {"base_model": "tiny"}, "dataset": "prefs@1"}
 

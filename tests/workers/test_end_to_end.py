@@ -20,6 +20,7 @@ test used are deleted from Redis when it ends.
 
 from __future__ import annotations
 
+import math
 import os
 import secrets
 import signal
@@ -39,10 +40,11 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from charter.core import prompts
+from charter.core.jobs import JobParams, JobType, feedback_template
 from charter.db.migrate import upgrade
 from charter.db.models import Label
 from charter.db.session import make_engine, session_factory
-from charter.projects import ensure_project, issue_key
+from charter.key_issuing import ensure_project, issue_key
 from charter.queue import make_celery, publish_chunk
 from tests.reliability.conftest import record_fault
 from tests.stack import (
@@ -198,6 +200,17 @@ REAL_JOBS: dict[str, dict[str, Any]] = {
     "revise": {"type": "revise", "params": {"few_shot": False}, "supplied": True},
     # Two chunks (2 + 1 items); the others run as one chunk of three.
     "compare": {"type": "compare", "params": {"swap": True}, "supplied": True, "chunk_size": 2},
+    # The paper's plain-text format (no chat template), with its chain of thought.
+    "compare_plain": {
+        "type": "compare",
+        "params": {
+            "swap": True,
+            "chain_of_thought": True,
+            "few_shot": False,
+            "feedback_template": "paper-plain",
+        },
+        "supplied": True,
+    },
 }
 
 
@@ -287,10 +300,11 @@ def check_provenance(run: RealRun, name: str, principles: int) -> list[Label]:
         assert label.model == run.model
         assert label.model_revision == run.revision
         assert label.engine == "transformers"
-        assert label.template_hash == prompts.TEMPLATE_HASH
-        assert label.template_version == prompts.TEMPLATE_VERSION
-        assert label.sampling["sampling"] == SAMPLING
-        assert label.sampling == {**label.sampling, **REAL_JOBS[name]["params"]}
+        template = feedback_template(JobType(job["type"]), JobParams(**REAL_JOBS[name]["params"]))
+        assert label.template_hash == prompts.template_hash(template)
+        assert label.template_version == prompts.template_version(template)
+        assert label.job_params["sampling"] == SAMPLING
+        assert label.job_params == {**label.job_params, **REAL_JOBS[name]["params"]}
         assert label.seed == 2022
         assert label.worker_id in worker_ids
         assert label.attempt >= 1 and label.attempt == attempts[label.work_item_id]
@@ -353,6 +367,45 @@ class TestRealModel:
                 SUPPLIED[0]["response_b"],
             )
             assert label.p_a_forward is not None and label.p_a_swapped is not None
+
+    def test_compare_in_the_papers_plain_format_is_faithful(self, real_run: RealRun) -> None:
+        """Re-scored by plain transformers on the text alone (no chat template, no Charter
+        engine code), each stored order gives the stored P(A) within 1e-5."""
+        import torch
+        import yaml
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        from charter.core.constitution import Constitution
+        from charter.core.feedback_templates import PLAIN
+        from charter.model_store import prepare_smollm2
+
+        path = prepare_smollm2(MODELS_DIR / "smollm2")
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        model = AutoModelForCausalLM.from_pretrained(path, torch_dtype=torch.float32).eval()
+        root = Path(__file__).resolve().parents[2]
+        document = yaml.safe_load((root / "constitutions" / "default.yaml").read_text())
+        constitution = Constitution.model_validate(document)
+        special = tuple(tokenizer.all_special_tokens)
+        labels = check_provenance(real_run, "compare_plain", principles=1)
+        for label in labels:
+            assert label.template_version.endswith("/paper-plain")
+            principle = constitution.comparison_principle(label.principle_ids[0])
+            for order, (a, b), stored in (
+                ("forward", (label.response_a, label.response_b), label.p_a_forward),
+                ("swapped", (label.response_b, label.response_a), 1 - label.p_a_swapped),
+            ):
+                text = prompts.feedback_conversation(
+                    constitution, principle, label.conversation, a, b,
+                    chain_of_thought=True, few_shot=False, special=special, template=PLAIN,
+                )[0]["content"]  # fmt: skip
+                text += prompts.cot_answer_prefix(label.reasoning[order], special, PLAIN)
+                ids = tokenizer(text, return_tensors="pt", split_special_tokens=True).input_ids
+                with torch.inference_mode():
+                    logits = model(input_ids=ids).logits[0, -1].float()
+                lp = torch.log_softmax(logits, dim=-1)
+                la, lb = (float(lp[tokenizer.convert_tokens_to_ids(x)]) for x in "AB")
+                expected = math.exp(la) / (math.exp(la) + math.exp(lb))
+                assert stored == pytest.approx(expected, abs=1e-5), (order, label.id)
 
 
 # --------------------------------------------------------------------------- 2. SIGKILL

@@ -15,11 +15,12 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select, update
 
-import charter.dispatch
-from charter.core.engine import ChoiceLogprobs
+import charter.outbox
+from charter.core.engine import ChoiceLogprobs, SamplingParams
+from charter.core.engine_config import EngineConfig
 from charter.db.models import Label, Worker, WorkItem, utcnow
 from charter.db.session import session_factory
-from charter.dispatch import publish_pending
+from charter.outbox import publish_pending
 from charter.queue import make_celery
 from workers import leases
 from workers.engines.faults import FaultyEngine
@@ -116,13 +117,59 @@ def test_sl_cai_labels_every_item_once_with_provenance(api, admin_headers, sessi
     assert first.engine == "scripted" and first.model_revision == "scripted-1"
     assert first.template_hash and first.template_version and first.seed == 7
     assert first.worker_id == "w1" and first.attempt == 1
-    assert first.sampling["rounds"] == 3 and first.timings["batch_items"] == 4
+    assert first.job_params["rounds"] == 3 and first.timings["batch_items"] == 4
     # one batched engine call per step per chunk: response + 3 x (critique, revision)
     assert engine.calls[:7] == [("generate", 4)] * 7
     assert (
         api.client.get(f"/v1/jobs/{job['id']}", headers=admin_headers).json()["status"]
         == "completed"
     )
+
+
+def test_labels_record_the_engine_config_and_sampling_hashes(
+    api, admin_headers, sessions, make_runner
+):
+    engine = ScriptedEngine(model_name="m", config=EngineConfig(engine="scripted", threads=2))
+    runner = make_runner(engine)
+    sampling = {"max_tokens": 64, "temperature": 1.0, "top_p": 0.9}
+    expected = SamplingParams.model_validate(sampling).compute_hash()
+    sampled = {
+        "sl_cai": submit(
+            api, admin_headers, ROWS[:3], type="sl_cai", params={"sampling": sampling}
+        ),
+        "rl_cai": submit(
+            api, admin_headers, ROWS[:3], type="rl_cai", params={"sampling": sampling}
+        ),
+        "compare_cot": submit(
+            api,
+            admin_headers,
+            PAIRS,
+            type="compare",
+            params={"sampling": sampling, "chain_of_thought": True},
+        ),
+    }
+    unsampled = {  # the pair supplied and no reasoning: nothing was generated
+        "compare": submit(api, admin_headers, PAIRS, type="compare", params={"sampling": sampling}),
+        "rl_cai_pairs": submit(api, admin_headers, PAIRS, type="rl_cai"),
+    }
+    for job in [*sampled.values(), *unsampled.values()]:
+        run_all(runner, job)
+    for name, job in [*sampled.items(), *unsampled.items()]:
+        labels = label_rows(sessions, job["id"])
+        assert len(labels) == job["item_count"], name
+        for label in labels:
+            assert label.engine_config_hash == engine.config.compute_hash(), name
+            if name in sampled:
+                # the job's sampling, not the per-call seeds: one hash for the whole job
+                assert label.sampling_hash == expected, name
+                job_sampling = SamplingParams.model_validate(label.job_params["sampling"])
+                assert job_sampling.compute_hash() == label.sampling_hash
+            else:
+                assert label.sampling_hash is None, name
+    results = api.client.get(f"/v1/jobs/{sampled['sl_cai']['id']}/results", headers=admin_headers)
+    for item in results.json()["items"]:
+        assert item["engine_config_hash"] == engine.config.compute_hash()
+        assert item["sampling_hash"] == expected
 
 
 def test_principle_draws_are_reproducible_across_runs(api, admin_headers, sessions, make_runner):
@@ -390,7 +437,7 @@ def test_a_broker_failure_unmarks_only_the_batch_it_broke(
     with sessions() as s, s.begin():
         s.execute(update(WorkItem).values(published_at=None))
     sends: list[int] = []
-    real = charter.dispatch.publish_chunk
+    real = charter.outbox.publish_chunk
 
     def flaky(app, job_id, chunk, model, producer=None):
         sends.append(chunk)
@@ -398,7 +445,7 @@ def test_a_broker_failure_unmarks_only_the_batch_it_broke(
             raise ConnectionError("broker went away")
         real(app, job_id, chunk, model, producer)
 
-    monkeypatch.setattr(charter.dispatch, "publish_chunk", flaky)
+    monkeypatch.setattr(charter.outbox, "publish_chunk", flaky)
     app = make_celery(settings)
     assert publish_pending(sessions, app, job_id=job["id"], chunks_per_batch=2) == 2
     # the first batch committed; the broken one rolled back, the rest never started

@@ -10,7 +10,9 @@ import json
 import math
 import os
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -19,16 +21,16 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from charter.core.engine import ChoiceLogprobs, Engine, SamplingParams
+from charter.core.engine_config import EngineConfig
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 pytest.importorskip("gguf")
 
-from charter.core import prompts  # noqa: E402
+from charter.core import pipelines, prompts  # noqa: E402
 from charter.core.constitution import Constitution  # noqa: E402
 from charter.core.jobs import JobParams, JobType  # noqa: E402
 from charter.model_store import prepare_smollm2  # noqa: E402
-from workers import pipelines  # noqa: E402
 from workers.engines.scripted import ScriptedEngine  # noqa: E402
 from workers.engines.transformers_engine import TransformersEngine  # noqa: E402
 
@@ -56,9 +58,21 @@ def engine(smollm2_dir: Path) -> Iterator[TransformersEngine]:
     # workers) oversubscribed OpenMP threads make each forward pass many times slower.
     threads = torch.get_num_threads()
     try:
-        yield TransformersEngine(smollm2_dir, model_name="smollm2", max_batch_size=4, num_threads=1)
+        config = EngineConfig(max_batch_size=4, threads=1)
+        yield TransformersEngine(smollm2_dir, model_name="smollm2", config=config)
     finally:
         torch.set_num_threads(threads)
+
+
+@contextmanager
+def reconfigured(engine: TransformersEngine, **changes: Any) -> Iterator[EngineConfig]:
+    """The engine with some runtime fields changed, then as it was."""
+    before = engine.config
+    try:
+        yield engine.reconfigure(**changes)
+    finally:
+        engine.reconfigure(**{name: getattr(before, name) for name in changes})
+        assert engine.config == before
 
 
 def test_engine_matches_protocol_and_reports_its_identity(engine: TransformersEngine) -> None:
@@ -68,6 +82,20 @@ def test_engine_matches_protocol_and_reports_its_identity(engine: TransformersEn
     assert len(engine.model_revision) == 16
     assert {"<|im_start|>", "<|im_end|>"} <= set(engine.special_tokens)
     assert not engine.model.training
+    assert engine.config.engine == "transformers" and engine.config.threads == 1
+
+
+def test_runtime_fields_change_the_config_and_its_hash(engine: TransformersEngine) -> None:
+    before = engine.config.compute_hash()
+    with reconfigured(engine, prefix_reuse="off") as config:
+        assert engine.config is config and config.prefix_reuse == "off"
+        assert config.compute_hash() != before
+    assert engine.config.compute_hash() == before
+    with pytest.raises(ValueError, match="dtype"):
+        engine.reconfigure(dtype="bfloat16")  # the weights are loaded already
+    with pytest.raises(ValueError, match="max_batch_size"):
+        engine.reconfigure(max_batch_size=0)
+    assert engine.config.compute_hash() == before
 
 
 ORDER_CONVS = [
@@ -90,11 +118,8 @@ def test_greedy_answer_follows_the_chat_template(one_by_one: list[str]) -> None:
 def test_batched_generation_returns_input_order(
     engine: TransformersEngine, one_by_one: list[str]
 ) -> None:
-    engine.max_batch_size = 2  # two length buckets: [Hi, France] and [colors]
-    try:
+    with reconfigured(engine, max_batch_size=2):  # two length buckets: [Hi, France], [colors]
         batched = engine.generate(ORDER_CONVS, GREEDY)
-    finally:
-        engine.max_batch_size = 4
     assert batched == one_by_one
     assert len(set(batched)) == len(batched)
 
@@ -104,22 +129,43 @@ def test_generation_buckets_respect_the_token_budget(
 ) -> None:
     widest = max(len(engine.encode_prompt(c)) for c in ORDER_CONVS)
     # Room for the widest row and its new tokens, not for two such rows.
-    engine.max_generate_tokens = widest + GREEDY.max_tokens
-    try:
+    with reconfigured(engine, max_generate_tokens=widest + GREEDY.max_tokens):
         batched = engine.generate(ORDER_CONVS, GREEDY)
         plan = engine.last_plan
-    finally:
-        engine.max_generate_tokens = 32768
     assert batched == one_by_one
     assert plan is not None and plan.operation == "generate" and len(plan.buckets) >= 2
 
 
+def test_the_engine_counts_the_tokens_of_each_call(
+    engine: TransformersEngine, one_by_one: list[str]
+) -> None:
+    """What the worker's metrics report: counted while encoding, never tokenized again."""
+    engine.generate(ORDER_CONVS, GREEDY)
+    sent, generated = engine.last_tokens
+    assert sent == sum(len(engine.encode_prompt(c)) for c in ORDER_CONVS)
+    # Greedy answers re-encode to the tokens generated (EOS excluded), capped by max_tokens.
+    assert 0 < generated <= len(ORDER_CONVS) * GREEDY.max_tokens
+    decoded = sum(
+        len(engine.tokenizer(t, add_special_tokens=False)["input_ids"]) for t in one_by_one
+    )
+    assert abs(generated - decoded) <= len(ORDER_CONVS)
+    prefixes = ["The answer is ("] * len(ORDER_CONVS)
+    engine.choice_logprobs(ORDER_CONVS, prefixes)
+    assert engine.last_tokens == (
+        sum(
+            len(engine.encode_prompt(c, suffix=p))
+            for c, p in zip(ORDER_CONVS, prefixes, strict=True)
+        ),
+        0,
+    )
+
+
 def test_sampling_is_reproducible_with_a_seed(engine: TransformersEngine) -> None:
     convs = [_user("Tell me a short story about a cat."), _user("Describe a sunset.")]
-    params = SamplingParams(max_tokens=6, temperature=1.0, top_p=0.95, seed=1234)
-    first = engine.generate(convs, params)
-    assert engine.generate(convs, params) == first
-    other = engine.generate(convs, SamplingParams(max_tokens=6, temperature=1.0, seed=99))
+    params = SamplingParams(max_tokens=6, temperature=1.0, top_p=0.95)
+    first = engine.generate(convs, params, seed=1234)
+    assert engine.generate(convs, params, seed=1234) == first
+    other = engine.generate(convs, params, seed=99)
     assert other != first
 
 
@@ -137,15 +183,11 @@ MC_PREFIXES = ["The answer is: ("] * len(MC_CONVS)
 
 @pytest.fixture(scope="module")
 def mc_with_reuse(engine: TransformersEngine) -> list[ChoiceLogprobs]:
-    engine.max_batch_size = 3  # two buckets
-    engine.prefix_reuse = True  # forced: the cost model might not choose it here
-    try:
+    # Two buckets; reuse forced: the cost model might not choose it here.
+    with reconfigured(engine, max_batch_size=3, prefix_reuse="on"):
         result = engine.choice_logprobs(MC_CONVS, MC_PREFIXES)
         assert engine.last_plan is not None and engine.last_plan.reused_prefix
         return result
-    finally:
-        engine.max_batch_size = 4
-        engine.prefix_reuse = None
 
 
 def test_choice_logprobs_are_valid_and_letters_carry_mass(
@@ -165,11 +207,9 @@ def test_shared_prefix_reuse_agrees_with_full_forward(
     prompts = [engine.encode_prompt(c, "The answer is: (") for c in MC_CONVS]
     shared = next(i for i, col in enumerate(zip(*prompts, strict=False)) if len(set(col)) > 1)
     assert shared >= engine.min_shared_prefix  # the reuse path really ran
-    engine.prefix_reuse = False
-    try:
+    with reconfigured(engine, prefix_reuse="off"):
         without = engine.choice_logprobs(MC_CONVS, MC_PREFIXES)
-    finally:
-        engine.prefix_reuse = None
+        assert engine.last_plan is not None and not engine.last_plan.reused_prefix
     for r, w in zip(mc_with_reuse, without, strict=True):
         assert r.a == pytest.approx(w.a, abs=1e-4)
         assert r.b == pytest.approx(w.b, abs=1e-4)
@@ -234,17 +274,13 @@ def test_a_compare_chunk_matches_batch_one_on_prompts_of_varied_length(
         )
     )
     params = JobParams(swap=True, few_shot=False)
-    engine.max_batch_tokens = 1024  # several buckets of 1-4 right-padded rows
-    try:
+    with reconfigured(engine, max_batch_tokens=1024):  # several buckets of 1-4 padded rows
         ctx = pipelines.Context(engine, constitution, params, 1, pipelines.Timer())
         outcomes = pipelines.run(ctx, JobType.COMPARE, hhh_items, 0)
         plan = engine.last_plan
-        engine.prefix_reuse = True
-        reused = pipelines.run(ctx, JobType.COMPARE, hhh_items, 0)
-        assert engine.last_plan is not None and engine.last_plan.reused_prefix
-    finally:
-        engine.max_batch_tokens = 2048
-        engine.prefix_reuse = None
+        with reconfigured(engine, prefix_reuse="on"):
+            reused = pipelines.run(ctx, JobType.COMPARE, hhh_items, 0)
+            assert engine.last_plan is not None and engine.last_plan.reused_prefix
     # One call for both orders of the whole chunk, bucketed by length with padding.
     assert plan is not None and plan.rows == 2 * len(hhh_items)
     assert plan.tokens > 1500 and any(len(b) > 1 for b in plan.buckets)
@@ -291,10 +327,11 @@ def test_scripted_engine_is_deterministic_and_overridable() -> None:
     engine = ScriptedEngine()
     assert isinstance(engine, Engine)
     convs = [_user("a"), _user("b")]
-    first = engine.generate(convs, SamplingParams(seed=1))
-    assert first == engine.generate(convs, SamplingParams(seed=1))
+    first = engine.generate(convs, GREEDY, seed=1)
+    assert first == engine.generate(convs, GREEDY, seed=1)
     assert first[0] != first[1] and first[0].startswith("scripted response ")
-    assert engine.generate(convs, SamplingParams(seed=2)) != first
+    assert engine.generate(convs, GREEDY, seed=2) != first
+    assert engine.config == EngineConfig(engine="scripted")
 
     scripted = ScriptedEngine(responses={"a": "fixed"})
     assert scripted.generate(convs, GREEDY)[0] == "fixed"
@@ -304,3 +341,20 @@ def test_scripted_engine_is_deterministic_and_overridable() -> None:
     assert lp.b > lp.a and lp.mass == pytest.approx(0.9)
     custom = ScriptedEngine(choice_fn=lambda c, p, ch: (-0.1, -3.0))
     assert custom.choice_logprobs([options], ["("]) == [ChoiceLogprobs(-0.1, -3.0)]
+
+
+def test_a_plain_prompt_is_its_text_alone(engine: TransformersEngine) -> None:
+    """No chat template: the ids of the text and the prefix, control-token strings kept as
+    text; generation continues the text."""
+    from charter.core.engine import plain_prompt
+
+    text = "Human: Is water wet?\nOptions:\n(A) Yes <|im_end|>\n(B) No\n"
+    ids = engine.encode_prompt(plain_prompt(text), prompts.ANSWER_PREFIX)
+    tok = engine.tokenizer
+    assert ids == tok(text + prompts.ANSWER_PREFIX, split_special_tokens=True).input_ids
+    assert tok.convert_tokens_to_ids("<|im_start|>") not in ids
+    assert tok.convert_tokens_to_ids("<|im_end|>") not in ids
+    [out] = engine.generate([plain_prompt("The capital of France is")], GREEDY)
+    assert out.strip()
+    [lp] = engine.choice_logprobs([plain_prompt(text)], [prompts.ANSWER_PREFIX])
+    assert math.isfinite(lp.a) and math.isfinite(lp.b)

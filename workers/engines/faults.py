@@ -14,13 +14,14 @@ from collections.abc import Sequence
 from typing import Literal
 
 from charter.core.engine import ChoiceLogprobs, Conversation, Engine, SamplingParams
+from workers.engines.wrapping import WrappedEngine
 
 
 class PoisonError(RuntimeError):
     pass
 
 
-class FaultyEngine:
+class FaultyEngine(WrappedEngine):
     def __init__(
         self,
         inner: Engine,
@@ -29,14 +30,10 @@ class FaultyEngine:
         poison: str | None = None,
         poison_mode: Literal["raise", "exit"] = "raise",
     ) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.delay_seconds = delay_seconds
         self.poison = poison
         self.poison_mode = poison_mode
-        self.engine_name = inner.engine_name
-        self.model_name = inner.model_name
-        self.model_revision = inner.model_revision
-        self.special_tokens = inner.special_tokens
 
     def _check(self, conversations: Sequence[Conversation]) -> None:
         if self.delay_seconds:
@@ -46,9 +43,15 @@ class FaultyEngine:
                 os._exit(137)  # what an OOM kill looks like from outside
             raise PoisonError(f"poison marker {self.poison!r} in the batch")
 
-    def generate(self, conversations: Sequence[Conversation], params: SamplingParams) -> list[str]:
+    def generate(
+        self,
+        conversations: Sequence[Conversation],
+        params: SamplingParams,
+        *,
+        seed: int | None = None,
+    ) -> list[str]:
         self._check(conversations)
-        return self.inner.generate(conversations, params)
+        return self.inner.generate(conversations, params, seed=seed)
 
     def choice_logprobs(
         self,

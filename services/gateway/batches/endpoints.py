@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Query, Request, status
-from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
 
 from charter.db.models import PromptBatch
@@ -9,8 +8,8 @@ from services.gateway.batches import service
 from services.gateway.batches.schemas import BatchCreate, BatchOut, PromptOut
 from services.gateway.deps import Cursor, Limit, ReadKey, SessionDep, SettingsDep, SubmitKey
 from services.gateway.jsonl import body_chunks, check_media_type
-from services.gateway.pagination import Page, decode_int_cursor, encode_cursor, keyset
-from services.gateway.routing import UnitOfWorkRoute, streams_body
+from services.gateway.pagination import Page
+from services.gateway.unit_of_work import UnitOfWorkRoute, streams_body
 
 router = APIRouter(prefix="/v1/batches", tags=["batches"], route_class=UnitOfWorkRoute)
 
@@ -65,10 +64,7 @@ async def upload_batch(
 def list_batches(
     session: SessionDep, key: ReadKey, cursor: Cursor = None, limit: Limit = 100
 ) -> Page[BatchOut]:
-    query = select(PromptBatch).where(PromptBatch.project_id == key.project_id)
-    rows, next_cursor = keyset(
-        session, query, PromptBatch.created_at, PromptBatch.id, cursor, limit
-    )
+    rows, next_cursor = service.page(session, key.project_id, cursor, limit)
     return Page(items=[_out(b) for b in rows], next_cursor=next_cursor)
 
 
@@ -81,11 +77,9 @@ def get_batch(batch_id: str, session: SessionDep, key: ReadKey) -> BatchOut:
 def list_prompts(
     batch_id: str, session: SessionDep, key: ReadKey, cursor: Cursor = None, limit: Limit = 100
 ) -> Page[PromptOut]:
-    service.get(session, key.project_id, batch_id)
-    rows = service.prompts_page(session, batch_id, decode_int_cursor(cursor, -1), limit + 1)
-    more = len(rows) > limit
-    rows = rows[:limit]
+    batch = service.get(session, key.project_id, batch_id)
+    rows, next_cursor = service.prompts_page(session, batch.id, cursor, limit)
     return Page(
         items=[PromptOut.model_validate(r, from_attributes=True) for r in rows],
-        next_cursor=encode_cursor(rows[-1].position) if more else None,
+        next_cursor=next_cursor,
     )

@@ -1,24 +1,23 @@
 """Prompt batches. Uploads stream: each line is parsed and validated as it arrives and
-goes straight into one COPY (PostgreSQL) or batched inserts (SQLite), all in the
-request's transaction, so memory stays flat and a bad line anywhere stores nothing."""
+goes straight into one COPY (PostgreSQL) or batched inserts (SQLite) through
+:func:`charter.db.bulk.bulk_insert`, all in the request's transaction, so memory stays flat and a bad line anywhere stores nothing."""
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterable, Iterator, Sequence
-from itertools import islice
+from collections.abc import Iterable, Iterator
 from typing import Any, get_args
 
-from sqlalchemy import insert, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from charter.core.documents import Bounds
+from charter.db.bulk import bulk_insert
 from charter.db.models import Prompt, PromptBatch
 from charter.errors import NotFound
 from services.gateway.batches.schemas import TEXT_MAX, ChatMessage, PromptRow
 from services.gateway.jsonl import MAX_LINE_BYTES, parse_stream
+from services.gateway.pagination import id_page, project_page
 
-INSERT_CHUNK = 5_000
 _COLUMNS = ("batch_id", "position", "prompt", "messages", "response", "response_a", "response_b")
 
 
@@ -100,32 +99,6 @@ def parse_jsonl(
     )
 
 
-def _copy_postgres(session: Session, rows: Iterable[Sequence[Any]]) -> None:
-    """COPY rows (in ``_COLUMNS`` order) as they come: a bad row later on raises here,
-    and the caller's transaction then stores nothing."""
-    raw = session.connection().connection.driver_connection
-    assert raw is not None
-    dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
-    with (
-        raw.cursor() as cursor,
-        cursor.copy(f"COPY prompts ({', '.join(_COLUMNS)}) FROM STDIN") as copy,
-    ):
-        write = copy.write_row
-        for row in rows:
-            if row[3] is not None:  # messages: one JSON text for the jsonb column
-                row = (*row[:3], dumps(row[3]), *row[4:])
-            write(row)
-
-
-def _insert(session: Session, rows: Iterable[Sequence[Any]]) -> None:
-    # render_nulls keeps every row's column set identical (absent responses are
-    # NULL either way), so the rows go out in one executemany, not one per row.
-    bulk = insert(Prompt).execution_options(render_nulls=True)
-    records = (dict(zip(_COLUMNS, row, strict=True)) for row in rows)
-    while chunk := list(islice(records, INSERT_CHUNK)):
-        session.execute(bulk, chunk)
-
-
 def create(
     session: Session, project_id: str, name: str, rows: Iterable[PromptRecord]
 ) -> PromptBatch:
@@ -135,19 +108,8 @@ def create(
     session.add(batch)
     session.flush()
     batch_id = batch.id  # an ORM attribute read costs a microsecond: read it once
-    count = 0
-
-    def numbered() -> Iterator[tuple[Any, ...]]:
-        nonlocal count
-        for position, row in enumerate(rows):
-            count = position + 1
-            yield (batch_id, position, *row)
-
-    if session.get_bind().dialect.name == "postgresql":
-        _copy_postgres(session, numbered())
-    else:
-        _insert(session, numbered())
-    batch.row_count = count
+    numbered = ((batch_id, position, *row) for position, row in enumerate(rows))
+    batch.row_count = bulk_insert(session, Prompt, _COLUMNS, numbered)
     session.flush()
     return batch
 
@@ -161,12 +123,16 @@ def get(
     return batch
 
 
-def prompts_page(session: Session, batch_id: str, after: int, limit: int) -> list[Prompt]:
-    return list(
-        session.scalars(
-            select(Prompt)
-            .where(Prompt.batch_id == batch_id, Prompt.position > after)
-            .order_by(Prompt.position)
-            .limit(limit)
-        )
-    )
+def page(
+    session: Session, project_id: str, cursor: str | None, limit: int
+) -> tuple[list[PromptBatch], str | None]:
+    """The project's batches, newest first."""
+    return project_page(session, PromptBatch, project_id, cursor, limit)
+
+
+def prompts_page(
+    session: Session, batch_id: str, cursor: str | None, limit: int
+) -> tuple[list[Prompt], str | None]:
+    """A batch's rows in upload order."""
+    query = select(Prompt).where(Prompt.batch_id == batch_id)
+    return id_page(session, query, Prompt.position, cursor, limit, before_first=-1)

@@ -16,7 +16,7 @@ from services.gateway.constitutions.schemas import (
     DiffOut,
 )
 from services.gateway.deps import ReadKey, SessionDep, SettingsDep, SubmitKey
-from services.gateway.routing import UnitOfWorkRoute
+from services.gateway.unit_of_work import UnitOfWorkRoute
 
 router = APIRouter(prefix="/v1/constitutions", tags=["constitutions"], route_class=UnitOfWorkRoute)
 

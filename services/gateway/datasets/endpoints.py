@@ -4,7 +4,6 @@ from typing import Literal
 
 from fastapi import APIRouter, Query, Request, status
 from fastapi.responses import StreamingResponse
-from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
 
 from charter.db.models import Dataset, DatasetVersion, as_utc, utcnow
@@ -13,8 +12,8 @@ from services.gateway.datasets import export, parquet, service
 from services.gateway.datasets.schemas import DatasetCreate, DatasetKind, DatasetVersionOut
 from services.gateway.deps import Cursor, Limit, ReadKey, SessionDep, SettingsDep, SubmitKey
 from services.gateway.jsonl import check_media_type
-from services.gateway.pagination import Page, keyset
-from services.gateway.routing import UnitOfWorkRoute, after_commit
+from services.gateway.pagination import Page
+from services.gateway.unit_of_work import UnitOfWorkRoute, after_commit
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"], route_class=UnitOfWorkRoute)
 
@@ -73,8 +72,7 @@ def create_dataset(
 def list_datasets(
     session: SessionDep, key: ReadKey, cursor: Cursor = None, limit: Limit = 100
 ) -> Page[DatasetVersionOut]:
-    query = select(Dataset).where(Dataset.project_id == key.project_id)
-    rows, next_cursor = keyset(session, query, Dataset.created_at, Dataset.id, cursor, limit)
+    rows, next_cursor = service.page(session, key.project_id, cursor, limit)
     latest = service.latest_versions(session, rows)
     return Page(items=[_out(d, latest[d.id]) for d in rows], next_cursor=next_cursor)
 

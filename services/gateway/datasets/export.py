@@ -72,9 +72,11 @@ _RENDER: dict[str, Callable[..., dict[str, Any] | None]] = {
 }
 
 
-def _query(kind: str) -> Select[Any]:
+def _rows_query(*label_columns: Any) -> Select[Any]:
+    """A version's rows with seq in [lo, hi), each with ``label_columns`` of its label
+    (NULL for a mixed-in upload row), in order."""
     return (
-        select(DatasetRow.row, *_LABEL_COLUMNS[kind])
+        select(DatasetRow.row, *label_columns)
         .select_from(DatasetRow)
         .outerjoin(Label, Label.id == DatasetRow.label_id)
         .where(
@@ -84,6 +86,10 @@ def _query(kind: str) -> Select[Any]:
         )
         .order_by(DatasetRow.seq)
     )
+
+
+def _query(kind: str) -> Select[Any]:
+    return _rows_query(*_LABEL_COLUMNS[kind])
 
 
 _QUERIES = {kind: _query(kind) for kind in _LABEL_COLUMNS}
@@ -228,17 +234,7 @@ def _fragment_query(kind: str) -> Select[Any]:
     ]
     if kind == "preference":
         columns += [Label.p_a, Label.swap_disagreement]
-    return (
-        select(DatasetRow.row, *columns)
-        .select_from(DatasetRow)
-        .outerjoin(Label, Label.id == DatasetRow.label_id)
-        .where(
-            DatasetRow.version_id == bindparam("version_id"),
-            DatasetRow.seq >= bindparam("lo"),
-            DatasetRow.seq < bindparam("hi"),
-        )
-        .order_by(DatasetRow.seq)
-    )
+    return _rows_query(*columns)
 
 
 _FRAGMENT_QUERIES = {kind: _fragment_query(kind) for kind in _FRAGMENT_NAMES}

@@ -43,10 +43,12 @@ from typing import Literal
 from sqlalchemy import delete, func, insert, literal, or_, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from charter import webhook_events
 from charter.db.models import Dataset, DatasetRow, DatasetVersion, Label, as_utc, utcnow
 from charter.settings import Settings
 from services.gateway.background import OnDemand
 from services.gateway.datasets import export, service
+from services.gateway.reviews import service as reviews
 
 log = logging.getLogger(__name__)
 
@@ -160,6 +162,12 @@ def _label_batch(
             f"the filter's labels changed while the version was frozen ({done + inserted} "
             f"rows, not {n}); create the version again"
         )
+    if version.filter.get("review") == "human_verdicts" and dataset.kind == "preference":
+        human = reviews.apply_human_choices(session, version.id, version.freeze_cursor, upper)
+        if human != inserted:
+            raise FreezeFailed(
+                "the human verdicts changed while the version was frozen; create it again"
+            )
     version.rows_done = done + inserted
     version.freeze_cursor = upper
 
@@ -188,6 +196,7 @@ def finish(session: Session, version_id: str, owner: str, checksum: str) -> bool
     version.checksum = checksum
     version.ready_at = utcnow()
     version.lease_owner = version.lease_expires_at = None
+    webhook_events.dataset_version_frozen(session, version)
     session.flush()
     return True
 

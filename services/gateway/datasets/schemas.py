@@ -43,6 +43,13 @@ class DatasetFilter(BaseModel):
         default=False,
         description="Preference only: drop labels whose two orders picked different winners.",
     )
+    review: Literal["reviewed", "agreed", "human_verdicts"] | None = Field(
+        default=None,
+        description="Human review (docs/REVIEW.md): reviewed = labels with a verdict; agreed = "
+        "labels most of whose reviewers agree with the AI; human_verdicts = labels with a "
+        "decisive human majority, whose verdict replaces the AI's (preference: chosen is "
+        "the humans' side, probability 1.0).",
+    )
     created_after: datetime | None = Field(default=None, description="Inclusive; UTC if naive.")
     created_before: datetime | None = Field(default=None, description="Exclusive; UTC if naive.")
 

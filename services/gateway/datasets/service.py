@@ -20,9 +20,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Iterable
 from datetime import UTC
-from itertools import islice
 from typing import Any
 
 from sqlalchemy import (
@@ -31,16 +29,17 @@ from sqlalchemy import (
     case,
     false,
     func,
-    insert,
     or_,
     select,
     text,
 )
 from sqlalchemy.orm import Session
 
+from charter.core import refs
 from charter.core.constitution import parse_ref
 from charter.core.documents import Bounds
 from charter.core.export import LABEL_KINDS
+from charter.db.bulk import bulk_insert
 from charter.db.models import (
     Constitution,
     ConstitutionVersion,
@@ -62,10 +61,10 @@ from services.gateway.datasets.schemas import (
     MixSpec,
 )
 from services.gateway.jsonl import MAX_LINE_BYTES, parse_lines
+from services.gateway.pagination import project_page
+from services.gateway.reviews import service as reviews
 
-INSERT_CHUNK = 5_000
 _NAME = re.compile(NAME_PATTERN)
-_VERSION = re.compile(r"[1-9][0-9]{0,8}")
 
 
 # --------------------------------------------------------------------------- look-ups
@@ -80,25 +79,31 @@ def _dataset(session: Session, project_id: str, name: str) -> Dataset | None:
 def resolve(
     session: Session, project_id: str, ref: str, *, field: str = "ref", missing: type = NotFound
 ) -> tuple[Dataset, DatasetVersion]:
-    """``name`` (latest version) or ``name@version`` within the project.
-
-    The version is ASCII ``[1-9][0-9]{0,8}`` (``str.isdigit`` also takes "²", which
-    ``int`` refuses, and 20 digits overflow the column): anything else is not found.
-    """
-    name, at, number = ref.strip().partition("@")
-    well_formed = _NAME.fullmatch(name) and (not at or _VERSION.fullmatch(number))
-    dataset = _dataset(session, project_id, name) if well_formed else None
+    """``name`` (latest version) or ``name@version`` within the project; a ref that
+    cannot name a dataset (see :mod:`charter.core.refs`) is not found either."""
+    try:
+        name, number = refs.parse_ref(ref, _NAME, what="dataset")
+    except ValueError:
+        raise missing(f"dataset {ref!r} not found", field=field) from None
+    dataset = _dataset(session, project_id, name)
     if dataset is None:
         raise missing(f"dataset {ref!r} not found", field=field)
     query = select(DatasetVersion).where(DatasetVersion.dataset_id == dataset.id)
-    if at:
-        query = query.where(DatasetVersion.version == int(number))
+    if number is not None:
+        query = query.where(DatasetVersion.version == number)
     else:
         query = query.order_by(DatasetVersion.version.desc()).limit(1)
     version = session.scalar(query)
     if version is None:
         raise missing(f"dataset {ref!r} not found", field=field)
     return dataset, version
+
+
+def page(
+    session: Session, project_id: str, cursor: str | None, limit: int
+) -> tuple[list[Dataset], str | None]:
+    """The project's datasets, newest first (their latest versions: :func:`latest_versions`)."""
+    return project_page(session, Dataset, project_id, cursor, limit)
 
 
 def versions(session: Session, project_id: str, name: str) -> tuple[Dataset, list[DatasetVersion]]:
@@ -210,6 +215,8 @@ def _conditions(
         conditions.append(
             or_(Label.swap_disagreement.is_(None), Label.swap_disagreement == false())
         )
+    if spec.review is not None:
+        conditions.append(reviews.label_condition(project_id, spec.review, kind))
     if spec.created_after is not None:
         conditions.append(Label.created_at >= as_utc(spec.created_after).astimezone(UTC))
     if spec.created_before is not None:
@@ -372,26 +379,6 @@ def parse_jsonl(
     )
 
 
-def _insert_rows(session: Session, version_id: str, rows: Iterable[dict[str, Any]]) -> None:
-    records = (
-        {"version_id": version_id, "seq": seq, "label_id": None, "row": row}
-        for seq, row in enumerate(rows)
-    )
-    if session.get_bind().dialect.name == "postgresql":
-        raw = session.connection().connection.driver_connection
-        assert raw is not None
-        with (
-            raw.cursor() as cursor,
-            cursor.copy('COPY dataset_rows (version_id, seq, "row") FROM STDIN') as copy,
-        ):
-            for record in records:
-                copy.write_row([version_id, record["seq"], json.dumps(record["row"])])
-        return
-    bulk = insert(DatasetRow).execution_options(render_nulls=True)
-    while chunk := list(islice(records, INSERT_CHUNK)):
-        session.execute(bulk, chunk)
-
-
 def upload(
     session: Session, project_id: str, name: str, kind: str | None, rows: list[dict[str, Any]]
 ) -> tuple[Dataset, DatasetVersion]:
@@ -401,7 +388,9 @@ def upload(
     version = _new_version(
         session, dataset, filter={"upload": True}, mix=None, row_count=n, rows_total=n, rows_done=n
     )
-    _insert_rows(session, version.id, rows)
+    version_id = version.id
+    numbered = ((version_id, seq, row) for seq, row in enumerate(rows))
+    bulk_insert(session, DatasetRow, ("version_id", "seq", "row"), numbered)
     version.checksum = export.checksum(session, version.id, dataset.kind, n)
     version.ready_at = utcnow()
     session.flush()
@@ -409,7 +398,7 @@ def upload(
 
 
 def check_name(name: str) -> None:
-    if not _NAME.match(name):
+    if not _NAME.fullmatch(name):  # not match: "$" also matches before a final newline
         raise Invalid(
             "a dataset name is 1-128 letters, digits, '.', '_' or '-', starting with a "
             "letter or digit",

@@ -5,7 +5,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from charter.core.jobs import JobParams, JobType
+from charter.core.jobs import ItemState, JobParams, JobStatus, JobType
 
 
 class JobCreate(BaseModel):
@@ -24,7 +24,7 @@ class JobCreate(BaseModel):
 class JobOut(BaseModel):
     id: str
     type: str
-    status: str
+    status: JobStatus
     batch_id: str
     constitution: str
     model: str
@@ -43,7 +43,7 @@ class ItemOut(BaseModel):
     id: int
     prompt_id: int
     chunk: int
-    status: str
+    status: ItemState
     attempt: int
     last_error: str | None
 
@@ -75,21 +75,11 @@ class LabelOut(BaseModel):
     engine: str
     template_version: str
     template_hash: str
-    sampling: dict[str, Any]
+    job_params: dict[str, Any]
+    engine_config_hash: str | None
+    sampling_hash: str | None
     seed: int
     worker_id: str
     attempt: int
     timings: dict[str, Any]
     created_at: datetime
-
-
-class WorkerOut(BaseModel):
-    model_config = ConfigDict(from_attributes=True)
-    id: str
-    hostname: str
-    pid: int
-    engine: str
-    models: list[str]
-    started_at: datetime
-    last_seen: datetime
-    items_done: int

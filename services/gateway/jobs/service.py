@@ -3,36 +3,44 @@
 from __future__ import annotations
 
 import secrets
+from typing import assert_never
 
 from sqlalchemy import func, insert, literal, select, update
 from sqlalchemy.orm import Session
 
+from charter import webhook_events
 from charter.core.constitution import Constitution
 from charter.core.jobs import (
-    NEEDS_CRITIQUE_PRINCIPLES,
-    NEEDS_PAIR,
-    NEEDS_RESPONSE,
+    ACTIVE_STATES,
+    BUILTIN_SMOLLM2,
+    FINAL_JOB_STATUSES,
+    ItemState,
+    JobStatus,
     JobType,
+    job_input,
     job_status,
+    principle_kind,
 )
 from charter.db.models import Job, Label, Prompt, Worker, WorkItem, utcnow
 from charter.errors import Conflict, Invalid, NotFound
-from charter.model_store import BUILTIN_SMOLLM2
 from charter.settings import Settings
 from services.gateway.batches import service as batches
 from services.gateway.constitutions import service as constitutions
 from services.gateway.jobs.schemas import JobCreate
+from services.gateway.pagination import id_page, project_page
+from services.gateway.templates import service as templates
 
 
 def _check_batch(session: Session, batch_id: str, job_type: JobType) -> None:
-    missing = None
-    if job_type in NEEDS_RESPONSE:
-        missing = ("response", Prompt.response.is_(None))
-    elif job_type in NEEDS_PAIR:
-        missing = ("response_a and response_b", Prompt.response_a.is_(None))
-    if missing is None:
-        return
-    what, condition = missing
+    match job_input(job_type):
+        case "prompt":
+            return
+        case "response":
+            what, condition = "response", Prompt.response.is_(None)
+        case "pair":
+            what, condition = "response_a and response_b", Prompt.response_a.is_(None)
+        case other:
+            assert_never(other)
     first = session.scalar(
         select(func.min(Prompt.position)).where(Prompt.batch_id == batch_id, condition)
     )
@@ -45,10 +53,16 @@ def _check_batch(session: Session, batch_id: str, job_type: JobType) -> None:
 
 def _check_constitution(content: dict[str, object], job_type: JobType, ref: str) -> None:
     constitution = Constitution.model_validate(content)
-    if job_type in NEEDS_CRITIQUE_PRINCIPLES and not constitution.critique_principles:
-        raise Invalid(f"{ref} has no critique principles", field="constitution")
-    if job_type not in NEEDS_CRITIQUE_PRINCIPLES and not constitution.comparison_principles:
-        raise Invalid(f"{ref} has no comparison principles", field="constitution")
+    kind = principle_kind(job_type)
+    match kind:
+        case "critique":
+            missing = not constitution.critique_principles
+        case "comparison":
+            missing = not constitution.comparison_principles
+        case _:
+            assert_never(kind)
+    if missing:
+        raise Invalid(f"{ref} has no {kind} principles", field="constitution")
 
 
 def known_models(session: Session, settings: Settings) -> set[str]:
@@ -81,6 +95,11 @@ def submit(session: Session, project_id: str, spec: JobCreate, settings: Setting
     _check_constitution(version.content, spec.type, ref)
     _check_batch(session, batch.id, spec.type)
     chunk_size = spec.chunk_size or settings.chunk_size
+    params = spec.params.model_dump(mode="json") | {"chunk_size": chunk_size}
+    if principle_kind(spec.type) == "comparison":  # pinned: labels can be reproduced
+        params["feedback_template"] = templates.pin(
+            session, project_id, spec.params.feedback_template, field="params.feedback_template"
+        )
     job = Job(
         project_id=project_id,
         type=spec.type.value,
@@ -88,7 +107,7 @@ def submit(session: Session, project_id: str, spec: JobCreate, settings: Setting
         constitution_version_id=version.id,
         constitution_ref=ref,
         model=spec.model,
-        params=spec.params.model_dump(mode="json") | {"chunk_size": chunk_size},
+        params=params,
         seed=spec.seed if spec.seed is not None else secrets.randbelow(2**62),
         item_count=batch.row_count,
         chunk_count=-(-batch.row_count // chunk_size),
@@ -100,7 +119,7 @@ def submit(session: Session, project_id: str, spec: JobCreate, settings: Setting
         literal(job.id),
         Prompt.id,
         Prompt.position // chunk_size,
-        literal("queued"),
+        literal(ItemState.QUEUED.value),
         literal(0),
         literal(now),
     ).where(Prompt.batch_id == batch.id)
@@ -133,33 +152,55 @@ def counts(session: Session, job_ids: list[str]) -> dict[str, dict[str, int]]:
 
 def cancel(session: Session, project_id: str, job_id: str) -> Job:
     job = get(session, project_id, job_id)
-    if job.status == "cancelled":
+    if job.status == JobStatus.CANCELLED:
         return job
-    if job_status(counts(session, [job.id])[job.id], cancelled=False) == "completed":
+    if job_status(counts(session, [job.id])[job.id], cancelled=False) == JobStatus.COMPLETED:
         raise Conflict(f"job {job_id!r} already completed", field="job_id")
     now = utcnow()
-    job.status = "cancelled"
-    job.finished_at = now
+    # Conditional, so a worker's transaction that completes the job meanwhile (its own
+    # update is conditional too) wins or loses as a whole: never both, never two events.
+    moved = session.execute(
+        update(Job)
+        .where(Job.id == job.id, Job.status.not_in(FINAL_JOB_STATUSES))
+        .values(status=JobStatus.CANCELLED, finished_at=now, updated_at=now)
+        .execution_options(synchronize_session="fetch")
+    ).rowcount
+    if not moved:
+        session.refresh(job)
+        if job.status == JobStatus.CANCELLED:
+            return job
+        raise Conflict(f"job {job_id!r} already completed", field="job_id")
     # Running items are cancelled too: their worker's fenced write then matches no row.
     session.execute(
         update(WorkItem)
-        .where(WorkItem.job_id == job.id, WorkItem.status.in_(("queued", "running")))
-        .values(status="cancelled", lease_owner=None, lease_expires_at=None, updated_at=now)
+        .where(WorkItem.job_id == job.id, WorkItem.status.in_(ACTIVE_STATES))
+        .values(status=ItemState.CANCELLED, lease_owner=None, lease_expires_at=None, updated_at=now)
     )
     session.flush()
+    webhook_events.job_finished(session, job.id)
     return job
 
 
-def items_done_by_worker(
-    session: Session, project_id: str, worker_ids: list[str]
-) -> dict[str, int]:
-    """This project's labels per worker (a fleet-wide count would show others' work)."""
-    if not worker_ids:
-        return {}
-    return dict(
-        session.execute(  # type: ignore[arg-type]
-            select(Label.worker_id, func.count())
-            .where(Label.project_id == project_id, Label.worker_id.in_(worker_ids))
-            .group_by(Label.worker_id)
-        ).all()
-    )
+def page(
+    session: Session, project_id: str, cursor: str | None, limit: int
+) -> tuple[list[Job], str | None]:
+    """The project's jobs, newest first."""
+    return project_page(session, Job, project_id, cursor, limit)
+
+
+def results_page(
+    session: Session, job_id: str, cursor: str | None, limit: int
+) -> tuple[list[Label], str | None]:
+    """A job's labels in the order they were written."""
+    query = select(Label).where(Label.job_id == job_id)
+    return id_page(session, query, Label.id, cursor, limit)
+
+
+def items_page(
+    session: Session, job_id: str, state: ItemState | None, cursor: str | None, limit: int
+) -> tuple[list[WorkItem], str | None]:
+    """A job's work items (those in ``state``, if given) in prompt order."""
+    query = select(WorkItem).where(WorkItem.job_id == job_id)
+    if state is not None:
+        query = query.where(WorkItem.status == state)
+    return id_page(session, query, WorkItem.id, cursor, limit)

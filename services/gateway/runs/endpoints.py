@@ -1,13 +1,12 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Request, Response, status
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from charter.db.models import RunMetric, TrainingRun
+from charter.core.jobs import RunStatus
+from charter.db.models import TrainingRun
 from services.gateway.deps import Cursor, Limit, ReadKey, SessionDep, SettingsDep, TrainKey
-from services.gateway.pagination import Page, id_page, keyset
-from services.gateway.routing import UnitOfWorkRoute, mark_secret
+from services.gateway.pagination import Page
 from services.gateway.runs import service
 from services.gateway.runs.schemas import (
     CheckpointReport,
@@ -21,6 +20,7 @@ from services.gateway.runs.schemas import (
     RunCreate,
     RunOut,
 )
+from services.gateway.unit_of_work import UnitOfWorkRoute, mark_secret
 
 router = APIRouter(prefix="/v1/runs", tags=["training runs"], route_class=UnitOfWorkRoute)
 
@@ -33,6 +33,8 @@ def _out(run: TrainingRun, dataset: str | None, metrics: dict[str, float] | None
         dataset=dataset,
         dataset_version_id=run.dataset_version_id,
         config=run.config,
+        config_hash=run.config_hash,
+        trained_config_hash=run.trained_config_hash,
         artifact_uri=run.artifact_uri,
         checkpoint=run.checkpoint,
         error=run.error,
@@ -50,17 +52,14 @@ def _one(session: Session, run: TrainingRun, metrics: dict[str, float] | None = 
 
 @router.post("", response_model=RunOut, status_code=status.HTTP_201_CREATED)
 def create_run(body: RunCreate, session: SessionDep, key: TrainKey) -> RunOut:
-    return _one(session, service.create(session, key.project_id, body))
+    return _one(session, service.create(session, key.project_id, body.root))
 
 
 @router.get("", response_model=Page[RunOut])
 def list_runs(
     session: SessionDep, key: ReadKey, cursor: Cursor = None, limit: Limit = 50
 ) -> Page[RunOut]:
-    query = select(TrainingRun).where(TrainingRun.project_id == key.project_id)
-    runs, next_cursor = keyset(
-        session, query, TrainingRun.created_at, TrainingRun.id, cursor, limit
-    )
+    runs, next_cursor = service.page(session, key.project_id, cursor, limit)
     refs = service.dataset_refs(session, runs)
     return Page(items=[_out(r, refs.get(r.id)) for r in runs], next_cursor=next_cursor)
 
@@ -76,8 +75,7 @@ def run_metrics(
     run_id: str, session: SessionDep, key: ReadKey, cursor: Cursor = None, limit: Limit = 1000
 ) -> Page[MetricOut]:
     run = service.get(session, key.project_id, run_id)
-    query = select(RunMetric).where(RunMetric.run_id == run.id)
-    rows, next_cursor = id_page(session, query, RunMetric.id, cursor, limit)
+    rows, next_cursor = service.metrics_page(session, run.id, cursor, limit)
     return Page(items=[MetricOut.model_validate(r) for r in rows], next_cursor=next_cursor)
 
 
@@ -149,12 +147,13 @@ def complete_run(
 ) -> RunOut:
     run = service.held(session, key.project_id, run_id, body.lease_token)
     uri = service.artifact_uri(body.artifact_uri, settings.artifacts_dir, run)
-    service.finish(run, "completed", artifact_uri=uri)
+    service.trained_with(run, body.config_hash)
+    service.finish(run, RunStatus.COMPLETED, artifact_uri=uri)
     return _one(session, run)
 
 
 @router.post("/{run_id}/fail", response_model=RunOut)
 def fail_run(run_id: str, body: FailReport, session: SessionDep, key: TrainKey) -> RunOut:
     run = service.held(session, key.project_id, run_id, body.lease_token)
-    service.finish(run, "failed", error=body.error)
+    service.finish(run, RunStatus.FAILED, error=body.error)
     return _one(session, run)

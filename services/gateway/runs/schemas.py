@@ -1,12 +1,40 @@
+"""Request and response bodies of the training-run routes.
+
+A run's body is one shape per run type, told apart by ``type`` (:class:`RunCreate`);
+its ``config`` is that type's run config from :mod:`charter.core.run_configs`, so a
+typo or an out-of-range value is a 422 naming ``body.config.<field>`` at submission,
+not a failed run later.
+"""
+
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ModelWrapValidatorHandler,
+    RootModel,
+    ValidationError,
+    model_validator,
+)
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
-RunType = Literal["sft", "pm", "dpo", "ppo"]
-RunStatus = Literal["queued", "running", "completed", "failed", "cancelled"]
+from charter.core.jobs import RunStatus
+from charter.core.run_configs import (
+    RUN_CONFIGS,
+    DPOConfig,
+    PMConfig,
+    PPOConfig,
+    RunType,
+    SFTConfig,
+)
+from charter.errors import Invalid
+
+__all__ = ["RunType"]  # re-exported: the gateway's run types are the core's
+
 # Which dataset kind each run type trains on (PPO reads prompts from either kind).
 DATASET_KINDS: dict[str, tuple[str, ...]] = {
     "sft": ("sft",),
@@ -15,9 +43,17 @@ DATASET_KINDS: dict[str, tuple[str, ...]] = {
     "ppo": ("sft", "preference"),
 }
 MODEL_PATTERN = r"^(run:[0-9a-f]{32}|[A-Za-z0-9._/-]{1,128})$"
+HASH_PATTERN = r"^[0-9a-f]{16}$"
+_CONFIG = (
+    "The {type} run's hyper-parameters; what is left out takes its default, and the run "
+    "stores them all. It may not set the fields beside config or dataset_version_id "
+    "(422 naming config.<key>)."
+)
 
 
-class RunCreate(BaseModel):
+class _RunBody(BaseModel):
+    """What every run names: its type, the data it trains on and the model it starts from."""
+
     model_config = ConfigDict(extra="forbid")
     type: RunType
     dataset: str = Field(min_length=1, max_length=160, description="Dataset name or name@version.")
@@ -25,32 +61,134 @@ class RunCreate(BaseModel):
         pattern=MODEL_PATTERN,
         description="A model name the trainer serves (e.g. smollm2) or run:<id> of a finished run.",
     )
+
+
+class SFTRunCreate(_RunBody):
+    """A supervised fine-tuning run on an SFT dataset."""
+
+    type: Literal["sft"]
+    config: SFTConfig = Field(default_factory=SFTConfig, description=_CONFIG.format(type="sft"))
+
+
+class PMRunCreate(_RunBody):
+    """A preference-model run on a preference dataset."""
+
+    type: Literal["pm"]
+    config: PMConfig = Field(default_factory=PMConfig, description=_CONFIG.format(type="pm"))
+
+
+class DPORunCreate(_RunBody):
+    """A DPO run on a preference dataset."""
+
+    type: Literal["dpo"]
+    config: DPOConfig = Field(default_factory=DPOConfig, description=_CONFIG.format(type="dpo"))
+
+
+class PPORunCreate(_RunBody):
+    """A PPO run against a completed PM run, on the prompts of an SFT or preference dataset."""
+
+    type: Literal["ppo"]
     reward_run: str | None = Field(
         default=None,
         pattern=r"^[0-9a-f]{32}$",
-        description="PPO: the completed PM run to optimise.",
+        description="Required: the completed PM run to optimise.",
     )
     reference_model: str | None = Field(
-        default=None, pattern=MODEL_PATTERN, description="PPO: KL reference; default base_model."
+        default=None, pattern=MODEL_PATTERN, description="The KL reference; default base_model."
     )
-    config: dict[str, Any] = Field(
-        default_factory=dict,
-        description="Trainer config overrides (hyper-parameters); it may not set the fields "
-        "above or dataset_version_id (422 naming config.<key>).",
-    )
+    config: PPOConfig = Field(default_factory=PPOConfig, description=_CONFIG.format(type="ppo"))
 
 
-PROVENANCE = frozenset(RunCreate.model_fields) - {"config"} | {"dataset_version_id"}
+RunSpec = SFTRunCreate | PMRunCreate | DPORunCreate | PPORunCreate
+"""A validated run body (:attr:`RunCreate.root`)."""
+
+PPO_ONLY = frozenset(PPORunCreate.model_fields) - frozenset(_RunBody.model_fields) - {"config"}
+"""Fields only a PPO run has."""
+PROVENANCE = frozenset(PPORunCreate.model_fields) - {"config"} | {"dataset_version_id"}
 """What a run trains on, from its validated fields only: keys ``config`` may not set."""
+
+
+class RunCreate(RootModel[Annotated[RunSpec, Field(discriminator="type")]]):
+    """A training run to queue: the body of its ``type`` (sft, pm, dpo or ppo)."""
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _checked(cls, value: Any, handler: ModelWrapValidatorHandler[RunCreate]) -> RunCreate:
+        if isinstance(value, dict):
+            _refuse_misplaced(value)
+        try:
+            return handler(value)
+        except ValidationError as exc:
+            raise _untagged(exc, value) from None
+
+
+def _refuse_misplaced(body: dict[str, Any]) -> None:
+    """Keys in the wrong place, refused with why (``Invalid``, which passes through
+    validation to the error renderer): the provenance rule, then the PPO-only fields."""
+    config = body.get("config")
+    if isinstance(config, dict):
+        clash = sorted(PROVENANCE & config.keys())
+        if clash:
+            raise Invalid(
+                f"config may not set {', '.join(clash)}: what a run trains on is given by its "
+                "validated fields beside config, never overridden inside it",
+                field=f"config.{clash[0]}",
+            )
+    kind = body.get("type")
+    if isinstance(kind, str) and kind in RUN_CONFIGS and kind != "ppo" and PPO_ONLY & body.keys():
+        raise Invalid(f"{' and '.join(sorted(PPO_ONLY))} apply to ppo runs only", field="type")
+
+
+def _untagged(exc: ValidationError, body: Any) -> ValidationError:
+    """``exc`` located as the body is written: without the union's tag (``pm.config.x``
+    is ``config.x``); an unknown or missing ``type`` is ``type``'s error; an unknown
+    config field says whose config it is not in."""
+    errors: list[InitErrorDetails] = []
+    for error in exc.errors():
+        loc, kind = error["loc"], error["type"]
+        detail: InitErrorDetails = {"type": kind, "loc": loc, "input": error["input"]}
+        if "ctx" in error:
+            detail["ctx"] = error["ctx"]
+        if kind == "union_tag_invalid":
+            *others, last = (f"'{t}'" for t in RUN_CONFIGS)
+            expected = f"{', '.join(others)} or {last}"
+            detail = {
+                "type": "literal_error",
+                "loc": ("type",),
+                "input": body.get("type"),
+                "ctx": {"expected": expected},
+            }
+        elif kind == "union_tag_not_found":
+            detail = {"type": "missing", "loc": ("type",), "input": body}
+        elif loc and loc[0] in RUN_CONFIGS:
+            detail["loc"] = loc = loc[1:]
+            if kind == "extra_forbidden" and len(loc) == 2 and loc[0] == "config":
+                detail["type"] = PydanticCustomError(
+                    "extra_forbidden",
+                    "Extra inputs are not permitted: a {run_type} run's config has no {name}",
+                    {"run_type": error["loc"][0], "name": loc[1]},
+                )
+        errors.append(detail)
+    return ValidationError.from_exception_data(exc.title, errors)
 
 
 class RunOut(BaseModel):
     id: str
     type: str
-    status: str
+    status: RunStatus
     dataset: str | None
     dataset_version_id: str | None
-    config: dict[str, Any]
+    config: dict[str, Any] = Field(
+        description="The run's config, normalised (every field, defaults included), and what "
+        "it trains on: base_model, reward_run, reference_model, dataset."
+    )
+    config_hash: str | None = Field(
+        default=None, description="config_hash() of the config, computed at submission."
+    )
+    trained_config_hash: str | None = Field(
+        default=None,
+        description="The hash the trainer reported training with (equal to config_hash).",
+    )
     artifact_uri: str | None
     checkpoint: str | None
     error: str | None
@@ -119,6 +257,12 @@ class CompleteReport(Lease):
         min_length=1,
         max_length=1024,
         description="The model directory, a file:// URI inside <artifacts_dir>/runs/<run id>/.",
+    )
+    config_hash: str | None = Field(
+        default=None,
+        pattern=HASH_PATTERN,
+        description="config_hash() of the config the model was trained with; 409 unless it is "
+        "the run's config_hash. Charter's trainer always sends it.",
     )
 
 

@@ -9,8 +9,11 @@ train key that read the run's ``lease_owner`` can report into it. A new claim
 issues a new token; finishing or cancelling the run clears it.
 
 What a run trains on is fixed at creation: the validated fields go into its
-config and ``config`` may not override them (:data:`PROVENANCE`). What it
-reports (artifact, checkpoint) must lie in its folder of the artifact store.
+config and ``config`` may not override them (:data:`PROVENANCE`). The config is
+validated against the run type's class (:mod:`charter.core.run_configs`) and
+stored normalised with its hash; the trainer reports the hash it trained with,
+which must be the same. What it reports (artifact, checkpoint) must lie in its
+folder of the artifact store.
 """
 
 from __future__ import annotations
@@ -24,13 +27,14 @@ from pathlib import Path
 from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session
 
+from charter import webhook_events
+from charter.core.jobs import FINAL_RUN_STATUSES, RunStatus
 from charter.db.models import Dataset, DatasetVersion, RunMetric, TrainingRun, utcnow
 from charter.errors import Conflict, Invalid, NotFound
 from services.gateway.datasets import service as datasets
+from services.gateway.pagination import id_page, project_page
 from services.gateway.runs.artifacts import OutsideStore, confine
-from services.gateway.runs.schemas import DATASET_KINDS, PROVENANCE, MetricPoint, RunCreate
-
-FINAL = ("completed", "failed", "cancelled")
+from services.gateway.runs.schemas import DATASET_KINDS, MetricPoint, PPORunCreate, RunSpec
 
 
 def get(session: Session, project_id: str, run_id: str, *, field: str = "run_id") -> TrainingRun:
@@ -56,14 +60,23 @@ def dataset_refs(session: Session, runs: list[TrainingRun]) -> dict[str, str]:
     return {r.id: refs[r.dataset_version_id] for r in runs if r.dataset_version_id in refs}
 
 
-def create(session: Session, project_id: str, spec: RunCreate) -> TrainingRun:
-    clash = sorted(PROVENANCE & spec.config.keys())
-    if clash:
-        raise Invalid(
-            f"config may not set {', '.join(clash)}: what a run trains on is given by its "
-            "validated fields beside config, never overridden inside it",
-            field=f"config.{clash[0]}",
-        )
+def page(
+    session: Session, project_id: str, cursor: str | None, limit: int
+) -> tuple[list[TrainingRun], str | None]:
+    """The project's runs, newest first."""
+    return project_page(session, TrainingRun, project_id, cursor, limit)
+
+
+def metrics_page(
+    session: Session, run_id: str, cursor: str | None, limit: int
+) -> tuple[list[RunMetric], str | None]:
+    """A run's metric points in the order they were reported."""
+    query = select(RunMetric).where(RunMetric.run_id == run_id)
+    return id_page(session, query, RunMetric.id, cursor, limit)
+
+
+def create(session: Session, project_id: str, spec: RunSpec) -> TrainingRun:
+    """Queue a run; its body was validated (the config included) by :class:`RunCreate`."""
     dataset, version = datasets.resolve(session, project_id, spec.dataset, field="dataset")
     datasets.require_ready(dataset, version, field="dataset")
     if dataset.kind not in DATASET_KINDS[spec.type]:
@@ -72,31 +85,33 @@ def create(session: Session, project_id: str, spec: RunCreate) -> TrainingRun:
             f"{dataset.name} is {dataset.kind}",
             field="dataset",
         )
-    if spec.type == "ppo":
-        if spec.reward_run is None:
+    reward_run: str | None = None
+    reference_model: str | None = None
+    if isinstance(spec, PPORunCreate):
+        reward_run, reference_model = spec.reward_run, spec.reference_model
+        if reward_run is None:
             raise Invalid("a ppo run needs reward_run: a completed pm run", field="reward_run")
-        reward = get(session, project_id, spec.reward_run, field="reward_run")
-        if reward.type != "pm" or reward.status != "completed":
+        reward = get(session, project_id, reward_run, field="reward_run")
+        if reward.type != "pm" or reward.status != RunStatus.COMPLETED:
             raise Invalid("reward_run must be a completed pm run", field="reward_run")
-    elif spec.reward_run or spec.reference_model:
-        raise Invalid("reward_run and reference_model apply to ppo runs only", field="type")
-    for field, model in (
-        ("base_model", spec.base_model),
-        ("reference_model", spec.reference_model),
-    ):
+    for field, model in (("base_model", spec.base_model), ("reference_model", reference_model)):
         if model and model.startswith("run:"):
             source = get(session, project_id, model[4:], field=field)
-            if source.status != "completed":
+            if source.status != RunStatus.COMPLETED:
                 raise Invalid(f"{model} has not completed", field=field)
     config = {
         "base_model": spec.base_model,
-        "reward_run": spec.reward_run,
-        "reference_model": spec.reference_model or spec.base_model,
+        "reward_run": reward_run,
+        "reference_model": reference_model or spec.base_model,
         "dataset": f"{dataset.name}@{version.version}",
-        **spec.config,
+        **spec.config.as_dict(),  # normalised: every field, defaults included
     }
     run = TrainingRun(
-        project_id=project_id, type=spec.type, dataset_version_id=version.id, config=config
+        project_id=project_id,
+        type=spec.type,
+        dataset_version_id=version.id,
+        config=config,
+        config_hash=spec.config.config_hash(),
     )
     session.add(run)
     session.flush()
@@ -118,8 +133,8 @@ def claim(
         .where(
             TrainingRun.project_id == project_id,
             or_(
-                TrainingRun.status == "queued",
-                and_(TrainingRun.status == "running", TrainingRun.lease_expires_at < now),
+                TrainingRun.status == RunStatus.QUEUED,
+                and_(TrainingRun.status == RunStatus.RUNNING, TrainingRun.lease_expires_at < now),
             ),
         )
         .order_by(TrainingRun.created_at)
@@ -133,7 +148,7 @@ def claim(
     if run is None:
         return None
     token = secrets.token_urlsafe(32)
-    run.status = "running"
+    run.status = RunStatus.RUNNING
     run.lease_owner = owner
     run.lease_token_hash = _digest(token)
     run.lease_expires_at = now + timedelta(seconds=lease_seconds)
@@ -151,7 +166,7 @@ def held(session: Session, project_id: str, run_id: str, token: str | None) -> T
     run = session.get(TrainingRun, run_id, with_for_update=True)
     if run is None or run.project_id != project_id:
         raise NotFound(f"training run {run_id!r} not found", field="run_id")
-    current = run.lease_token_hash if run.status == "running" else None
+    current = run.lease_token_hash if run.status == RunStatus.RUNNING else None
     # Compare digests of equal length in constant time, even when nothing matches.
     presented = _digest(token or "")
     if not (token and current and hmac.compare_digest(current, presented)):
@@ -200,6 +215,22 @@ def checkpoint_path(value: str, store: Path, run: TrainingRun) -> str:
     return _confined(value, store, run, "checkpoint", plain_path=True)
 
 
+def trained_with(run: TrainingRun, config_hash: str | None) -> None:
+    """Record the hash of the config the trainer trained with; 409 unless it is the run's
+    (a trainer whose config classes differ from the gateway's trained something else).
+    A run stored before hashes has none to compare: its trained hash is recorded."""
+    if config_hash is None:
+        return
+    if run.config_hash is not None and config_hash != run.config_hash:
+        raise Conflict(
+            f"the trainer trained config {config_hash}, but run {run.id} was submitted as "
+            f"config {run.config_hash}: the trainer and the gateway read the config "
+            "differently (different Charter versions?)",
+            field="config_hash",
+        )
+    run.trained_config_hash = config_hash
+
+
 def finish(
     run: TrainingRun, status: str, *, artifact_uri: str | None = None, error: str | None = None
 ) -> None:
@@ -210,23 +241,26 @@ def finish(
         run.artifact_uri = artifact_uri
     if error is not None:
         run.error = error
+    session = Session.object_session(run)
+    if session is not None:
+        webhook_events.training_run_finished(session, run)
 
 
 def resume(run: TrainingRun) -> None:
     """Back to the queue, keeping the last checkpoint so training continues from it."""
-    if run.status not in ("failed", "cancelled"):
+    if run.status not in (RunStatus.FAILED, RunStatus.CANCELLED):
         raise Conflict(
             f"only a failed or cancelled run can be resumed (status {run.status})", field="run_id"
         )
-    run.status = "queued"
+    run.status = RunStatus.QUEUED
     run.finished_at = None
     run.error = None
 
 
 def cancel(run: TrainingRun) -> None:
-    if run.status in FINAL:
+    if run.status in FINAL_RUN_STATUSES:
         raise Conflict(f"run {run.id} already {run.status}", field="run_id")
-    finish(run, "cancelled")
+    finish(run, RunStatus.CANCELLED)
 
 
 def last_metrics(session: Session, run_id: str, window: int = 50) -> dict[str, float]:

@@ -1,0 +1,2562 @@
+"""Response and request models of the Charter API, generated from the gateway's
+OpenAPI document by datamodel-code-generator: do not edit; run
+``python -m charter.cli.sdk_models`` (see charter/sdk/__init__.py for why)."""
+
+from __future__ import annotations
+
+# ruff: noqa
+# mypy: ignore-errors
+
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, RootModel
+
+
+class Outcome(StrEnum):
+    succeeded = "succeeded"
+    refused = "refused"
+    failed = "failed"
+
+
+class AuditEventOut(BaseModel):
+    model_config = ConfigDict(
+        extra="allow",
+    )
+    id: Annotated[int, Field(title="Id")]
+    api_key_id: Annotated[str | None, Field(title="Api Key Id")]
+    """
+    None once the key was deleted.
+    """
+    key_prefix: Annotated[str, Field(title="Key Prefix")]
+    """
+    The prefix of the key that made the call.
+    """
+    method: Annotated[str, Field(title="Method")]
+    route: Annotated[str, Field(title="Route")]
+    """
+    The route's template, e.g. /v1/jobs/{job_id}/cancel.
+    """
+    path: Annotated[str, Field(title="Path")]
+    object_ids: Annotated[dict[str, str], Field(title="Object Ids")]
+    """
+    The path parameters, plus `id`: what the call created, if it did.
+    """
+    status_code: Annotated[int, Field(title="Status Code")]
+    outcome: Annotated[Outcome, Field(title="Outcome")]
+    error_code: Annotated[str | None, Field(title="Error Code")]
+    error_detail: Annotated[str | None, Field(title="Error Detail")]
+    request_id: Annotated[str | None, Field(title="Request Id")]
+    """
+    The call's X-Request-ID.
+    """
+    idempotency_key: Annotated[str | None, Field(title="Idempotency Key")]
+    replayed: Annotated[bool, Field(title="Replayed")]
+    """
+    The answer replayed an earlier call's (Idempotency-Key): that call's event is the write.
+    """
+    created_at: Annotated[AwareDatetime, Field(title="Created At")]
+
+
+class BatchOut(BaseModel):
+    model_config = ConfigDict(
+        extra="allow",
+    )
+    id: Annotated[str, Field(title="Id")]
+    name: Annotated[str, Field(title="Name")]
+    row_count: Annotated[int, Field(title="Row Count")]
+    created_at: Annotated[AwareDatetime, Field(title="Created At")]
+
+
+class BinOut(BaseModel):
+    model_config = ConfigDict(
+        extra="allow",
+    )
+    low: Annotated[float, Field(title="Low")]
+    high: Annotated[float, Field(title="High")]
+    count: Annotated[int, Field(title="Count")]
+
+
+class ChainRound(BaseModel):
+    model_config = ConfigDict(
+        extra="allow",
+    )
+    round: Annotated[int, Field(title="Round")]
+    principle_id: Annotated[str, Field(title="Principle Id")]
+    critique_request: Annotated[str | None, Field(title="Critique Request")] = None
+    critique: Annotated[str | None, Field(title="Critique")] = None
+    revision_request: Annotated[str | None, Field(title="Revision Request")] = None
+    revision: Annotated[str | None, Field(title="Revision")] = None
+
+
+class Role(StrEnum):
+    system = "system"
+    user = "user"
+    assistant = "assistant"
+
+
+class ChatMessage(BaseModel):
+    model_config = ConfigDict(
+        extra="allow",
+    )
+    role: Annotated[Role, Field(title="Role")]
+    content: Annotated[str, Field(max_length=32000, title="Content")]
+
+
+class LeaseToken(RootModel[str]):
+    root: Annotated[str, Field(max_length=128, title="Lease Token")]
+    """
+    Required: the lease_token of the claim; 409 when it is missing, wrong, or the lease was taken over.
+    """
+
+
+class Owner(RootModel[str]):
+    root: Annotated[str, Field(max_length=128, title="Owner")]
+    """
+    Not checked (anyone can read lease_owner); accepted so that a trainer that still sends it is told about lease_token.
+    """
+
+
+class CheckpointReport(BaseModel):
+    model_config = ConfigDict(
+        extra="allow",
+    )
+    lease_token: Annotated[LeaseToken | None, Field(title="Lease Token")] = None
+    """
+    Required: the lease_token of the claim; 409 when it is missing, wrong, or the lease was taken over.
+    """
+    owner: Annotated[Owner | None, Field(title="Owner")] = None
+    """
+    Not checked (anyone can read lease_owner); accepted so that a trainer that still sends it is told about lease_token.
+    """
+    checkpoint: Annotated[str, Field(max_length=1024, min_length=1, title="Checkpoint")]
+    """
+    A directory inside <artifacts_dir>/runs/<run id>/: an absolute path or a file:// URI.
+    """
+
+
+class Type(StrEnum):
+    sft = "sft"
+    pm = "pm"
+    dpo = "dpo"
+    ppo = "ppo"
+
+
+class ClaimRequest(BaseModel):
+    model_config = ConfigDict(
+        extra="allow",
+    )
+    owner: Annotated[str, Field(max_length=128, min_length=1, title="Owner")]
+    """
+    A label for the trainer (lease_owner).
+    """
+    types: Annotated[list[Type] | None, Field(title="Types")] = None
+
+
+class ConfigHash(RootModel[str]):
+    root: Annotated[str, Field(pattern="^[0-9a-f]{16}$", title="Config Hash")]
+    """
+    config_hash() of the config the model was trained with; 409 unless it is the run's config_hash. Charter's trainer always sends it.
+    """
+
+
+class CompleteReport(BaseModel):
+    model_config = ConfigDict(
+        extra="allow",
+    )
+    lease_token: Annotated[LeaseToken | None, Field(title="Lease Token")] = None
+    """
+    Required: the lease_token of the claim; 409 when it is missing, wrong, or the lease was taken over.
+    """
+    owner: Annotated[Owner | None, Field(title="Owner")] = None
+    """
+    Not checked (anyone can read lease_owner); accepted so that a trainer that still sends it is told about lease_token.
+    """
+    artifact_uri: Annotated[str, Field(max_length=1024, min_length=1, title="Artifact Uri")]
+    """
+    The model directory, a file:// URI inside <artifacts_dir>/runs/<run id>/.
+    """
+    config_hash: Annotated[ConfigHash | None, Field(title="Config Hash")] = None
+    """
+    config_hash() of the config the model was trained with; 409 unless it is the run's config_hash. Charter's trainer always sends it.
+    """
+
+
+class ConstitutionSummary(BaseModel):
+    model_config = ConfigDict(
+        extra="allow",
+    )
+    name: Annotated[str, Field(title="Name")]
+    latest_version: Annotated[int, Field(title="Latest Version")]
+    latest_ref: Annotated[str, Field(title="Latest Ref")]
+    updated_at: Annotated[AwareDatetime, Field(title="Updated At")]
+
+
+class ConstitutionVersionOut(BaseModel):
+    model_config = ConfigDict(
+        extra="allow",
+    )
+    name: Annotated[str, Field(title="Name")]
+    version: Annotated[int, Field(title="Version")]
+    ref: Annotated[str, Field(title="Ref")]
+    content_hash: Annotated[str, Field(title="Content Hash")]
+    created_at: Annotated[AwareDatetime, Field(title="Created At")]
+    created: Annotated[bool | None, Field(title="Created")] = None
+    content: Annotated[dict[str, Any] | None, Field(title="Content")] = None
+
+
+class LrSchedulerType(StrEnum):
+    """
+    Learning-rate schedule after warm-up.
+    """
+
+    linear = "linear"
+    cosine = "cosine"
+    cosine_with_restarts = "cosine_with_restarts"
+    polynomial = "polynomial"
+    constant = "constant"
+    constant_with_warmup = "constant_with_warmup"
+    inverse_sqrt = "inverse_sqrt"
+
+
+class MaxLength(RootModel[int]):
+    root: Annotated[int, Field(ge=2, title="Max Length")] = 1024
+    """
+    Prompt + response is truncated to this many tokens (keeping the start); null keeps all.
+    """
+
+
+class EvalSteps(RootModel[int]):
+    root: Annotated[int, Field(ge=1, title="Eval Steps")]
+    """
+    Evaluate on the held-out rows every this many steps; null evaluates at the end only (not hashed).
+    """
+
+
+class SaveSteps(RootModel[int]):
+    root: Annotated[int, Field(ge=1, title="Save Steps")]
+    """
+    Save a resumable checkpoint every this many steps (the last two are kept); null saves none (not hashed).
+    """
+
+
+class LossType(StrEnum):
+    """
+    sigmoid is the DPO paper's loss.
+    """
+
+    sigmoid = "sigmoid"
+    hinge = "hinge"
+    ipo = "ipo"
+    exo_pair = "exo_pair"
+    nca_pair = "nca_pair"
+    robust = "robust"
+    bco_pair = "bco_pair"
+    sppo_hard = "sppo_hard"
+    aot = "aot"
+    aot_unpaired = "aot_unpaired"
+    apo_zero = "apo_zero"
+    apo_down = "apo_down"
+    discopop = "discopop"
+    sigmoid_norm = "sigmoid_norm"
+
+
+class DPOConfig(BaseModel):
+    """
+    A DPO run (Rafailov et al. 2023) on preference rows, an alternative to PM + PPO.
+
+    The reference policy is a frozen copy of the starting model; rows are treated as
+    hard preferences (TRL's DPO loss).
+    """
+
+    model_config = ConfigDict(
+        extra="allow",
+    )
+    learning_rate: Annotated[float | None, Field(gt=0.0, le=1.0, title="Learning Rate")] = 1e-06
+    """
+    Peak AdamW learning rate (TRL's DPO default).
+    """
+    max_steps: Annotated[int | None, Field(ge=-1, title="Max Steps")] = -1
+    """
+    Optimizer steps to run (>= 1); -1 lets num_train_epochs decide.
+    """
+    num_train_epochs: Annotated[float | None, Field(ge=0.0, title="Num Train Epochs")] = 1.0
+    """
+    Passes over the training rows (> 0 unless max_steps is set); ignored when max_steps is set.
+    """
+    per_device_train_batch_size: Annotated[
+        int | None, Field(ge=1, title="Per Device Train Batch Size")
+    ] = 8
+    """
+    Preference pairs per device and micro-batch.
+    """
+    gradient_accumulation_steps: Annotated[
+        int | None, Field(ge=1, title="Gradient Accumulation Steps")
+    ] = 1
+    """
+    Micro-batches accumulated into one optimizer step.
+    """
+    weight_decay: Annotated[float | None, Field(ge=0.0, title="Weight Decay")] = 0.0
+    """
+    AdamW decoupled weight decay.
+    """
+    warmup_steps: Annotated[float | None, Field(ge=0.0, title="Warmup Steps")] = 0.0
+    """
+    Linear warm-up: a step count (>= 1) or a fraction of all steps (< 1).
+    """
+    lr_scheduler_type: Annotated[LrSchedulerType | None, Field(title="Lr Scheduler Type")] = (
+        "linear"
+    )
+    """
+    Learning-rate schedule after warm-up.
+    """
+    max_grad_norm: Annotated[float | None, Field(gt=0.0, title="Max Grad Norm")] = 1.0
+    """
+    Gradient clipping norm.
+    """
+    max_length: Annotated[MaxLength | None, Field(title="Max Length", validate_default=True)] = 1024
+    """
+    Prompt + response is truncated to this many tokens (keeping the start); null keeps all.
+    """
+    seed: Annotated[int | None, Field(ge=0, le=4294967295, title="Seed")] = 42
+    """
+    Seed for the data order and dropout.
+    """
+    bf16: Annotated[bool | None, Field(title="Bf16")] = False
+    """
+    bfloat16 mixed precision (needs hardware support).
+    """
+    gradient_checkpointing: Annotated[bool | None, Field(title="Gradient Checkpointing")] = False
+    """
+    Recompute activations in the backward pass: less memory, about 20% slower.
+    """
+    eval_fraction: Annotated[float | None, Field(ge=0.0, lt=1.0, title="Eval Fraction")] = 0.1
+    """
+    Share of the dataset's rows held out for evaluation (a fixed split); 0 holds none out.
+    """
+    per_device_eval_batch_size: Annotated[
+        int | None, Field(ge=1, title="Per Device Eval Batch Size")
+    ] = 8
+    """
+    Preference pairs per device in evaluation (not hashed).
+    """
+    logging_steps: Annotated[int | None, Field(ge=1, title="Logging Steps")] = 10
+    """
+    Optimizer steps between two metric reports (not hashed).
+    """
+    eval_steps: Annotated[EvalSteps | None, Field(title="Eval Steps")] = None
+    """
+    Evaluate on the held-out rows every this many steps; null evaluates at the end only (not hashed).
+    """
+    save_steps: Annotated[SaveSteps | None, Field(title="Save Steps")] = None
+    """
+    Save a resumable checkpoint every this many steps (the last two are kept); null saves none (not hashed).
+    """
+    beta: Annotated[float | None, Field(gt=0.0, title="Beta")] = 0.1
+    """
+    Strength of the implicit KL penalty towards the reference; higher stays closer.
+    """
+    loss_type: Annotated[LossType | None, Field(title="Loss Type")] = "sigmoid"
+    """
+    sigmoid is the DPO paper's loss.
+    """
+
+
+class DPORunCreate(BaseModel):
+    """
+    A DPO run on a preference dataset.
+    """
+
+    model_config = ConfigDict(
+        extra="allow",
+    )
+    type: Annotated[Literal["dpo"], Field(title="Type")]
+    dataset: Annotated[str, Field(max_length=160, min_length=1, title="Dataset")]
+    """
+    Dataset name or name@version.
+    """
+    base_model: Annotated[
+        str,
+        Field(pattern="^(run:[0-9a-f]{32}|[A-Za-z0-9._/-]{1,128})$", title="Base Model"),
+    ]
+    """
+    A model name the trainer serves (e.g. smollm2) or run:<id> of a finished run.
+    """
+    config: DPOConfig | None = None
+    """
+    The dpo run's hyper-parameters; what is left out takes its default, and the run stores them all. It may not set the fields beside config or dataset_version_id (422 naming config.<key>).
+    """
+
+
+class Kind(StrEnum):
+    sft = "sft"
+    preference = "preference"
+
+
+class JobIds(RootModel[list[str]]):
+    root: Annotated[list[str], Field(max_length=1000, min_length=1, title="Job Ids")]
+    """
+    Labels of these jobs only.
+    """
+
+
+class Constitution(RootModel[str]):
+    root: Annotated[str, Field(max_length=80, min_length=1, title="Constitution")]
+    """
+    name@version, or a name for every version of that constitution.
+    """
+
+
+class Kind1(StrEnum):
+    sl_cai = "sl_cai"
+    critique = "critique"
+    revise = "revise"
+    rl_cai = "rl_cai"
+    compare = "compare"
+
+
+class Kinds(RootModel[list[Kind1]]):
+    root: Annotated[list[Kind1], Field(min_length=1, title="Kinds")]
+    """
+    Label kinds; default: every kind the dataset kind can hold (sft: sl_cai, critique, revise; preference: rl_cai, compare).
+    """
+
+
+class MinConfidence(RootModel[float]):
+    root: Annotated[float, Field(ge=0.5, le=1.0, title="Min Confidence")]
+    """
+    Preference only: the soft label of the chosen side, max(p_a, 1 - p_a).
+    """
+
+
+class Review(StrEnum):
+    """
+    Human review (docs/REVIEW.md): reviewed = labels with a verdict; agreed = labels most of whose reviewers agree with the AI; human_verdicts = labels with a decisive human majority, whose verdict replaces the AI's (preference: chosen is the humans' side, probability 1.0).
+    """
+
+    reviewed = "reviewed"
+    agreed = "agreed"
+    human_verdicts = "human_verdicts"
+
+
+class DatasetFilter(BaseModel):
+    """
+    Which labels a version freezes. Every condition is optional; all must hold.
+    """
+
+    model_config = ConfigDict(
+        extra="allow",
+    )
+    job_ids: Annotated[JobIds | None, Field(title="Job Ids")] = None
+    """
+    Labels of these jobs only.
+    """
+    constitution: Annotated[Constitution | None, Field(title="Constitution")] = None
+    """
+    name@version, or a name for every version of that constitution.
+    """
+    kinds: Annotated[Kinds | None, Field(title="Kinds")] = None
+    """
+    Label kinds; default: every kind the dataset kind can hold (sft: sl_cai, critique, revise; preference: rl_cai, compare).
+    """
+    min_confidence: Annotated[MinConfidence | None, Field(title="Min Confidence")] = None
+    """
+    Preference only: the soft label of the chosen side, max(p_a, 1 - p_a).
+    """
+    exclude_swap_disagreements: Annotated[
+        bool | None, Field(title="Exclude Swap Disagreements")
+    ] = False
+    """
+    Preference only: drop labels whose two orders picked different winners.
+    """
+    review: Annotated[Review | None, Field(title="Review")] = None
+    """
+    Human review (docs/REVIEW.md): reviewed = labels with a verdict; agreed = labels most of whose reviewers agree with the AI; human_verdicts = labels with a decisive human majority, whose verdict replaces the AI's (preference: chosen is the humans' side, probability 1.0).
+    """
+    created_after: Annotated[AwareDatetime | None, Field(title="Created After")] = None
+    """
+    Inclusive; UTC if naive.
+    """
+    created_before: Annotated[AwareDatetime | None, Field(title="Created Before")] = None
+    """
+    Exclusive; UTC if naive.
+    """
+
+
+class Source(StrEnum):
+    labels = "labels"
+    upload = "upload"
+
+
+class State(StrEnum):
+    """
+    freezing: rows are being copied in the background (not exportable yet).
+    """
+
+    freezing = "freezing"
+    ready = "ready"
+    failed = "failed"
+
+
+class DatasetVersionOut(BaseModel):
+    model_config = ConfigDict(
+        extra="allow",
+    )
+    name: Annotated[str, Field(title="Name")]
+    kind: Annotated[str, Field(title="Kind")]
+    version: Annotated[int, Field(title="Version")]
+    ref: Annotated[str, Field(title="Ref")]
+    source: Annotated[Source, Field(title="Source")]
+    state: Annotated[State, Field(title="State")]
+    """
+    freezing: rows are being copied in the background (not exportable yet).
+    """
+    rows_done: Annotated[int, Field(title="Rows Done")]
+    """
+    Rows frozen so far (progress).
+    """
+    rows_total: Annotated[int, Field(title="Rows Total")]
+    """
+    Rows the version will have.
+    """
+    row_count: Annotated[int, Field(title="Row Count")]
+    """
+    The version's rows; 0 until it is ready.
+    """
+    checksum: Annotated[str | None, Field(title="Checksum")]
+    """
+    sha256 of the version's full JSONL export; null until it is ready.
+    """
+    error: Annotated[str | None, Field(title="Error")] = None
+    """
+    Why freezing failed.
+    """
+    filter: Annotated[dict[str, Any], Field(title="Filter")]
+    mix: Annotated[dict[str, Any] | None, Field(title="Mix")]
+    created_at: Annotated[AwareDatetime, Field(title="Created At")]
+    ready_at: Annotated[AwareDatetime | None, Field(title="Ready At")] = None
+
+
+class DeliveryOut(BaseModel):
+    model_config = ConfigDict(
+        extra="allow",
+    )
+    id: Annotated[str, Field(title="Id")]
+    endpoint_id: Annotated[str, Field(title="Endpoint Id")]
+    event_type: Annotated[str, Field(title="Event Type")]
+    msg_id: Annotated[str, Field(title="Msg Id")]
+    payload: Annotated[dict[str, Any], Field(title="Payload")]
+    status: Annotated[str, Field(title="Status")]
+    attempts: Annotated[int, Field(title="Attempts")]
+    next_attempt_at: Annotated[AwareDatetime, Field(title="Next Attempt At")]
+    last_attempt_at: Annotated[AwareDatetime | None, Field(title="Last Attempt At")]
+    last_status_code: Annotated[int | None, Field(title="Last Status Code")]
+    last_error: Annotated[str | None, Field(title="Last Error")]
+    created_at: Annotated[AwareDatetime, Field(title="Created At")]
+    delivered_at: Annotated[AwareDatetime | None, Field(title="Delivered At")]
+
+
+class Event(StrEnum):
+    job_completed = "job.completed"
+    job_failed = "job.failed"
+    job_cancelled = "job.cancelled"
+    dataset_version_frozen = "dataset_version.frozen"
+    training_run_completed = "training_run.completed"
+    training_run_failed = "training_run.failed"
+    review_target_reached = "review.target_reached"
+
+
+class EndpointCreate(BaseModel):
+    model_config = ConfigDict(
+        extra="allow",
+    )
+    url: Annotated[
+        str,
+        Field(
+            max_length=2048,
+            pattern="^https?://[^\\s/?#@:\\[\\]]+(:[0-9]{1,5})?([/?#]\\S*)?$",
+            title="Url",
+        ),
+    ]
+    """
+    Absolute http(s) URL the deliveries are POSTed to.
+    """
+    events: Annotated[list[Event], Field(max_length=7, min_length=1, title="Events")]
+    description: Annotated[str | None, Field(max_length=256, title="Description")] = ""
+    enabled: Annotated[bool | None, Field(title="Enabled")] = True
+
+
+class EndpointOut(BaseModel):
+    model_config = ConfigDict(
+        extra="allow",
+    )
+    id: Annotated[str, Field(title="Id")]
+    url: Annotated[str, Field(title="Url")]
+    description: Annotated[str, Field(title="Description")]
+    events: Annotated[list[str], Field(title="Events")]
+    enabled: Annotated[bool, Field(title="Enabled")]
+    disabled_reason: Annotated[str | None, Field(title="Disabled Reason")]
+    created_at: Annotated[AwareDatetime, Field(title="Created At")]
+
+
+class Url(RootModel[str]):
+    root: Annotated[
+        str,
+        Field(
+            max_length=2048,
+            pattern="^https?://[^\\s/?#@:\\[\\]]+(:[0-9]{1,5})?([/?#]\\S*)?$",
+            title="Url",
+        ),
+    ]
+
+
+class Events(RootModel[list[Event]]):
+    root: Annotated[list[Event], Field(max_length=7, min_length=1, title="Events")]
+
+
+class Description(RootModel[str]):
+    root: Annotated[str, Field(max_length=256, title="Description")]
+
+
+class EndpointUpdate(BaseModel):
+    model_config = ConfigDict(
+        extra="allow",
+    )
+    url: Annotated[Url | None, Field(title="Url")] = None
+    events: Annotated[Events | None, Field(title="Events")] = None
+    description: Annotated[Description | None, Field(title="Description")] = None
+    enabled: Annotated[bool | None, Field(title="Enabled")] = None
+
+
+class EndpointWithSecret(BaseModel):
+    model_config = ConfigDict(
+        extra="allow",
+    )
+    id: Annotated[str, Field(title="Id")]
+    url: Annotated[str, Field(title="Url")]
+    description: Annotated[str, Field(title="Description")]
+    events: Annotated[list[str], Field(title="Events")]
+    enabled: Annotated[bool, Field(title="Enabled")]
+    disabled_reason: Annotated[str | None, Field(title="Disabled Reason")]
+    created_at: Annotated[AwareDatetime, Field(title="Created At")]
+    secret: Annotated[str, Field(title="Secret")]
+    """
+    The signing secret (whsec_...). It is shown only in this response.
+    """
+
+
+class EstimateOut(BaseModel):
+    model_config = ConfigDict(
+        extra="allow",
+    )
+    value: Annotated[float | None, Field(title="Value")]
+    """
+    The estimate; null when n is 0.
+    """
+    low: Annotated[float | None, Field(title="Low")]
+    """
+    Lower end of the 95% interval; null when n < 2.
+    """
+    high: Annotated[float | None, Field(title="High")]
+    """
+    Upper end of the 95% interval; null when n < 2.
+    """
+    n: Annotated[int, Field(title="N")]
+    """
+    Observations it is computed over.
+    """
+
+
+class FailReport(BaseModel):
+    model_config = ConfigDict(
+        extra="allow",
+    )
+    lease_token: Annotated[LeaseToken | None, Field(title="Lease Token")] = None
+    """
+    Required: the lease_token of the claim; 409 when it is missing, wrong, or the lease was taken over.
+    """
+    owner: Annotated[Owner | None, Field(title="Owner")] = None
+    """
+    Not checked (anyone can read lease_owner); accepted so that a trainer that still sends it is told about lease_token.
+    """
+    error: Annotated[str, Field(max_length=20000, min_length=1, title="Error")]
+
+
+class FieldError(BaseModel):
+    model_config = ConfigDict(
+        extra="allow",
+    )
+    field: Annotated[str, Field(title="Field")]
+    """
+    Where, e.g. body.rows.0.prompt or query.limit.
+    """
+    message: Annotated[str, Field(title="Message")]
+    type: Annotated[str, Field(title="Type")]
+    """
+    pydantic's error type, e.g. missing or string_too_long.
+    """
+
+
+class ImportOut(BaseModel):
+    model_config = ConfigDict(
+        extra="allow",
+    )
+    lines: Annotated[int, Field(title="Lines")]
+    created: Annotated[int, Field(title="Created")]
+    updated: Annotated[int, Field(title="Updated")]
+    unchanged: Annotated[int, Field(title="Unchanged")]
+
+
+class ItemState(StrEnum):
+    """
+    Where one work item is: queued, leased by a worker (running), or final.
+    """
+
+    queued = "queued"
+    running = "running"
+    done = "done"
+    abstained = "abstained"
+    failed = "failed"
+    cancelled = "cancelled"
+
+
+class Seed(RootModel[int]):
+    root: Annotated[int, Field(ge=0, le=4611686018427388000, title="Seed")]
+    """
+    Random if omitted.
+    """
+
+
+class ChunkSize(RootModel[int]):
+    root: Annotated[int, Field(ge=1, le=1024, title="Chunk Size")]
+    """
+    Items per task.
+    """
+
+
+class JobStatus(StrEnum):
+    """
+    A job's status, derived from its items' states (:func:`job_status`).
+    """
+
+    queued = "queued"
+    running = "running"
+    completed = "completed"
+    cancelled = "cancelled"
+
+
+class JobType(StrEnum):
+    sl_cai = "sl_cai"
+    rl_cai = "rl_cai"
+    critique = "critique"
+    revise = "revise"
+    compare = "compare"
+
+
+class KappaOut(BaseModel):
+    model_config = ConfigDict(
+        extra="allow",
+    )
+    mean: Annotated[float | None, Field(title="Mean")]
+    """
+    Mean pairwise Cohen's kappa between reviewers.
+    """
+    pairs: Annotated[int, Field(title="Pairs")]
+    undefined_pairs: Annotated[int, Field(title="Undefined Pairs")]
+    items: Annotated[int, Field(title="Items")]
+    """
+    Labels reviewed by two or more humans.
+    """
+
+
+class Scope(StrEnum):
+    admin = "admin"
+    submit = "submit"
+    read = "read"
+    train = "train"
+    review = "review"
+
+
+class ExpiresInDays(RootModel[int]):
+    root: Annotated[int, Field(ge=1, le=3650, title="Expires In Days")]
+
+
+class KeyCreate(BaseModel):
+    model_config = ConfigDict(
+        extra="allow",
+    )
+    name: Annotated[str | None, Field(max_length=128, title="Name")] = ""
+    scopes: Annotated[list[Scope], Field(max_length=5, min_length=1, title="Scopes")]
+    expires_in_days: Annotated[ExpiresInDays | None, Field(title="Expires In Days")] = None
+
+
+class KeyCreated(BaseModel):
+    model_config = ConfigDict(
+        extra="allow",
+    )
+    id: Annotated[str, Field(title="Id")]
+    name: Annotated[str, Field(title="Name")]
+    prefix: Annotated[str, Field(title="Prefix")]
+    scopes: Annotated[list[str], Field(title="Scopes")]
+    created_at: Annotated[AwareDatetime, Field(title="Created At")]
+    expires_at: Annotated[AwareDatetime | None, Field(title="Expires At")]
+    revoked_at: Annotated[AwareDatetime | None, Field(title="Revoked At")]
+    last_used_at: Annotated[AwareDatetime | None, Field(title="Last Used At")]
+    key: Annotated[str, Field(title="Key")]
+    """
+    The secret key. It is shown only once.
+    """
+
+
+class KeyOut(BaseModel):
+    model_config = ConfigDict(
+        extra="allow",
+    )
+    id: Annotated[str, Field(title="Id")]
+    name: Annotated[str, Field(title="Name")]
+    prefix: Annotated[str, Field(title="Prefix")]
+    scopes: Annotated[list[str], Field(title="Scopes")]
+    created_at: Annotated[AwareDatetime, Field(title="Created At")]
+    expires_at: Annotated[AwareDatetime | None, Field(title="Expires At")]
+    revoked_at: Annotated[AwareDatetime | None, Field(title="Revoked At")]
+    last_used_at: Annotated[AwareDatetime | None, Field(title="Last Used At")]
+
+
+class LabelOut(BaseModel):
+    model_config = ConfigDict(
+        extra="allow",
+    )
+    id: Annotated[int, Field(title="Id")]
+    job_id: Annotated[str, Field(title="Job Id")]
+    prompt_id: Annotated[int, Field(title="Prompt Id")]
+    work_item_id: Annotated[int, Field(title="Work Item Id")]
+    kind: Annotated[str, Field(title="Kind")]
+    conversation: Annotated[list[dict[str, str]], Field(title="Conversation")]
+    response: Annotated[str | None, Field(title="Response")]
+    completion: Annotated[str | None, Field(title="Completion")]
+    response_a: Annotated[str | None, Field(title="Response A")]
+    response_b: Annotated[str | None, Field(title="Response B")]
+    p_a: Annotated[float | None, Field(title="P A")]
+    p_a_forward: Annotated[float | None, Field(title="P A Forward")]
+    p_a_swapped: Annotated[float | None, Field(title="P A Swapped")]
+    swap_disagreement: Annotated[bool | None, Field(title="Swap Disagreement")]
+    choice_mass: Annotated[float | None, Field(title="Choice Mass")]
+    choice_logprobs: Annotated[dict[str, Any] | None, Field(title="Choice Logprobs")]
+    reasoning: Annotated[dict[str, Any] | None, Field(title="Reasoning")]
+    rounds: Annotated[list[dict[str, Any]] | None, Field(title="Rounds")]
+    principle_ids: Annotated[list[str], Field(title="Principle Ids")]
+    constitution_ref: Annotated[str, Field(title="Constitution Ref")]
+    model: Annotated[str, Field(title="Model")]
+    model_revision: Annotated[str, Field(title="Model Revision")]
+    engine: Annotated[str, Field(title="Engine")]
+    template_version: Annotated[str, Field(title="Template Version")]
+    template_hash: Annotated[str, Field(title="Template Hash")]
+    job_params: Annotated[dict[str, Any], Field(title="Job Params")]
+    engine_config_hash: Annotated[str | None, Field(title="Engine Config Hash")]
+    sampling_hash: Annotated[str | None, Field(title="Sampling Hash")]
+    seed: Annotated[int, Field(title="Seed")]
+    worker_id: Annotated[str, Field(title="Worker Id")]
+    attempt: Annotated[int, Field(title="Attempt")]
+    timings: Annotated[dict[str, Any], Field(title="Timings")]
+    created_at: Annotated[AwareDatetime, Field(title="Created At")]
+
+
+class Lease(BaseModel):
+    """
+    A lease-holder call: fenced on the claim's ``lease_token``, never on ``owner``.
+    """
+
+    model_config = ConfigDict(
+        extra="allow",
+    )
+    lease_token: Annotated[LeaseToken | None, Field(title="Lease Token")] = None
+    """
+    Required: the lease_token of the claim; 409 when it is missing, wrong, or the lease was taken over.
+    """
+    owner: Annotated[Owner | None, Field(title="Owner")] = None
+    """
+    Not checked (anyone can read lease_owner); accepted so that a trainer that still sends it is told about lease_token.
+    """
+
+
+class LengthBiasOut(BaseModel):
+    model_config = ConfigDict(
+        extra="allow",
+    )
+    longer_wins: EstimateOut
+    """
+    Share of decided pairs whose longer response won (Wilson interval).
+    """
+    length_ties: Annotated[int, Field(title="Length Ties")]
+    """
+    Pairs left out: equal (or unknown) lengths.
+    """
+    label_ties: Annotated[int, Field(title="Label Ties")]
+    """
+    Pairs left out: label exactly 0.5.
+    """
+    correlation: Annotated[float | None, Field(title="Correlation")]
+    """
+    Pearson r of (p_a - 0.5) with (len_a - len_b); null when undefined.
+    """
+    correlation_n: Annotated[int, Field(title="Correlation N")]
+
+
+class MetricOut(BaseModel):
+    model_config = ConfigDict(
+        extra="allow",
+    )
+    id: Annotated[int, Field(title="Id")]
+    step: Annotated[int, Field(title="Step")]
+    metrics: Annotated[dict[str, float], Field(title="Metrics")]
+    created_at: Annotated[AwareDatetime, Field(title="Created At")]
+
+
+class MetricPoint(BaseModel):
+    model_config = ConfigDict(
+        extra="allow",
+    )
+    step: Annotated[int, Field(ge=0, le=2147483647, title="Step")]
+    metrics: Annotated[dict[str, float], Field(max_length=64, title="Metrics")]
+
+
+class MetricsReport(BaseModel):
+    model_config = ConfigDict(
+        extra="allow",
+    )
+    lease_token: Annotated[LeaseToken | None, Field(title="Lease Token")] = None
+    """
+    Required: the lease_token of the claim; 409 when it is missing, wrong, or the lease was taken over.
+    """
+    owner: Annotated[Owner | None, Field(title="Owner")] = None
+    """
+    Not checked (anyone can read lease_owner); accepted so that a trainer that still sends it is told about lease_token.
+    """
+    points: Annotated[list[MetricPoint], Field(max_length=1000, min_length=1, title="Points")]
+
+
+class MinuteCount(BaseModel):
+    model_config = ConfigDict(
+        extra="allow",
+    )
+    minute: Annotated[AwareDatetime, Field(title="Minute")]
+    """
+    Start of the bucket (UTC).
+    """
+    count: Annotated[int, Field(title="Count")]
+
+
+class MixSpec(BaseModel):
+    """
+    Mix rows of another version (typically an upload) in at a stated share.
+    """
+
+    model_config = ConfigDict(
+        extra="allow",
+    )
+    source: Annotated[str, Field(max_length=140, min_length=1, title="Source")]
+    """
+    name or name@version
+    """
+    ratio: Annotated[float, Field(gt=0.0, lt=1.0, title="Ratio")]
+    """
+    Share of the mixed rows in the new version's rows.
+    """
+    seed: Annotated[int | None, Field(ge=0, le=4611686018427388000, title="Seed")] = 0
+    """
+    Draws and interleaves the rows.
+    """
+
+
+class NotReady(BaseModel):
+    model_config = ConfigDict(
+        extra="allow",
+    )
+    status: Annotated[str, Field(title="Status")]
+    """
+    unavailable
+    """
+    detail: Annotated[str, Field(title="Detail")]
+    """
+    Which dependency failed.
+    """
+
+
+class MaxLength1(RootModel[int]):
+    root: Annotated[int, Field(ge=2, title="Max Length")] = 1024
+    """
+    Pairs with a longer chosen or rejected sequence (in tokens) are dropped; null keeps all.
+    """
+
+
+class CenterRewardsCoefficient(RootModel[float]):
+    root: Annotated[float, Field(ge=0.0, title="Center Rewards Coefficient")]
+    """
+    Weight of the mean-zero reward penalty (Eisenstein et al. 2023); null disables it.
+    """
+
+
+class PMConfig(BaseModel):
+    """
+    A preference-model run: the PM scores a conversation with one scalar reward.
+
+    It learns from preference rows with the soft cross-entropy on the AI feedback label
+    ``chosen_probability`` (Bai et al. 2022, §4.1: the feedback model's normalised
+    probabilities are soft targets). ``soft_labels=False`` trains on the hard labels
+    (``p = 1``), which is TRL's ``RewardTrainer`` loss.
+    """
+
+    model_config = ConfigDict(
+        extra="allow",
+    )
+    learning_rate: Annotated[float | None, Field(gt=0.0, le=1.0, title="Learning Rate")] = 1e-05
+    """
+    Peak AdamW learning rate (conservative for a full fine-tune).
+    """
+    max_steps: Annotated[int | None, Field(ge=-1, title="Max Steps")] = -1
+    """
+    Optimizer steps to run (>= 1); -1 lets num_train_epochs decide.
+    """
+    num_train_epochs: Annotated[float | None, Field(ge=0.0, title="Num Train Epochs")] = 1.0
+    """
+    Passes over the training rows (> 0 unless max_steps is set); ignored when max_steps is set.
+    """
+    per_device_train_batch_size: Annotated[
+        int | None, Field(ge=1, title="Per Device Train Batch Size")
+    ] = 8
+    """
+    Preference pairs per device and step (each pair is two sequences).
+    """
+    gradient_accumulation_steps: Annotated[
+        int | None, Field(ge=1, title="Gradient Accumulation Steps")
+    ] = 1
+    """
+    Micro-batches accumulated into one optimizer step.
+    """
+    weight_decay: Annotated[float | None, Field(ge=0.0, title="Weight Decay")] = 0.0
+    """
+    AdamW decoupled weight decay.
+    """
+    warmup_steps: Annotated[float | None, Field(ge=0.0, title="Warmup Steps")] = 0.0
+    """
+    Linear warm-up: a step count (>= 1) or a fraction of all steps (< 1).
+    """
+    lr_scheduler_type: Annotated[LrSchedulerType | None, Field(title="Lr Scheduler Type")] = (
+        "linear"
+    )
+    """
+    Learning-rate schedule after warm-up.
+    """
+    max_grad_norm: Annotated[float | None, Field(gt=0.0, title="Max Grad Norm")] = 1.0
+    """
+    Gradient clipping norm.
+    """
+    max_length: Annotated[MaxLength1 | None, Field(title="Max Length", validate_default=True)] = (
+        1024
+    )
+    """
+    Pairs with a longer chosen or rejected sequence (in tokens) are dropped; null keeps all.
+    """
+    seed: Annotated[int | None, Field(ge=0, le=4294967295, title="Seed")] = 42
+    """
+    Seed for the score head's initialisation, the data order and dropout.
+    """
+    bf16: Annotated[bool | None, Field(title="Bf16")] = False
+    """
+    bfloat16 mixed precision (needs hardware support).
+    """
+    gradient_checkpointing: Annotated[bool | None, Field(title="Gradient Checkpointing")] = False
+    """
+    Recompute activations in the backward pass: less memory, about 20% slower.
+    """
+    eval_fraction: Annotated[float | None, Field(ge=0.0, lt=1.0, title="Eval Fraction")] = 0.1
+    """
+    Share of the dataset's rows held out for evaluation (a fixed split); 0 holds none out.
+    """
+    per_device_eval_batch_size: Annotated[
+        int | None, Field(ge=1, title="Per Device Eval Batch Size")
+    ] = 8
+    """
+    Pairs per device in evaluation (not hashed).
+    """
+    logging_steps: Annotated[int | None, Field(ge=1, title="Logging Steps")] = 10
+    """
+    Optimizer steps between two metric reports (not hashed).
+    """
+    eval_steps: Annotated[EvalSteps | None, Field(title="Eval Steps")] = None
+    """
+    Evaluate on the held-out rows every this many steps; null evaluates at the end only (not hashed).
+    """
+    save_steps: Annotated[SaveSteps | None, Field(title="Save Steps")] = None
+    """
+    Save a resumable checkpoint every this many steps (the last two are kept); null saves none (not hashed).
+    """
+    soft_labels: Annotated[bool | None, Field(title="Soft Labels")] = True
+    """
+    Train on chosen_probability; false trains as if every label were 1 (hard labels).
+    """
+    center_rewards_coefficient: Annotated[
+        CenterRewardsCoefficient | None, Field(title="Center Rewards Coefficient")
+    ] = None
+    """
+    Weight of the mean-zero reward penalty (Eisenstein et al. 2023); null disables it.
+    """
+
+
+class PMRunCreate(BaseModel):
+    """
+    A preference-model run on a preference dataset.
+    """
+
+    model_config = ConfigDict(
+        extra="allow",
+    )
+    type: Annotated[Literal["pm"], Field(title="Type")]
+    dataset: Annotated[str, Field(max_length=160, min_length=1, title="Dataset")]
+    """
+    Dataset name or name@version.
+    """
+    base_model: Annotated[
+        str,
+        Field(pattern="^(run:[0-9a-f]{32}|[A-Za-z0-9._/-]{1,128})$", title="Base Model"),
+    ]
+    """
+    A model name the trainer serves (e.g. smollm2) or run:<id> of a finished run.
+    """
+    config: PMConfig | None = None
+    """
+    The pm run's hyper-parameters; what is left out takes its default, and the run stores them all. It may not set the fields beside config or dataset_version_id (422 naming config.<key>).
+    """
+
+
+class ValueHeadLearningRate(RootModel[float]):
+    root: Annotated[float, Field(gt=0.0, title="Value Head Learning Rate")]
+    """
+    Value head step size; null uses learning_rate.
+    """
+
+
+class MaxGradNorm(RootModel[float]):
+    root: Annotated[float, Field(gt=0.0, title="Max Grad Norm")] = 1.0
+    """
+    Global gradient-norm clip; null disables clipping.
+    """
+
+
+class PPOConfig(BaseModel):
+    """
+    The PPO stage of RL-CAI: the policy against a preference model, KL-penalised.
+
+    Sizes are counted in sequences (prompt + sampled response); KL values are in nats
+    per sequence. Every field is hashed.
+    """
+
+    model_config = ConfigDict(
+        extra="allow",
+    )
+    learning_rate: Annotated[float | None, Field(gt=0.0, title="Learning Rate")] = 1e-05
+    """
+    Adam step size for the policy (language model) weights.
+    """
+    value_head_learning_rate: Annotated[
+        ValueHeadLearningRate | None, Field(title="Value Head Learning Rate")
+    ] = None
+    """
+    Value head step size; null uses learning_rate.
+    """
+    adam_eps: Annotated[float | None, Field(gt=0.0, title="Adam Eps")] = 1e-05
+    """
+    Adam epsilon; 1e-5 as in the PPO reference code, not 1e-8.
+    """
+    max_grad_norm: Annotated[
+        MaxGradNorm | None, Field(title="Max Grad Norm", validate_default=True)
+    ] = 1.0
+    """
+    Global gradient-norm clip; null disables clipping.
+    """
+    seed: Annotated[int | None, Field(ge=0, le=4294967295, title="Seed")] = 0
+    """
+    Seeds the value-head init, sampling and minibatch shuffling.
+    """
+    batch_size: Annotated[int | None, Field(gt=0, title="Batch Size")] = 64
+    """
+    Prompts (and sampled responses) per rollout, i.e. per PPO step.
+    """
+    mini_batch_size: Annotated[int | None, Field(gt=0, title="Mini Batch Size")] = 16
+    """
+    Sequences per gradient step; must divide batch_size.
+    """
+    ppo_epochs: Annotated[int | None, Field(gt=0, title="Ppo Epochs")] = 4
+    """
+    Passes over each rollout, minibatches reshuffled every pass.
+    """
+    total_steps: Annotated[int | None, Field(gt=0, title="Total Steps")] = 1000
+    """
+    PPO steps (rollouts) to train.
+    """
+    max_prompt_length: Annotated[int | None, Field(gt=0, title="Max Prompt Length")] = 512
+    """
+    Longer prompts keep their last tokens (the generation prompt).
+    """
+    response_length: Annotated[int | None, Field(gt=0, title="Response Length")] = 64
+    """
+    Most tokens sampled per response (EOS included).
+    """
+    temperature: Annotated[float | None, Field(gt=0.0, title="Temperature")] = 1.0
+    """
+    Sampling temperature; logits are divided by it when sampling and when recomputing log-probs.
+    """
+    apply_chat_template: Annotated[bool | None, Field(title="Apply Chat Template")] = True
+    """
+    Wrap each prompt as a user turn with the chat template.
+    """
+    missing_eos_penalty: Annotated[float | None, Field(title="Missing Eos Penalty")] = -1.0
+    """
+    Score that replaces the reward model's for responses that hit response_length without an EOS (stops the policy gaming a PM that favours long, unfinished answers); null keeps the reward model's score.
+    """
+    cliprange: Annotated[float | None, Field(gt=0.0, title="Cliprange")] = 0.2
+    """
+    Policy ratio clip epsilon.
+    """
+    cliprange_value: Annotated[float | None, Field(gt=0.0, title="Cliprange Value")] = 0.2
+    """
+    Value predictions may move at most this far from the rollout values.
+    """
+    vf_coef: Annotated[float | None, Field(ge=0.0, title="Vf Coef")] = 0.1
+    """
+    Weight of the value loss; the value head shares the trunk.
+    """
+    gamma: Annotated[float | None, Field(gt=0.0, le=1.0, title="Gamma")] = 1.0
+    """
+    Discount; 1 because the episode is one response of bounded length.
+    """
+    lam: Annotated[float | None, Field(ge=0.0, le=1.0, title="Lam")] = 0.95
+    """
+    GAE lambda.
+    """
+    whiten_advantages: Annotated[bool | None, Field(title="Whiten Advantages")] = True
+    """
+    Normalise advantages over each rollout's response tokens.
+    """
+    init_kl_coef: Annotated[float | None, Field(ge=0.0, title="Init Kl Coef")] = 0.05
+    """
+    Starting KL coefficient (beta).
+    """
+    adaptive_kl: Annotated[bool | None, Field(title="Adaptive Kl")] = True
+    """
+    Adapt beta toward target_kl (Ziegler et al.); false keeps it fixed.
+    """
+    target_kl: Annotated[float | None, Field(gt=0.0, title="Target Kl")] = 6.0
+    """
+    Desired KL(policy || reference) per sequence, in nats.
+    """
+    kl_horizon: Annotated[int | None, Field(gt=0, title="Kl Horizon")] = 10000
+    """
+    Sequences over which beta may change by about e^0.2 at most.
+    """
+
+
+class RewardRun(RootModel[str]):
+    root: Annotated[str, Field(pattern="^[0-9a-f]{32}$", title="Reward Run")]
+    """
+    Required: the completed PM run to optimise.
+    """
+
+
+class ReferenceModel(RootModel[str]):
+    root: Annotated[
+        str,
+        Field(
+            pattern="^(run:[0-9a-f]{32}|[A-Za-z0-9._/-]{1,128})$",
+            title="Reference Model",
+        ),
+    ]
+    """
+    The KL reference; default base_model.
+    """
+
+
+class PPORunCreate(BaseModel):
+    """
+    A PPO run against a completed PM run, on the prompts of an SFT or preference dataset.
+    """
+
+    model_config = ConfigDict(
+        extra="allow",
+    )
+    type: Annotated[Literal["ppo"], Field(title="Type")]
+    dataset: Annotated[str, Field(max_length=160, min_length=1, title="Dataset")]
+    """
+    Dataset name or name@version.
+    """
+    base_model: Annotated[
+        str,
+        Field(pattern="^(run:[0-9a-f]{32}|[A-Za-z0-9._/-]{1,128})$", title="Base Model"),
+    ]
+    """
+    A model name the trainer serves (e.g. smollm2) or run:<id> of a finished run.
+    """
+    reward_run: Annotated[RewardRun | None, Field(title="Reward Run")] = None
+    """
+    Required: the completed PM run to optimise.
+    """
+    reference_model: Annotated[ReferenceModel | None, Field(title="Reference Model")] = None
+    """
+    The KL reference; default base_model.
+    """
+    config: PPOConfig | None = None
+    """
+    The ppo run's hyper-parameters; what is left out takes its default, and the run stores them all. It may not set the fields beside config or dataset_version_id (422 naming config.<key>).
+    """
+
+
+class PageAuditEventOut(BaseModel):
+    model_config = ConfigDict(
+        extra="allow",
+    )
+    items: Annotated[list[AuditEventOut], Field(title="Items")]
+    next_cursor: Annotated[str | None, Field(title="Next Cursor")] = None
+
+
+class PageBatchOut(BaseModel):
+    model_config = ConfigDict(
+        extra="allow",
+    )
+    items: Annotated[list[BatchOut], Field(title="Items")]
+    next_cursor: Annotated[str | None, Field(title="Next Cursor")] = None
+
+
+class PageDatasetVersionOut(BaseModel):
+    model_config = ConfigDict(
+        extra="allow",
+    )
+    items: Annotated[list[DatasetVersionOut], Field(title="Items")]
+    next_cursor: Annotated[str | None, Field(title="Next Cursor")] = None
+
+
+class PageDeliveryOut(BaseModel):
+    model_config = ConfigDict(
+        extra="allow",
+    )
+    items: Annotated[list[DeliveryOut], Field(title="Items")]
+    next_cursor: Annotated[str | None, Field(title="Next Cursor")] = None
+
+
+class PageEndpointOut(BaseModel):
+    model_config = ConfigDict(
+        extra="allow",
+    )
+    items: Annotated[list[EndpointOut], Field(title="Items")]
+    next_cursor: Annotated[str | None, Field(title="Next Cursor")] = None
+
+
+class PageLabelOut(BaseModel):
+    model_config = ConfigDict(
+        extra="allow",
+    )
+    items: Annotated[list[LabelOut], Field(title="Items")]
+    next_cursor: Annotated[str | None, Field(title="Next Cursor")] = None
+
+
+class PageMetricOut(BaseModel):
+    model_config = ConfigDict(
+        extra="allow",
+    )
+    items: Annotated[list[MetricOut], Field(title="Items")]
+    next_cursor: Annotated[str | None, Field(title="Next Cursor")] = None
+
+
+class Role1(StrEnum):
+    user = "user"
+    assistant = "assistant"
+    system = "system"
+
+
+class PreviewMessage(BaseModel):
+    model_config = ConfigDict(
+        extra="allow",
+    )
+    role: Annotated[Role1, Field(title="Role")]
+    content: Annotated[str, Field(max_length=65536, title="Content")]
+
+
+class PrincipleChange(BaseModel):
+    model_config = ConfigDict(
+        extra="allow",
+    )
+    id: Annotated[str, Field(title="Id")]
+    before: Annotated[dict[str, Any], Field(title="Before")]
+    after: Annotated[dict[str, Any], Field(title="After")]
+
+
+class PrincipleSetDiff(BaseModel):
+    model_config = ConfigDict(
+        extra="allow",
+    )
+    added: Annotated[list[dict[str, Any]] | None, Field(title="Added")] = []
+    removed: Annotated[list[dict[str, Any]] | None, Field(title="Removed")] = []
+    changed: Annotated[
+        list[PrincipleChange] | None, Field(title="Changed", validate_default=True)
+    ] = []
+
+
+class PromptOut(BaseModel):
+    model_config = ConfigDict(
+        extra="allow",
+    )
+    id: Annotated[int, Field(title="Id")]
+    position: Annotated[int, Field(title="Position")]
+    prompt: Annotated[str | None, Field(title="Prompt")]
+    messages: Annotated[list[dict[str, str]] | None, Field(title="Messages")]
+    response: Annotated[str | None, Field(title="Response")]
+    response_a: Annotated[str | None, Field(title="Response A")]
+    response_b: Annotated[str | None, Field(title="Response B")]
+
+
+class PromptRow1(BaseModel):
+    model_config = ConfigDict(
+        extra="allow",
+    )
+    response_a: Annotated[None, Field(None)] = None
+    response_b: Annotated[None, Field(None)] = None
+
+
+class PromptRow2(BaseModel):
+    model_config = ConfigDict(
+        extra="allow",
+    )
+    messages: list[Any]
+
+
+class PromptRow3(BaseModel):
+    model_config = ConfigDict(
+        extra="allow",
+    )
+    response_a: str
+    response_b: str
+
+
+class Prompt(RootModel[str]):
+    root: Annotated[str, Field(max_length=32000, min_length=1, title="Prompt")]
+
+
+class Messages(RootModel[list[ChatMessage]]):
+    root: Annotated[list[ChatMessage], Field(max_length=64, min_length=1, title="Messages")]
+
+
+class Response(RootModel[str]):
+    root: Annotated[str, Field(max_length=32000, title="Response")]
+
+
+class ResponseA(RootModel[str]):
+    root: Annotated[str, Field(max_length=32000, title="Response A")]
+
+
+class ResponseB(RootModel[str]):
+    root: Annotated[str, Field(max_length=32000, title="Response B")]
+
+
+class PromptRow4(BaseModel):
+    """
+    A prompt (plain text or chat messages) with optional supplied responses.
+    """
+
+    model_config = ConfigDict(
+        extra="allow",
+    )
+    prompt: Annotated[Prompt | None, Field(title="Prompt")] = None
+    messages: Annotated[Messages | None, Field(title="Messages")] = None
+    response: Annotated[Response | None, Field(title="Response")] = None
+    response_a: Annotated[ResponseA | None, Field(title="Response A")] = None
+    response_b: Annotated[ResponseB | None, Field(title="Response B")] = None
+
+
+class PromptRow5(PromptRow1, PromptRow4):
+    """
+    A prompt (plain text or chat messages) with optional supplied responses.
+    """
+
+    model_config = ConfigDict(
+        extra="allow",
+    )
+    prompt: Annotated[Prompt | None, Field(title="Prompt")] = None
+    messages: Annotated[Messages | None, Field(title="Messages")] = None
+    response: Annotated[Response | None, Field(title="Response")] = None
+    response_a: Annotated[ResponseA | None, Field(title="Response A")] = None
+    response_b: Annotated[ResponseB | None, Field(title="Response B")] = None
+
+
+class PromptRow6(PromptRow2, PromptRow4):
+    """
+    A prompt (plain text or chat messages) with optional supplied responses.
+    """
+
+    model_config = ConfigDict(
+        extra="allow",
+    )
+    prompt: Annotated[Prompt | None, Field(title="Prompt")] = None
+    messages: Annotated[Messages | None, Field(title="Messages")]
+    response: Annotated[Response | None, Field(title="Response")] = None
+    response_a: Annotated[ResponseA | None, Field(title="Response A")] = None
+    response_b: Annotated[ResponseB | None, Field(title="Response B")] = None
+
+
+class PromptRow7(PromptRow1, PromptRow4):
+    """
+    A prompt (plain text or chat messages) with optional supplied responses.
+    """
+
+    model_config = ConfigDict(
+        extra="allow",
+    )
+    prompt: Annotated[Prompt | None, Field(title="Prompt")] = None
+    messages: Annotated[Messages | None, Field(title="Messages")] = None
+    response: Annotated[Response | None, Field(title="Response")] = None
+    response_a: Annotated[ResponseA | None, Field(title="Response A")] = None
+    response_b: Annotated[ResponseB | None, Field(title="Response B")] = None
+
+
+class PromptRow8(PromptRow3, PromptRow4):
+    """
+    A prompt (plain text or chat messages) with optional supplied responses.
+    """
+
+    model_config = ConfigDict(
+        extra="allow",
+    )
+    prompt: Annotated[Prompt | None, Field(title="Prompt")] = None
+    messages: Annotated[Messages | None, Field(title="Messages")] = None
+    response: Annotated[Response | None, Field(title="Response")] = None
+    response_a: Annotated[ResponseA | None, Field(title="Response A")]
+    response_b: Annotated[ResponseB | None, Field(title="Response B")]
+
+
+class PromptRow(RootModel[PromptRow5 | PromptRow6 | PromptRow7 | PromptRow8]):
+    """
+    A prompt (plain text or chat messages) with optional supplied responses.
+    """
+
+    root: Annotated[PromptRow5 | PromptRow6 | PromptRow7 | PromptRow8, Field(title="PromptRow")]
+    """
+    A prompt (plain text or chat messages) with optional supplied responses.
+    """
+
+
+class Strategy(StrEnum):
+    random = "random"
+    stratified = "stratified"
+
+
+class By(StrEnum):
+    """
+    Strata of a stratified sample: principle; confidence (bins of |P(A)-0.5|, comparison jobs); swap_disagreement (whether the two orders disagreed, swapped comparisons). With random, it only restricts the labels to those it applies to.
+    """
+
+    principle = "principle"
+    confidence = "confidence"
+    swap_disagreement = "swap_disagreement"
+
+
+class Seed1(RootModel[int]):
+    root: Annotated[int, Field(ge=0, le=4611686018427388000, title="Seed")]
+    """
+    The same seed draws the same labels; default 0.
+    """
+
+
+class QueueCreate(BaseModel):
+    model_config = ConfigDict(
+        extra="allow",
+    )
+    size: Annotated[int, Field(ge=1, le=1000, title="Size")]
+    """
+    Labels to review (capped by the job's).
+    """
+    strategy: Annotated[Strategy | None, Field(title="Strategy")] = "random"
+    by: Annotated[By | None, Field(title="By")] = None
+    """
+    Strata of a stratified sample: principle; confidence (bins of |P(A)-0.5|, comparison jobs); swap_disagreement (whether the two orders disagreed, swapped comparisons). With random, it only restricts the labels to those it applies to.
+    """
+    seed: Annotated[Seed1 | None, Field(title="Seed")] = None
+    """
+    The same seed draws the same labels; default 0.
+    """
+
+
+class QueueDepth(BaseModel):
+    model_config = ConfigDict(
+        extra="allow",
+    )
+    model: Annotated[str, Field(title="Model")]
+    state: ItemState
+    count: Annotated[int, Field(title="Count")]
+
+
+class QueueOut(BaseModel):
+    model_config = ConfigDict(
+        extra="allow",
+    )
+    id: Annotated[str, Field(title="Id")]
+    job_id: Annotated[str, Field(title="Job Id")]
+    job_type: Annotated[str, Field(title="Job Type")]
+    strategy: Annotated[str, Field(title="Strategy")]
+    by: Annotated[str | None, Field(title="By")]
+    seed: Annotated[int, Field(title="Seed")]
+    size: Annotated[int, Field(title="Size")]
+    """
+    Items in the queue.
+    """
+    requested_size: Annotated[int, Field(title="Requested Size")]
+    reviewed: Annotated[int, Field(title="Reviewed")]
+    """
+    Items with at least one verdict.
+    """
+    strata: Annotated[dict[str, int], Field(title="Strata")]
+    """
+    Items per stratum (empty for a plain sample).
+    """
+    target_reached_at: Annotated[AwareDatetime | None, Field(title="Target Reached At")]
+    created_at: Annotated[AwareDatetime, Field(title="Created At")]
+    items: Annotated[list[int], Field(title="Items")]
+    """
+    The queue's label ids, in queue order.
+    """
+
+
+class RateOut(BaseModel):
+    model_config = ConfigDict(
+        extra="allow",
+    )
+    agreed: Annotated[int, Field(title="Agreed")]
+    n: Annotated[int, Field(title="N")]
+    rate: Annotated[float | None, Field(title="Rate")]
+    low: Annotated[float | None, Field(title="Low")]
+    """
+    Wilson 95% interval.
+    """
+    high: Annotated[float | None, Field(title="High")]
+
+
+class Ready(BaseModel):
+    model_config = ConfigDict(
+        extra="allow",
+    )
+    status: Annotated[str, Field(title="Status")]
+    """
+    ready
+    """
+
+
+class ReasonCount(BaseModel):
+    model_config = ConfigDict(
+        extra="allow",
+    )
+    reason: Annotated[str, Field(title="Reason")]
+    """
+    The item's last error, numbers as '#', at most 120 chars.
+    """
+    count: Annotated[int, Field(title="Count")]
+
+
+class RenderOut(BaseModel):
+    model_config = ConfigDict(
+        extra="allow",
+    )
+    messages: Annotated[list[dict[str, str]], Field(title="Messages")]
+    answer_prefix: Annotated[str, Field(title="Answer Prefix")]
+
+
+class RenderRequest(BaseModel):
+    """
+    A preview: the prompt a comparison would get, with the answer cue appended.
+    """
+
+    model_config = ConfigDict(
+        extra="allow",
+    )
+    conversation: Annotated[
+        list[PreviewMessage], Field(max_length=64, min_length=1, title="Conversation")
+    ]
+    principle: Annotated[str, Field(max_length=4000, min_length=1, title="Principle")]
+    response_a: Annotated[str, Field(max_length=65536, title="Response A")]
+    response_b: Annotated[str, Field(max_length=65536, title="Response B")]
+    chain_of_thought: Annotated[bool | None, Field(title="Chain Of Thought")] = False
+
+
+class RunStatus(StrEnum):
+    """
+    A training run's status.
+    """
+
+    queued = "queued"
+    running = "running"
+    completed = "completed"
+    failed = "failed"
+    cancelled = "cancelled"
+
+
+class MaxLength2(RootModel[int]):
+    root: Annotated[int, Field(ge=2, title="Max Length")] = 1024
+    """
+    Sequences are truncated to this many tokens (keeping the start); null keeps all.
+    """
+
+
+class SFTConfig(BaseModel):
+    """
+    A supervised fine-tuning run (SL-CAI, Bai et al. 2022, §3): each row is a
+    conversation ``prompt`` and the revised assistant ``completion``.
+    """
+
+    model_config = ConfigDict(
+        extra="allow",
+    )
+    learning_rate: Annotated[float | None, Field(gt=0.0, le=1.0, title="Learning Rate")] = 2e-05
+    """
+    Peak AdamW learning rate (TRL's SFT default).
+    """
+    max_steps: Annotated[int | None, Field(ge=-1, title="Max Steps")] = -1
+    """
+    Optimizer steps to run (>= 1); -1 lets num_train_epochs decide.
+    """
+    num_train_epochs: Annotated[float | None, Field(ge=0.0, title="Num Train Epochs")] = 1.0
+    """
+    Passes over the training rows (> 0 unless max_steps is set); ignored when max_steps is set.
+    """
+    per_device_train_batch_size: Annotated[
+        int | None, Field(ge=1, title="Per Device Train Batch Size")
+    ] = 8
+    """
+    Sequences per device and micro-batch.
+    """
+    gradient_accumulation_steps: Annotated[
+        int | None, Field(ge=1, title="Gradient Accumulation Steps")
+    ] = 1
+    """
+    Micro-batches accumulated into one optimizer step.
+    """
+    weight_decay: Annotated[float | None, Field(ge=0.0, title="Weight Decay")] = 0.0
+    """
+    AdamW decoupled weight decay.
+    """
+    warmup_steps: Annotated[float | None, Field(ge=0.0, title="Warmup Steps")] = 0.0
+    """
+    Linear warm-up: a step count (>= 1) or a fraction of all steps (< 1).
+    """
+    lr_scheduler_type: Annotated[LrSchedulerType | None, Field(title="Lr Scheduler Type")] = (
+        "linear"
+    )
+    """
+    Learning-rate schedule after warm-up.
+    """
+    max_grad_norm: Annotated[float | None, Field(gt=0.0, title="Max Grad Norm")] = 1.0
+    """
+    Gradient clipping norm.
+    """
+    max_length: Annotated[MaxLength2 | None, Field(title="Max Length", validate_default=True)] = (
+        1024
+    )
+    """
+    Sequences are truncated to this many tokens (keeping the start); null keeps all.
+    """
+    seed: Annotated[int | None, Field(ge=0, le=4294967295, title="Seed")] = 42
+    """
+    Seed for the data order and dropout.
+    """
+    bf16: Annotated[bool | None, Field(title="Bf16")] = False
+    """
+    bfloat16 mixed precision (needs hardware support).
+    """
+    gradient_checkpointing: Annotated[bool | None, Field(title="Gradient Checkpointing")] = False
+    """
+    Recompute activations in the backward pass: less memory, about 20% slower.
+    """
+    eval_fraction: Annotated[float | None, Field(ge=0.0, lt=1.0, title="Eval Fraction")] = 0.1
+    """
+    Share of the dataset's rows held out for evaluation (a fixed split); 0 holds none out.
+    """
+    per_device_eval_batch_size: Annotated[
+        int | None, Field(ge=1, title="Per Device Eval Batch Size")
+    ] = 8
+    """
+    Sequences per device in evaluation (not hashed).
+    """
+    logging_steps: Annotated[int | None, Field(ge=1, title="Logging Steps")] = 10
+    """
+    Optimizer steps between two metric reports (not hashed).
+    """
+    eval_steps: Annotated[EvalSteps | None, Field(title="Eval Steps")] = None
+    """
+    Evaluate on the held-out rows every this many steps; null evaluates at the end only (not hashed).
+    """
+    save_steps: Annotated[SaveSteps | None, Field(title="Save Steps")] = None
+    """
+    Save a resumable checkpoint every this many steps (the last two are kept); null saves none (not hashed).
+    """
+    completion_only_loss: Annotated[bool | None, Field(title="Completion Only Loss")] = True
+    """
+    Loss on the assistant completion only; false also trains on the prompt tokens.
+    """
+
+
+class SFTRunCreate(BaseModel):
+    """
+    A supervised fine-tuning run on an SFT dataset.
+    """
+
+    model_config = ConfigDict(
+        extra="allow",
+    )
+    type: Annotated[Literal["sft"], Field(title="Type")]
+    dataset: Annotated[str, Field(max_length=160, min_length=1, title="Dataset")]
+    """
+    Dataset name or name@version.
+    """
+    base_model: Annotated[
+        str,
+        Field(pattern="^(run:[0-9a-f]{32}|[A-Za-z0-9._/-]{1,128})$", title="Base Model"),
+    ]
+    """
+    A model name the trainer serves (e.g. smollm2) or run:<id> of a finished run.
+    """
+    config: SFTConfig | None = None
+    """
+    The sft run's hyper-parameters; what is left out takes its default, and the run stores them all. It may not set the fields beside config or dataset_version_id (422 naming config.<key>).
+    """
+
+
+class SamplingParams(BaseModel):
+    """
+    How a job samples its generated text (responses, critiques, revisions, reasoning).
+
+    The one sampling type: a job's ``params.sampling`` (validated at the API, whose
+    bounds these are) is what the pipelines hand to ``Engine.generate``. The sampler's
+    seed is not part of it: each call gets its own, derived from the job's seed and
+    the call's purpose (``charter.core.pipelines``), and is passed next to these
+    parameters. So :meth:`compute_hash`, which every label whose job sampled records
+    as ``sampling_hash``, is the hash of the job-level parameters and the same for
+    every label of a job; the job's seed is recorded separately (``labels.seed``).
+    """
+
+    model_config = ConfigDict(
+        extra="allow",
+    )
+    max_tokens: Annotated[int | None, Field(ge=1, le=4096, title="Max Tokens")] = 192
+    """
+    Upper bound on generated tokens per sequence.
+    """
+    temperature: Annotated[float | None, Field(ge=0.0, le=2.0, title="Temperature")] = 0.7
+    """
+    0 means greedy decoding; > 0 samples from the softened distribution.
+    """
+    top_p: Annotated[float | None, Field(gt=0.0, le=1.0, title="Top P")] = 0.95
+    """
+    Nucleus sampling mass; 1.0 disables it.
+    """
+
+
+class Format(StrEnum):
+    chat = "chat"
+    plain = "plain"
+
+
+class System(RootModel[str]):
+    root: Annotated[str, Field(max_length=4096, title="System")]
+
+
+class TemplateCreate(BaseModel):
+    """
+    A feedback template (see docs/TEMPLATES.md): a sandboxed Jinja2 question and the
+    answer cues the platform appends. Fields left out take the shipped defaults.
+    """
+
+    model_config = ConfigDict(
+        extra="allow",
+    )
+    name: Annotated[str, Field(max_length=32, pattern="^[a-z][a-z0-9-]{0,31}$", title="Name")]
+    description: Annotated[str | None, Field(max_length=1024, title="Description")] = ""
+    format: Annotated[Format | None, Field(title="Format")] = "chat"
+    system: Annotated[System | None, Field(title="System")] = None
+    question: Annotated[str, Field(max_length=16384, min_length=1, title="Question")]
+    instruction: Annotated[str | None, Field(max_length=4096, title="Instruction")] = (
+        "Answer with the letter of the better response."
+    )
+    cot_instruction: Annotated[str | None, Field(max_length=4096, title="Cot Instruction")] = (
+        "Think it through step by step in a few sentences, then say which response is better."
+    )
+    answer_prefix: Annotated[
+        str | None,
+        Field(max_length=256, pattern="^[\\s\\S]*\\($", title="Answer Prefix"),
+    ] = "The answer is: ("
+    cot_answer_prefix: Annotated[
+        str | None,
+        Field(max_length=256, pattern="^[\\s\\S]*\\($", title="Cot Answer Prefix"),
+    ] = "\n\nTherefore, the answer is: ("
+    delimiters: Annotated[list[str] | None, Field(max_length=32, title="Delimiters")] = None
+    separator: Annotated[str | None, Field(max_length=64, title="Separator")] = "\n\n"
+    reasoning_lead: Annotated[str | None, Field(max_length=64, title="Reasoning Lead")] = ""
+
+
+class TemplateOut(BaseModel):
+    model_config = ConfigDict(
+        extra="allow",
+    )
+    name: Annotated[str, Field(title="Name")]
+    version: Annotated[int | None, Field(title="Version")]
+    ref: Annotated[str, Field(title="Ref")]
+    built_in: Annotated[bool, Field(title="Built In")]
+    sha256: Annotated[str, Field(title="Sha256")]
+    spec: Annotated[dict[str, Any], Field(title="Spec")]
+    created_at: Annotated[AwareDatetime | None, Field(title="Created At")] = None
+    created: Annotated[bool | None, Field(title="Created")] = None
+
+
+class UnservedJob(BaseModel):
+    model_config = ConfigDict(
+        extra="allow",
+    )
+    job_id: Annotated[str, Field(title="Job Id")]
+    type: JobType
+    model: Annotated[str, Field(title="Model")]
+    created_at: Annotated[AwareDatetime, Field(title="Created At")]
+
+
+class Choice(StrEnum):
+    """
+    Comparisons: A, B or tie.
+    """
+
+    A = "A"
+    B = "B"
+    tie = "tie"
+
+
+class Note(RootModel[str]):
+    root: Annotated[str, Field(max_length=2000, title="Note")]
+
+
+class VerdictCreate(BaseModel):
+    model_config = ConfigDict(
+        extra="allow",
+    )
+    choice: Annotated[Choice | None, Field(title="Choice")] = None
+    """
+    Comparisons: A, B or tie.
+    """
+    satisfies: Annotated[bool | None, Field(title="Satisfies")] = None
+    """
+    Revisions: does the revision satisfy the principle?
+    """
+    note: Annotated[Note | None, Field(title="Note")] = None
+    reviewer: Annotated[str | None, Field(max_length=128, title="Reviewer")] = ""
+    """
+    The person's name, when one key is shared by several reviewers.
+    """
+
+
+class Choice1(StrEnum):
+    A = "A"
+    B = "B"
+    tie = "tie"
+
+
+class VerdictOut(BaseModel):
+    model_config = ConfigDict(
+        extra="allow",
+    )
+    id: Annotated[int, Field(title="Id")]
+    label_id: Annotated[int, Field(title="Label Id")]
+    queue_id: Annotated[str | None, Field(title="Queue Id")]
+    api_key_id: Annotated[str, Field(title="Api Key Id")]
+    key_prefix: Annotated[str, Field(title="Key Prefix")]
+    reviewer: Annotated[str, Field(title="Reviewer")]
+    choice: Annotated[Choice1 | None, Field(title="Choice")]
+    satisfies: Annotated[bool | None, Field(title="Satisfies")]
+    note: Annotated[str | None, Field(title="Note")]
+    agrees: Annotated[bool, Field(title="Agrees")]
+    """
+    Whether the verdict matches the AI label.
+    """
+    source: Annotated[str, Field(title="Source")]
+    revision: Annotated[int, Field(title="Revision")]
+    """
+    1 for a first verdict; each replacement adds one.
+    """
+    replaced: Annotated[bool | None, Field(title="Replaced")] = False
+    """
+    This request replaced an earlier verdict.
+    """
+    history: Annotated[list[dict[str, Any]], Field(title="History")]
+    """
+    The reviewer's earlier verdicts.
+    """
+    created_at: Annotated[AwareDatetime, Field(title="Created At")]
+    updated_at: Annotated[AwareDatetime, Field(title="Updated At")]
+
+
+class WorkerOnline(BaseModel):
+    model_config = ConfigDict(
+        extra="allow",
+    )
+    id: Annotated[str, Field(title="Id")]
+    hostname: Annotated[str, Field(title="Hostname")]
+    pid: Annotated[int, Field(title="Pid")]
+    engine: Annotated[str, Field(title="Engine")]
+    models: Annotated[list[str], Field(title="Models")]
+    started_at: Annotated[AwareDatetime, Field(title="Started At")]
+    last_seen: Annotated[AwareDatetime, Field(title="Last Seen")]
+    items_done: Annotated[int, Field(title="Items Done")]
+    current_chunk: Annotated[str | None, Field(title="Current Chunk")] = None
+    """
+    `job_id:chunk` it is running now; null when idle.
+    """
+
+
+class WorkerOut(BaseModel):
+    model_config = ConfigDict(
+        extra="allow",
+    )
+    id: Annotated[str, Field(title="Id")]
+    hostname: Annotated[str, Field(title="Hostname")]
+    pid: Annotated[int, Field(title="Pid")]
+    engine: Annotated[str, Field(title="Engine")]
+    models: Annotated[list[str], Field(title="Models")]
+    started_at: Annotated[AwareDatetime, Field(title="Started At")]
+    last_seen: Annotated[AwareDatetime, Field(title="Last Seen")]
+    items_done: Annotated[int, Field(title="Items Done")]
+
+
+class ServicesGatewayJobsSchemasItemOut(BaseModel):
+    model_config = ConfigDict(
+        extra="allow",
+    )
+    id: Annotated[int, Field(title="Id")]
+    prompt_id: Annotated[int, Field(title="Prompt Id")]
+    chunk: Annotated[int, Field(title="Chunk")]
+    status: ItemState
+    attempt: Annotated[int, Field(title="Attempt")]
+    last_error: Annotated[str | None, Field(title="Last Error")]
+
+
+class ServicesGatewayPaginationPageItemOut1(BaseModel):
+    model_config = ConfigDict(
+        extra="allow",
+    )
+    items: Annotated[list[ServicesGatewayJobsSchemasItemOut], Field(title="Items")]
+    next_cursor: Annotated[str | None, Field(title="Next Cursor")] = None
+
+
+class ServicesGatewayReviewsSchemasItemOut(BaseModel):
+    model_config = ConfigDict(
+        extra="allow",
+    )
+    position: Annotated[int, Field(title="Position")]
+    label_id: Annotated[int, Field(title="Label Id")]
+    stratum: Annotated[str | None, Field(title="Stratum")]
+    kind: Annotated[str, Field(title="Kind")]
+    """
+    comparison (give a choice) or revision (give satisfies).
+    """
+    conversation: Annotated[list[dict[str, str]], Field(title="Conversation")]
+    principle_ids: Annotated[list[str], Field(title="Principle Ids")]
+    principles: Annotated[list[dict[str, Any]], Field(title="Principles")]
+    """
+    The principles' texts.
+    """
+    response_a: Annotated[str | None, Field(title="Response A")] = None
+    response_b: Annotated[str | None, Field(title="Response B")] = None
+    response: Annotated[str | None, Field(title="Response")] = None
+    """
+    Revision jobs: the first answer.
+    """
+    rounds: Annotated[list[dict[str, Any]] | None, Field(title="Rounds")] = None
+    """
+    Revision jobs: the critique -> revision chain.
+    """
+    completion: Annotated[str | None, Field(title="Completion")] = None
+    """
+    The final revision (or critique).
+    """
+    ai_label: Annotated[dict[str, Any], Field(title="Ai Label")]
+    reviewed_by_me: Annotated[bool, Field(title="Reviewed By Me")]
+    """
+    The calling reviewer already gave a verdict.
+    """
+    my_verdict: VerdictOut | None = None
+    verdicts: Annotated[int, Field(title="Verdicts")]
+    """
+    Verdicts on this label, by anyone.
+    """
+
+
+class BatchCreate(BaseModel):
+    model_config = ConfigDict(
+        extra="allow",
+    )
+    name: Annotated[str | None, Field(max_length=128, title="Name")] = ""
+    rows: Annotated[list[PromptRow], Field(max_length=10000, min_length=1, title="Rows")]
+
+
+class CalibrationOut(BaseModel):
+    model_config = ConfigDict(
+        extra="allow",
+    )
+    low: Annotated[float, Field(title="Low")]
+    high: Annotated[float, Field(title="High")]
+    rate: RateOut
+
+
+class Chain(BaseModel):
+    model_config = ConfigDict(
+        extra="allow",
+    )
+    label_id: Annotated[int, Field(title="Label Id")]
+    prompt_id: Annotated[int, Field(title="Prompt Id")]
+    conversation: Annotated[list[dict[str, Any]], Field(title="Conversation")]
+    response: Annotated[str | None, Field(title="Response")]
+    """
+    The initial response the rounds start from.
+    """
+    rounds: Annotated[list[ChainRound], Field(title="Rounds")]
+    """
+    Critique -> revision, round 1 first.
+    """
+    completion: Annotated[str | None, Field(title="Completion")]
+    """
+    The final revision (the SFT target).
+    """
+
+
+class Claimed(BaseModel):
+    model_config = ConfigDict(
+        extra="allow",
+    )
+    id: Annotated[str, Field(title="Id")]
+    type: Annotated[str, Field(title="Type")]
+    status: RunStatus
+    dataset: Annotated[str | None, Field(title="Dataset")]
+    dataset_version_id: Annotated[str | None, Field(title="Dataset Version Id")]
+    config: Annotated[dict[str, Any], Field(title="Config")]
+    """
+    The run's config, normalised (every field, defaults included), and what it trains on: base_model, reward_run, reference_model, dataset.
+    """
+    config_hash: Annotated[str | None, Field(title="Config Hash")] = None
+    """
+    config_hash() of the config, computed at submission.
+    """
+    trained_config_hash: Annotated[str | None, Field(title="Trained Config Hash")] = None
+    """
+    The hash the trainer reported training with (equal to config_hash).
+    """
+    artifact_uri: Annotated[str | None, Field(title="Artifact Uri")]
+    checkpoint: Annotated[str | None, Field(title="Checkpoint")]
+    error: Annotated[str | None, Field(title="Error")]
+    lease_owner: Annotated[str | None, Field(title="Lease Owner")]
+    created_at: Annotated[AwareDatetime, Field(title="Created At")]
+    started_at: Annotated[AwareDatetime | None, Field(title="Started At")]
+    finished_at: Annotated[AwareDatetime | None, Field(title="Finished At")]
+    last_metrics: Annotated[dict[str, float] | None, Field(title="Last Metrics")] = None
+    lease_token: Annotated[str, Field(title="Lease Token")]
+    """
+    The secret of this lease, shown only here: every heartbeat, metrics, checkpoint, complete and fail call of the lease presents it. A later claim of the run (after the lease expired) issues a new one, and this one stops working.
+    """
+
+
+class ConstitutionDiff(BaseModel):
+    model_config = ConfigDict(
+        extra="allow",
+    )
+    critique_principles: PrincipleSetDiff
+    comparison_principles: PrincipleSetDiff
+    description_changed: Annotated[bool, Field(title="Description Changed")]
+    examples_changed: Annotated[bool, Field(title="Examples Changed")]
+    metadata_changed: Annotated[bool, Field(title="Metadata Changed")]
+
+
+class DatasetCreate(BaseModel):
+    model_config = ConfigDict(
+        extra="allow",
+    )
+    name: Annotated[str, Field(pattern="^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$", title="Name")]
+    kind: Annotated[Kind, Field(title="Kind")]
+    filter: DatasetFilter | None = None
+    mix: MixSpec | None = None
+
+
+class DiffOut(BaseModel):
+    model_config = ConfigDict(
+        extra="allow",
+    )
+    name: Annotated[str, Field(title="Name")]
+    from_version: Annotated[int, Field(title="From Version")]
+    to_version: Annotated[int, Field(title="To Version")]
+    diff: ConstitutionDiff
+
+
+class ErrorBody(BaseModel):
+    """
+    Every error response of the API.
+    """
+
+    model_config = ConfigDict(
+        extra="allow",
+    )
+    error: Annotated[str, Field(title="Error")]
+    """
+    A stable code: unauthorized, forbidden, not_found, conflict, too_large, invalid, validation_error, rate_limited or unavailable.
+    """
+    detail: Annotated[str, Field(title="Detail")]
+    """
+    What went wrong, for a person.
+    """
+    field: Annotated[str | None, Field(title="Field")] = None
+    """
+    The part of the request at fault, when one is.
+    """
+    errors: Annotated[list[FieldError] | None, Field(title="Errors")] = None
+    """
+    validation_error only: every failing location.
+    """
+
+
+class JobOut(BaseModel):
+    model_config = ConfigDict(
+        extra="allow",
+    )
+    id: Annotated[str, Field(title="Id")]
+    type: Annotated[str, Field(title="Type")]
+    status: JobStatus
+    batch_id: Annotated[str, Field(title="Batch Id")]
+    constitution: Annotated[str, Field(title="Constitution")]
+    model: Annotated[str, Field(title="Model")]
+    params: Annotated[dict[str, Any], Field(title="Params")]
+    seed: Annotated[int, Field(title="Seed")]
+    item_count: Annotated[int, Field(title="Item Count")]
+    chunk_count: Annotated[int, Field(title="Chunk Count")]
+    counts: Annotated[dict[str, int], Field(title="Counts")]
+    created_at: Annotated[AwareDatetime, Field(title="Created At")]
+    updated_at: Annotated[AwareDatetime, Field(title="Updated At")]
+    finished_at: Annotated[AwareDatetime | None, Field(title="Finished At")]
+
+
+class JobParams(BaseModel):
+    """
+    Knobs of a job; every one is recorded with the labels it produced.
+    """
+
+    model_config = ConfigDict(
+        extra="allow",
+    )
+    rounds: Annotated[int | None, Field(ge=1, le=4, title="Rounds")] = 1
+    """
+    Critique/revision rounds (paper: up to 4).
+    """
+    chain_of_thought: Annotated[bool | None, Field(title="Chain Of Thought")] = False
+    """
+    Reason before the A/B answer.
+    """
+    swap: Annotated[bool | None, Field(title="Swap")] = True
+    """
+    Score both orders and average (position debiasing).
+    """
+    cot_band: Annotated[tuple[float, float] | None, Field(title="Cot Band")] = [
+        0.4,
+        0.6,
+    ]
+    """
+    Chain-of-thought labels are clamped into this band.
+    """
+    min_choice_mass: Annotated[float | None, Field(ge=0.0, le=1.0, title="Min Choice Mass")] = 0.5
+    """
+    Abstain when P(A)+P(B) is below this.
+    """
+    few_shot: Annotated[bool | None, Field(title="Few Shot")] = True
+    """
+    Show the constitution's worked examples.
+    """
+    feedback_template: Annotated[str | None, Field(max_length=40, title="Feedback Template")] = (
+        "charter-chat"
+    )
+    """
+    How comparisons are put to the feedback model: a shipped template ('charter-chat': Charter's chat template: the conversation and the responses in tags, the principle between them, asked in a user turn.; 'principle-first': The chat template with the principle stated before the conversation, so the judge reads the responses knowing what to look for.; 'paper-plain': The format of Bai et al. (2022), section 4.1, as plain text with no chat template: a Human/Assistant transcript, the principle, the options, then 'The answer is: ('.), or one of the project's own (POST /v1/templates) as 'name' (its latest version, pinned at submission) or 'name@version'.
+    """
+    sampling: SamplingParams | None = None
+
+
+class JudgeSummaryOut(BaseModel):
+    model_config = ConfigDict(
+        extra="allow",
+    )
+    n: Annotated[int, Field(title="N")]
+    """
+    Labels summarised (with a final p_a).
+    """
+    mean_p_a: Annotated[float | None, Field(title="Mean P A")]
+    position_bias: EstimateOut
+    """
+    Mean P(response shown first wins) over both orders; 0.5 is unbiased.
+    """
+    length_bias: LengthBiasOut
+    swap_disagreement: EstimateOut
+    """
+    Share of swapped pairs whose orders picked different winners.
+    """
+    histogram: Annotated[list[BinOut], Field(title="Histogram")]
+    """
+    Soft labels p_a in ten bins over [0, 1].
+    """
+
+
+class ModelStats(BaseModel):
+    model_config = ConfigDict(
+        extra="allow",
+    )
+    model: Annotated[str, Field(title="Model")]
+    template_version: Annotated[str, Field(title="Template Version")]
+    """
+    The judge prompt template's version.
+    """
+    jobs: Annotated[int, Field(title="Jobs")]
+    """
+    compare/rl_cai jobs with labels from this model.
+    """
+    labels: Annotated[int, Field(title="Labels")]
+    """
+    Their labels.
+    """
+    sampled: Annotated[bool, Field(title="Sampled")]
+    """
+    True when the summary read only the most recent labels.
+    """
+    judge: JudgeSummaryOut
+
+
+class PageJobOut(BaseModel):
+    model_config = ConfigDict(
+        extra="allow",
+    )
+    items: Annotated[list[JobOut], Field(title="Items")]
+    next_cursor: Annotated[str | None, Field(title="Next Cursor")] = None
+
+
+class PagePromptOut(BaseModel):
+    model_config = ConfigDict(
+        extra="allow",
+    )
+    items: Annotated[list[PromptOut], Field(title="Items")]
+    next_cursor: Annotated[str | None, Field(title="Next Cursor")] = None
+
+
+class RunCreate(RootModel[SFTRunCreate | PMRunCreate | DPORunCreate | PPORunCreate]):
+    root: Annotated[
+        SFTRunCreate | PMRunCreate | DPORunCreate | PPORunCreate,
+        Field(discriminator="type", title="RunCreate"),
+    ]
+    """
+    A training run to queue: the body of its ``type`` (sft, pm, dpo or ppo).
+    """
+
+
+class RunOut(BaseModel):
+    model_config = ConfigDict(
+        extra="allow",
+    )
+    id: Annotated[str, Field(title="Id")]
+    type: Annotated[str, Field(title="Type")]
+    status: RunStatus
+    dataset: Annotated[str | None, Field(title="Dataset")]
+    dataset_version_id: Annotated[str | None, Field(title="Dataset Version Id")]
+    config: Annotated[dict[str, Any], Field(title="Config")]
+    """
+    The run's config, normalised (every field, defaults included), and what it trains on: base_model, reward_run, reference_model, dataset.
+    """
+    config_hash: Annotated[str | None, Field(title="Config Hash")] = None
+    """
+    config_hash() of the config, computed at submission.
+    """
+    trained_config_hash: Annotated[str | None, Field(title="Trained Config Hash")] = None
+    """
+    The hash the trainer reported training with (equal to config_hash).
+    """
+    artifact_uri: Annotated[str | None, Field(title="Artifact Uri")]
+    checkpoint: Annotated[str | None, Field(title="Checkpoint")]
+    error: Annotated[str | None, Field(title="Error")]
+    lease_owner: Annotated[str | None, Field(title="Lease Owner")]
+    created_at: Annotated[AwareDatetime, Field(title="Created At")]
+    started_at: Annotated[AwareDatetime | None, Field(title="Started At")]
+    finished_at: Annotated[AwareDatetime | None, Field(title="Finished At")]
+    last_metrics: Annotated[dict[str, float] | None, Field(title="Last Metrics")] = None
+
+
+class Stuck(BaseModel):
+    model_config = ConfigDict(
+        extra="allow",
+    )
+    expired_leases: Annotated[int, Field(title="Expired Leases")]
+    """
+    Running items whose lease expired and that the sweeper has not re-queued.
+    """
+    unserved_jobs: Annotated[list[UnservedJob], Field(title="Unserved Jobs")]
+    """
+    Active jobs whose model no live worker serves.
+    """
+
+
+class ServicesGatewayPaginationPageItemOut2(BaseModel):
+    model_config = ConfigDict(
+        extra="allow",
+    )
+    items: Annotated[list[ServicesGatewayReviewsSchemasItemOut], Field(title="Items")]
+    next_cursor: Annotated[str | None, Field(title="Next Cursor")] = None
+
+
+class AgreementOut(BaseModel):
+    model_config = ConfigDict(
+        extra="allow",
+    )
+    job_id: Annotated[str | None, Field(title="Job Id")]
+    model: Annotated[str | None, Field(title="Model")]
+    labels: Annotated[int, Field(title="Labels")]
+    """
+    Reviewed labels.
+    """
+    reviewers: Annotated[int, Field(title="Reviewers")]
+    verdicts: Annotated[int, Field(title="Verdicts")]
+    overall: RateOut
+    by_principle: Annotated[dict[str, RateOut], Field(title="By Principle")]
+    by_model: Annotated[dict[str, RateOut], Field(title="By Model")]
+    calibration: Annotated[list[CalibrationOut], Field(title="Calibration")]
+    """
+    Comparisons: agreement by AI confidence max(P(A), 1-P(A)).
+    """
+    kappa: KappaOut
+
+
+class JobCreate(BaseModel):
+    model_config = ConfigDict(
+        extra="allow",
+    )
+    type: JobType
+    batch_id: Annotated[str, Field(max_length=32, min_length=1, title="Batch Id")]
+    constitution: Annotated[str, Field(max_length=80, min_length=1, title="Constitution")]
+    """
+    name or name@version; pinned at submission
+    """
+    model: Annotated[
+        str,
+        Field(max_length=128, min_length=1, pattern="^[A-Za-z0-9._/-]+$", title="Model"),
+    ]
+    params: JobParams | None = None
+    seed: Annotated[Seed | None, Field(title="Seed")] = None
+    """
+    Random if omitted.
+    """
+    chunk_size: Annotated[ChunkSize | None, Field(title="Chunk Size")] = None
+    """
+    Items per task.
+    """
+
+
+class JobStats(BaseModel):
+    model_config = ConfigDict(
+        extra="allow",
+    )
+    job_id: Annotated[str, Field(title="Job Id")]
+    type: JobType
+    model: Annotated[str, Field(title="Model")]
+    status: JobStatus
+    item_count: Annotated[int, Field(title="Item Count")]
+    counts: Annotated[dict[str, int], Field(title="Counts")]
+    """
+    Items by state (every state present).
+    """
+    bucket_seconds: Annotated[int, Field(title="Bucket Seconds")]
+    """
+    Width of one timeline bucket.
+    """
+    timeline: Annotated[list[MinuteCount], Field(title="Timeline")]
+    """
+    Cumulative finished (done, abstained, failed) items at the end of each bucket since the job was created (the bucket in progress: at this moment).
+    """
+    items_per_minute: Annotated[float | None, Field(title="Items Per Minute")]
+    """
+    Over the last 15 minutes of timeline.
+    """
+    eta_seconds: Annotated[float | None, Field(title="Eta Seconds")]
+    """
+    Active items / throughput; 0 when none left.
+    """
+    failures: Annotated[list[ReasonCount], Field(title="Failures")]
+    abstentions: Annotated[list[ReasonCount], Field(title="Abstentions")]
+    labels: Annotated[int, Field(title="Labels")]
+    """
+    Labels the job has written.
+    """
+    sampled: Annotated[bool, Field(title="Sampled")]
+    """
+    True when the statistics below read only the most recent labels.
+    """
+    judge: JudgeSummaryOut | None
+    """
+    compare/rl_cai jobs only.
+    """
+    by_principle: Annotated[dict[str, JudgeSummaryOut], Field(title="By Principle")]
+    """
+    compare/rl_cai jobs only.
+    """
+    principle_draws: Annotated[dict[str, int] | None, Field(title="Principle Draws")]
+    """
+    sl_cai, critique and revise jobs: critique principles drawn, per round.
+    """
+    chains: Annotated[list[Chain], Field(title="Chains")]
+    """
+    A sample of critique -> revision chains.
+    """
+
+
+class Overview(BaseModel):
+    model_config = ConfigDict(
+        extra="allow",
+    )
+    now: Annotated[AwareDatetime, Field(title="Now")]
+    hours: Annotated[int, Field(title="Hours")]
+    queue: Annotated[list[QueueDepth], Field(title="Queue")]
+    """
+    Items by model and state, active jobs only.
+    """
+    workers: Annotated[list[WorkerOnline], Field(title="Workers")]
+    """
+    Live workers (heartbeat within the stale window) serving a model this project's jobs use; items_done counts this project's labels.
+    """
+    live_seconds: Annotated[float, Field(title="Live Seconds")]
+    """
+    A worker is live if seen this recently.
+    """
+    labels_per_minute: Annotated[list[MinuteCount], Field(title="Labels Per Minute")]
+    """
+    Labels written per minute over the window, every minute present.
+    """
+    finished_items: Annotated[int, Field(title="Finished Items")]
+    """
+    Items that became done/abstained/failed in the window.
+    """
+    failure_rate: EstimateOut
+    """
+    failed / finished_items (Wilson).
+    """
+    abstention_rate: EstimateOut
+    """
+    abstained / finished_items (Wilson).
+    """
+    outbox_backlog: Annotated[int, Field(title="Outbox Backlog")]
+    """
+    Chunks with queued items never published.
+    """
+    stuck: Stuck
+
+
+class PageRunOut(BaseModel):
+    model_config = ConfigDict(
+        extra="allow",
+    )
+    items: Annotated[list[RunOut], Field(title="Items")]
+    next_cursor: Annotated[str | None, Field(title="Next Cursor")] = None
