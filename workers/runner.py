@@ -28,8 +28,9 @@ from typing import Any
 from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from charter.core import feedback_templates, pipelines, prompts
+from charter.core import critique_templates, feedback_templates, pipelines, prompts
 from charter.core.constitution import Constitution
+from charter.core.critique_templates import CritiqueTemplate
 from charter.core.engine import Engine
 from charter.core.feedback_templates import FeedbackTemplate
 from charter.core.jobs import (
@@ -37,11 +38,13 @@ from charter.core.jobs import (
     ItemState,
     JobParams,
     JobType,
+    critique_template,
     feedback_template,
     samples,
 )
 from charter.db.models import (
     ConstitutionVersion,
+    CritiqueTemplateVersion,
     FeedbackTemplateVersion,
     Job,
     Label,
@@ -91,9 +94,10 @@ class ChunkRunner:
     stats: EngineStats = field(default_factory=EngineStats)
     """Engine calls, seconds, batch sizes and tokens; the heartbeat writes them."""
     _constitutions: dict[str, Constitution] = field(default_factory=dict, init=False, repr=False)
-    _templates: dict[tuple[str, str], FeedbackTemplate] = field(
+    _templates: dict[tuple[str, str, str], Any] = field(
         default_factory=dict, init=False, repr=False
     )
+    """Project templates by (table, project, pinned ref): immutable, read once."""
 
     def run_chunk(self, job_id: str, chunk: int) -> ChunkReport:
         """Claim, run and write what is claimable of a chunk.
@@ -208,22 +212,28 @@ class ChunkRunner:
         return self._constitutions[version_id]
 
     def _template(self, project_id: str, ref: str) -> FeedbackTemplate:
-        """A shipped template, or the project's own at the version the job pinned
-        (immutable: read once per process)."""
+        """A shipped feedback template, or the project's own at the version the job
+        pinned (immutable: read once per process)."""
         if ref in feedback_templates.BUILT_IN:
             return feedback_templates.BUILT_IN[ref]
-        if (project_id, ref) not in self._templates:
+        return self._stored(FeedbackTemplateVersion, feedback_templates.from_spec, project_id, ref)
+
+    def _critique_template(self, project_id: str, ref: str) -> CritiqueTemplate:
+        """The same for critique templates."""
+        if ref in critique_templates.BUILT_IN:
+            return critique_templates.BUILT_IN[ref]
+        return self._stored(CritiqueTemplateVersion, critique_templates.from_spec, project_id, ref)
+
+    def _stored(self, table: Any, from_spec: Any, project_id: str, ref: str) -> Any:
+        key = (table.__tablename__, project_id, ref)
+        if key not in self._templates:
             name, version = feedback_templates.parse_ref(ref)
             with self.sessions() as session:
                 row = session.scalars(
-                    select(FeedbackTemplateVersion).filter_by(
-                        project_id=project_id, name=name, version=version
-                    )
+                    select(table).filter_by(project_id=project_id, name=name, version=version)
                 ).one()
-            self._templates[project_id, ref] = feedback_templates.from_spec(
-                row.name, row.version, row.spec
-            )
-        return self._templates[project_id, ref]
+            self._templates[key] = from_spec(row.name, row.version, row.spec)
+        return self._templates[key]
 
     def _items(self, session: Session, claimed: list[leases.Claimed]) -> list[pipelines.Item]:
         if not claimed:
@@ -263,7 +273,8 @@ class ChunkRunner:
         timer = pipelines.Timer()
         metered = MeteredEngine(engine, self.stats)
         resolve = functools.partial(self._template, job.project_id)
-        ctx = pipelines.Context(metered, constitution, params, job.seed, timer, resolve)
+        critiques = functools.partial(self._critique_template, job.project_id)
+        ctx = pipelines.Context(metered, constitution, params, job.seed, timer, resolve, critiques)
         # Isolated retries get their own sampling key so they do not depend on the old batch.
         chunk_key = (
             chunk
@@ -382,14 +393,16 @@ class ChunkRunner:
     ) -> dict[str, Any]:
         resolve = functools.partial(self._template, job.project_id)
         template = feedback_template(JobType(job.type), params, resolve)
+        critiques = functools.partial(self._critique_template, job.project_id)
+        critique = critique_template(JobType(job.type), params, critiques)
         return {
             "constitution_version_id": job.constitution_version_id,
             "constitution_ref": job.constitution_ref,
             "model": job.model,
             "model_revision": engine.model_revision,
             "engine": engine.engine_name,
-            "template_version": prompts.template_version(template),
-            "template_hash": prompts.template_hash(template),
+            "template_version": prompts.template_version(template, critique),
+            "template_hash": prompts.template_hash(template, critique),
             "job_params": params.model_dump(mode="json"),
             "engine_config_hash": engine.config.compute_hash(),
             "seed": job.seed,

@@ -22,6 +22,7 @@ from charter.cli import (
     batches,
     constitutions,
     datasets,
+    evals,
     jobs,
     keys,
     reviews,
@@ -53,6 +54,7 @@ for sub, name in (
     (audit.app, "audit"),
     (reviews.app, "reviews"),
     (templates.app, "templates"),
+    (evals.app, "eval"),
 ):
     app.add_typer(sub, name=name)
 

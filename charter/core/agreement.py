@@ -19,7 +19,8 @@ from collections.abc import Hashable, Iterable, Sequence
 from dataclasses import dataclass, field
 from itertools import combinations, pairwise
 
-Z95 = 1.959963984540054
+from charter.core.judge_stats import wilson
+
 CALIBRATION_EDGES = (0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
 
 
@@ -77,22 +78,14 @@ class Report:
     reviewers: int = 0
 
 
-def wilson(k: int, n: int, z: float = Z95) -> tuple[float, float]:
-    """The Wilson score interval of k successes in n trials (n >= 1)."""
-    if n < 1 or not 0 <= k <= n:
-        raise ValueError("need 0 <= k <= n and n >= 1")
-    p = k / n
-    denominator = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / denominator
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denominator
-    return max(centre - half, 0.0), min(centre + half, 1.0)
-
-
 def rate(agreed: int, n: int) -> Rate:
+    """The share agreed, with its Wilson interval (:func:`judge_stats.wilson`)."""
     if n == 0:
         return Rate(0, 0, None, None, None)
-    low, high = wilson(agreed, n)
-    return Rate(agreed, n, agreed / n, low, high)
+    if not 0 <= agreed <= n:
+        raise ValueError("need 0 <= agreed <= n")
+    share = wilson(agreed, n)
+    return Rate(agreed, n, share.value, share.low, share.high)
 
 
 def _rate_of(judgements: Iterable[Judgement]) -> Rate:

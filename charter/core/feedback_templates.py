@@ -65,14 +65,15 @@ class TemplateInvalid(ValueError):
         self.field = field
 
 
-def _check_structure(source: str) -> None:
+def check_structure(source: str, variables: tuple[str, ...] = VARIABLES) -> None:
     """Formatting only: output, ``if``, filters from :data:`FILTERS`, and one level of
-    ``for`` over ``messages`` (bounded by the conversation). A template renders for every
-    prompt a worker labels, so nothing in it may loop, call or import its way into
-    unbounded work (the sandbox stops unsafe access, not expensive templates)."""
+    ``for`` over ``messages`` (bounded by the conversation), using only ``variables``.
+    A template renders for every prompt a worker labels, so nothing in it may loop, call
+    or import its way into unbounded work (the sandbox stops unsafe access, not
+    expensive templates). Raises :class:`TemplateInvalid` or Jinja2's ``TemplateError``."""
     tree = _ENV.parse(source)
     targets = [f.target for f in tree.find_all(nodes.For)]
-    known = {*VARIABLES, "loop", *(t.name for t in targets if isinstance(t, nodes.Name))}
+    known = {*variables, "loop", *(t.name for t in targets if isinstance(t, nodes.Name))}
     for node in tree.find_all(nodes.Node):
         if not isinstance(node, _ALLOWED_NODES):
             raise TemplateInvalid(f"{type(node).__name__} is not allowed in a feedback template")
@@ -88,8 +89,13 @@ def _check_structure(source: str) -> None:
                 raise TemplateInvalid("loops in a feedback template cannot nest")
         if isinstance(node, nodes.Name) and node.ctx == "load" and node.name not in known:
             raise TemplateInvalid(
-                f"unknown variable {node.name!r}; a template has {list(VARIABLES)}"
+                f"unknown variable {node.name!r}; a template has {list(variables)}"
             )
+
+
+def compile_source(source: str) -> Any:
+    """The sandboxed Jinja2 template of ``source`` (checked with :func:`check_structure`)."""
+    return _ENV.from_string(source)
 
 
 @dataclass(frozen=True)
@@ -130,14 +136,14 @@ class FeedbackTemplate:
                     f"{name} must end with '(' so the letter is the next token", field=name
                 )
         try:
-            _check_structure(self.question)
+            check_structure(self.question)
             self.compiled  # noqa: B018 - compile now: a bad template fails where it is made
         except TemplateError as exc:
             raise TemplateInvalid(f"question: {exc}") from exc
 
     @cached_property
     def compiled(self) -> Any:
-        return _ENV.from_string(self.question)
+        return compile_source(self.question)
 
     def render(self, **variables: Any) -> str:
         """The question with ``variables`` (already neutralised by the caller)."""

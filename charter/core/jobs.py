@@ -8,7 +8,7 @@ from typing import Literal, assert_never
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from charter.core import feedback_templates
+from charter.core import critique_templates, feedback_templates
 from charter.core.engine import SamplingParams
 
 
@@ -74,6 +74,18 @@ def feedback_template(
     if principle_kind(job_type) == "comparison":
         return resolve(params.feedback_template)
     return feedback_templates.CHAT
+
+
+def critique_template(
+    job_type: JobType,
+    params: JobParams,
+    resolve: Callable[[str], critique_templates.CritiqueTemplate] = critique_templates.get,
+) -> critique_templates.CritiqueTemplate:
+    """The critique template its prompts were built with: the job's choice for critique
+    jobs; the default for comparisons, which ask for no critique."""
+    if principle_kind(job_type) == "critique":
+        return resolve(params.critique_template)
+    return critique_templates.DEFAULT_TEMPLATE
 
 
 def principle_kind(job_type: JobType) -> PrincipleKind:
@@ -179,12 +191,39 @@ class JobParams(BaseModel):
             "version, pinned at submission) or 'name@version'."
         ),
     )
+    critique_template: str = Field(
+        default=critique_templates.DEFAULT,
+        max_length=40,
+        description=(
+            "How SL-CAI asks for critiques and revisions: a shipped template ("
+            + "; ".join(
+                f"'{t.name}': {t.description}" for t in critique_templates.BUILT_IN.values()
+            )
+            + "), or one of the project's own (POST /v1/critique-templates) as 'name' or "
+            "'name@version' (pinned at submission)."
+        ),
+    )
+    principle: str | None = Field(
+        default=None,
+        max_length=64,
+        description=(
+            "Comparison jobs: judge under this one comparison principle (its id) instead of "
+            "one drawn at random per item."
+        ),
+    )
+    neutralise: bool = Field(
+        default=True,
+        description=(
+            "Break control tokens and template delimiters in untrusted text. Only a judge "
+            "evaluation turns it off, to measure what the defence is worth (POST /v1/evals)."
+        ),
+    )
     sampling: SamplingParams = Field(default_factory=SamplingParams)
 
-    @field_validator("feedback_template")
+    @field_validator("feedback_template", "critique_template")
     @classmethod
     def _template_ref(cls, ref: str) -> str:
-        if ref not in feedback_templates.BUILT_IN:
+        if ref not in feedback_templates.BUILT_IN and ref not in critique_templates.BUILT_IN:
             feedback_templates.parse_ref(ref)  # whether it exists is the gateway's to check
         return ref
 

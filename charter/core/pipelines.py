@@ -12,8 +12,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar, assert_never
 
-from charter.core import feedback_templates, prompts
+from charter.core import critique_templates, feedback_templates, prompts
 from charter.core.constitution import Constitution
+from charter.core.critique_templates import CritiqueTemplate
 from charter.core.engine import ChoiceLogprobs, Conversation, Engine
 from charter.core.feedback_templates import FeedbackTemplate
 from charter.core.jobs import JobParams, JobType
@@ -78,9 +79,16 @@ class Context:
     """Feedback templates by the name the job's params give: the shipped ones, unless the
     caller (a worker) also knows the project's own."""
 
+    resolve_critique: Callable[[str], CritiqueTemplate] = critique_templates.get
+    """Critique templates by name, likewise."""
+
     @property
     def template(self) -> FeedbackTemplate:
         return self.resolve(self.params.feedback_template)
+
+    @property
+    def critique_template(self) -> CritiqueTemplate:
+        return self.resolve_critique(self.params.critique_template)
 
     def generate(
         self, name: str, conversations: Sequence[Conversation], *purpose: object
@@ -127,6 +135,7 @@ def sl_cai(
                 latest[i],
                 few_shot=ctx.params.few_shot,
                 special=ctx.special,
+                template=ctx.critique_template,
             )
             for i, item in enumerate(items)
         ]
@@ -223,8 +232,11 @@ def _score(
 def rl_cai(ctx: Context, items: Sequence[Item], chunk_key: object) -> list[Outcome]:
     """Two responses, a random comparison principle, and the soft A/B label."""
     pairs = _pairs(ctx, items, chunk_key)
+    chosen = ctx.params.principle
     principles = [
-        prompts.draw(
+        ctx.constitution.comparison_principle(chosen)
+        if chosen is not None
+        else prompts.draw(
             ctx.constitution.comparison_principles,
             prompts.derive_seed(ctx.seed, item.position, "compare"),
         )
@@ -242,6 +254,7 @@ def rl_cai(ctx: Context, items: Sequence[Item], chunk_key: object) -> list[Outco
                 few_shot=ctx.params.few_shot,
                 special=ctx.special,
                 template=ctx.template,
+                neutralised=ctx.params.neutralise,
             )
             for item, principle, (a, b) in zip(items, principles, pairs, strict=True)
         ]

@@ -19,7 +19,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from charter.core import feedback_templates
+from charter.core import critique_templates, feedback_templates
 from charter.core.constitution import (
     ComparisonExample,
     ComparisonPrinciple,
@@ -27,12 +27,13 @@ from charter.core.constitution import (
     CritiqueExample,
     CritiquePrinciple,
 )
+from charter.core.critique_templates import CritiqueTemplate
 from charter.core.engine import Message, plain_prompt
 from charter.core.feedback_templates import FeedbackTemplate
 
 TEMPLATE_VERSION = "2026-12-02.1"
 
-SYSTEM = "You are a helpful, honest and harmless assistant."
+SYSTEM = critique_templates.SYSTEM
 DELIMITERS = feedback_templates.CHAT.delimiters
 """Broken in every untrusted text (the default feedback template's tags)."""
 ANSWER_PREFIX = feedback_templates.CHAT.answer_prefix
@@ -40,22 +41,38 @@ ANSWER_PREFIX = feedback_templates.CHAT.answer_prefix
 COT_ANSWER_PREFIX = feedback_templates.CHAT.cot_answer_prefix
 
 
-def template_hash(template: FeedbackTemplate) -> str:
+def template_hash(
+    template: FeedbackTemplate,
+    critique: CritiqueTemplate = critique_templates.DEFAULT_TEMPLATE,
+) -> str:
     """What a label records as ``template_hash``: every prompt text it could have seen
-    (the SL-CAI system turn, the feedback template), and this module's version."""
-    parts = (TEMPLATE_VERSION, SYSTEM, template.fingerprint())
+    (the SL-CAI system turn, the feedback template, the critique template unless it is
+    the default, which the first part already covers), and this module's version."""
+    parts: tuple[str, ...] = (TEMPLATE_VERSION, SYSTEM, template.fingerprint())
+    if not critique.is_default:
+        parts += (critique.fingerprint(),)
     return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()
 
 
-def template_version(template: FeedbackTemplate) -> str:
-    """What a label records as ``template_version``: this module's version, and the
-    feedback template's name when it is not the default (``name@version`` for a
-    project's own)."""
-    if template.name == feedback_templates.DEFAULT:
-        return TEMPLATE_VERSION
-    if template.name in feedback_templates.BUILT_IN:
-        return f"{TEMPLATE_VERSION}/{template.name}"
-    return f"{TEMPLATE_VERSION}/{template.name}@{template.version}"
+def _ref(name: str, version: str, built_in: bool) -> str:
+    return name if built_in else f"{name}@{version}"
+
+
+def template_version(
+    template: FeedbackTemplate,
+    critique: CritiqueTemplate = critique_templates.DEFAULT_TEMPLATE,
+) -> str:
+    """What a label records as ``template_version``: this module's version, then the
+    feedback template's name when it is not the default and ``critique:`` and the
+    critique template's when that is not (``name@version`` for a project's own)."""
+    version = TEMPLATE_VERSION
+    if template.name != feedback_templates.DEFAULT:
+        built_in = template.name in feedback_templates.BUILT_IN
+        version += "/" + _ref(template.name, template.version, built_in)
+    if critique.name != critique_templates.DEFAULT:
+        built_in = critique.name in critique_templates.BUILT_IN
+        version += "/critique:" + _ref(critique.name, critique.version, built_in)
+    return version
 
 
 TEMPLATE_HASH = template_hash(feedback_templates.CHAT)
@@ -121,15 +138,36 @@ def response_conversation(
     return [{"role": "system", "content": SYSTEM}, *_clean(conversation, special)]
 
 
-def _critique_shots(examples: Sequence[CritiqueExample]) -> list[Message]:
+def _requests(
+    template: CritiqueTemplate,
+    conversation: Sequence[Message],
+    response: str,
+    critique_request: str,
+) -> dict[str, object]:
+    return {
+        "conversation": _render_conversation(conversation),
+        "messages": [dict(m) for m in conversation],
+        "response": response,
+        "critique_request": critique_request,
+    }
+
+
+def _critique_shots(
+    examples: Sequence[CritiqueExample], template: CritiqueTemplate
+) -> list[Message]:
     turns: list[Message] = []
     for ex in examples:
+        shown: list[Message] = [{"role": "user", "content": ex.prompt}]
+        known = _requests(template, shown, ex.response, ex.critique_request)
+        revision = template.render_revision(
+            **known, critique=ex.critique, revision_request=ex.revision_request
+        )
         turns += [
-            {"role": "user", "content": ex.prompt},
+            *shown,
             {"role": "assistant", "content": ex.response},
-            {"role": "user", "content": ex.critique_request},
+            {"role": "user", "content": template.render_critique(**known)},
             {"role": "assistant", "content": ex.critique},
-            {"role": "user", "content": ex.revision_request},
+            {"role": "user", "content": revision},
             {"role": "assistant", "content": ex.revision},
         ]
     return turns
@@ -141,15 +179,25 @@ class CritiqueStep:
 
     principle: CritiquePrinciple
     base: list[Message]
+    template: CritiqueTemplate
+    known: dict[str, object]
+    """The template's variables for this round (untrusted text already neutralised)."""
 
     def critique(self) -> list[Message]:
-        return [*self.base, {"role": "user", "content": self.principle.critique}]
+        return [
+            *self.base,
+            {"role": "user", "content": self.template.render_critique(**self.known)},
+        ]
 
     def revision(self, critique: str, special: Sequence[str] = ()) -> list[Message]:
+        critique = neutralise(critique, special, (*DELIMITERS, *self.template.delimiters))
+        request = self.template.render_revision(
+            **self.known, critique=critique, revision_request=self.principle.revision
+        )
         return [
             *self.critique(),
-            {"role": "assistant", "content": neutralise(critique, special)},
-            {"role": "user", "content": self.principle.revision},
+            {"role": "assistant", "content": critique},
+            {"role": "user", "content": request},
         ]
 
 
@@ -161,21 +209,27 @@ def critique_step(
     *,
     few_shot: bool = True,
     special: Sequence[str] = (),
+    template: CritiqueTemplate = critique_templates.DEFAULT_TEMPLATE,
 ) -> CritiqueStep:
-    """One round: critique ``response`` (the latest answer) against ``principle``.
+    """One round: critique ``response`` (the latest answer) against ``principle``, with
+    the request turns of ``template``.
 
     Each round restarts from the original conversation and the latest revision
     rather than chaining every earlier round, which keeps prompts short enough
     for small models while still critiquing the newest text.
     """
-    shots = _critique_shots(constitution.critique_examples) if few_shot else []
+    delimiters = (*DELIMITERS, *template.delimiters)
+    shots = _critique_shots(constitution.critique_examples, template) if few_shot else []
+    cleaned = _clean(conversation, special, delimiters)
+    answer = neutralise(response, special, delimiters)
     base = [
-        {"role": "system", "content": SYSTEM},
+        {"role": "system", "content": template.system},
         *shots,
-        *_clean(conversation, special),
-        {"role": "assistant", "content": neutralise(response, special)},
+        *cleaned,
+        {"role": "assistant", "content": answer},
     ]
-    return CritiqueStep(principle=principle, base=base)
+    known = _requests(template, cleaned, answer, principle.critique)
+    return CritiqueStep(principle=principle, base=base, template=template, known=known)
 
 
 def _render_conversation(conversation: Sequence[Message]) -> str:
@@ -232,20 +286,23 @@ def feedback_conversation(
     few_shot: bool = True,
     special: Sequence[str] = (),
     template: FeedbackTemplate = feedback_templates.CHAT,
+    neutralised: bool = True,
 ) -> list[Message]:
     """The multiple-choice feedback prompt in ``template``'s format: chat turns, or one
     plain-text message (:func:`charter.core.engine.plain_prompt`). The platform appends
-    the answer prefix itself: :func:`answer_prefix` or :func:`cot_answer_prefix`."""
+    the answer prefix itself: :func:`answer_prefix` or :func:`cot_answer_prefix`.
+
+    ``neutralised=False`` leaves the untrusted text as it is: only a judge evaluation
+    does that, to measure what neutralisation is worth against injected payloads."""
     delimiters = template.delimiters
     examples = constitution.comparison_examples if few_shot else ()
     shots = list(_shots(template, examples, chain_of_thought))
+    if neutralised:
+        conversation = _clean(conversation, special, delimiters)
+        response_a = neutralise(response_a, special, delimiters)
+        response_b = neutralise(response_b, special, delimiters)
     question = _question(  # the principle and the examples are the project's own text
-        template,
-        _clean(conversation, special, delimiters),
-        principle.text,
-        neutralise(response_a, special, delimiters),
-        neutralise(response_b, special, delimiters),
-        chain_of_thought,
+        template, conversation, principle.text, response_a, response_b, chain_of_thought
     )
     if template.format == "plain":
         blocks = [q + a for q, a in shots] + [question]

@@ -220,7 +220,7 @@ class Label(Base):
     model: Mapped[str] = mapped_column(String(128))
     model_revision: Mapped[str] = mapped_column(String(64))
     engine: Mapped[str] = mapped_column(String(32))
-    template_version: Mapped[str] = mapped_column(String(80))
+    template_version: Mapped[str] = mapped_column(String(128))
     template_hash: Mapped[str] = mapped_column(String(64))
     job_params: Mapped[dict[str, Any]] = mapped_column(Json)
     """Every parameter of the job that produced the label (rounds, swap, sampling, ...)."""
@@ -463,9 +463,7 @@ class WebhookDelivery(Base):
         Index(None, "endpoint_id", "created_at"),
     )
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
-    endpoint_id: Mapped[str] = mapped_column(
-        ForeignKey("webhook_endpoints.id", ondelete="CASCADE")
-    )
+    endpoint_id: Mapped[str] = mapped_column(ForeignKey("webhook_endpoints.id", ondelete="CASCADE"))
     project_id: Mapped[str] = mapped_column(String(32))
     event_type: Mapped[str] = mapped_column(String(64))
     msg_id: Mapped[str] = mapped_column(String(64))
@@ -573,6 +571,96 @@ class FeedbackTemplateVersion(Base):
     version, ``sha256`` what labels record as their ``template_hash`` basis."""
 
     __tablename__ = "feedback_templates"
+    __table_args__ = (UniqueConstraint("project_id", "name", "version"),)
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    project_id: Mapped[str] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(32))
+    version: Mapped[int] = mapped_column(Integer)
+    spec: Mapped[dict[str, Any]] = mapped_column(Json)
+    sha256: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
+
+
+# Judge evaluation -------------------------------------------------------------------
+
+
+class GoldSet(Base):
+    """One immutable version of a gold set: comparisons with a known answer.
+
+    Its rows are the prompts of ``batch_id`` (so its evaluations are ordinary
+    ``compare`` jobs on that batch); ``content_hash`` is the sha256 of the canonical rows,
+    and pushing the same rows again answers this version instead of making another."""
+
+    __tablename__ = "gold_sets"
+    __table_args__ = (UniqueConstraint("project_id", "name", "version"),)
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    project_id: Mapped[str] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(64))
+    version: Mapped[int] = mapped_column(Integer)
+    batch_id: Mapped[str] = mapped_column(ForeignKey("prompt_batches.id"))
+    row_count: Mapped[int] = mapped_column(Integer)
+    content_hash: Mapped[str] = mapped_column(String(64))
+    categories: Mapped[dict[str, int]] = mapped_column(Json)
+    """Rows per category (rows without one are not counted here)."""
+    created_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
+
+
+class GoldItem(Base):
+    """Row ``position`` of a gold set: its prompt and the correct answer."""
+
+    __tablename__ = "gold_items"
+    gold_set_id: Mapped[str] = mapped_column(
+        ForeignKey("gold_sets.id", ondelete="CASCADE"), primary_key=True
+    )
+    position: Mapped[int] = mapped_column(Integer, primary_key=True)
+    prompt_id: Mapped[int] = mapped_column(ForeignKey("prompts.id"))
+    answer: Mapped[str] = mapped_column(String(1))
+    """``a`` or ``b``: the better response."""
+    p_gold: Mapped[float | None] = mapped_column(Float)
+    """Soft gold: P(response a is better), on the answer's side of 0.5."""
+    category: Mapped[str | None] = mapped_column(String(64))
+
+
+class EvalRun(Base):
+    """A judge evaluation: one gold set scored by one or more judge configurations.
+
+    ``configs`` are the normalised configurations (``charter.core.judge_eval``);
+    ``injection`` (or None) the adversarial part: the attack ids, the suite's version and
+    hash, how many gold items it covers and whether the undefended runs were asked for.
+    Its rows in ``eval_jobs`` are ordinary jobs; its status is theirs."""
+
+    __tablename__ = "eval_runs"
+    __table_args__ = (Index(None, "project_id", "created_at"),)
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    project_id: Mapped[str] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(128), default="")
+    gold_set_id: Mapped[str] = mapped_column(ForeignKey("gold_sets.id"))
+    configs: Mapped[list[dict[str, Any]]] = mapped_column(Json)
+    injection: Mapped[dict[str, Any] | None] = mapped_column(Json)
+    variants_batch_id: Mapped[str | None] = mapped_column(ForeignKey("prompt_batches.id"))
+    """The injected pairs: gold item ``p // A`` with attack ``p % A`` at position ``p``."""
+    seed: Mapped[int] = mapped_column(BigInteger)
+    created_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
+
+
+class EvalJob(Base):
+    """The job that scored one (configuration, variant) of an evaluation."""
+
+    __tablename__ = "eval_jobs"
+    eval_run_id: Mapped[str] = mapped_column(
+        ForeignKey("eval_runs.id", ondelete="CASCADE"), primary_key=True
+    )
+    config_index: Mapped[int] = mapped_column(Integer, primary_key=True)
+    variant: Mapped[str] = mapped_column(String(24), primary_key=True)
+    """``clean`` or ``injected``, with ``-undefended`` when neutralisation was off."""
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), unique=True)
+
+
+class CritiqueTemplateVersion(Base):
+    """One immutable version of a project's own critique template
+    (``charter.core.critique_templates``), like :class:`FeedbackTemplateVersion`."""
+
+    __tablename__ = "critique_templates"
     __table_args__ = (UniqueConstraint("project_id", "name", "version"),)
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
     project_id: Mapped[str] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))

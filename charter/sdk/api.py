@@ -578,6 +578,101 @@ class Templates:
         return Call("POST", f"/v1/templates/{ref}/render", json=body, model=m.RenderOut)
 
 
+class CritiqueTemplates:
+    """Critique templates: how SL-CAI asks for critiques and revisions."""
+
+    def push(self, spec: Body = None, /, **fields: Any) -> Call[m.TemplateOut]:
+        """A :class:`~charter.sdk.models.CritiqueTemplateCreate` (or its fields: ``name``,
+        ``critique``, ``revision``, ...); identical content answers the existing version."""
+        body = _body(spec, fields)
+        return Call("POST", "/v1/critique-templates", json=body, model=m.TemplateOut)
+
+    def list(self) -> Call[builtins.list[m.TemplateOut]]:
+        return Call("GET", "/v1/critique-templates", model=builtins.list[m.TemplateOut])
+
+    def get(self, ref: str) -> Call[m.TemplateOut]:
+        return Call("GET", f"/v1/critique-templates/{ref}", model=m.TemplateOut)
+
+    def render(self, ref: str, spec: Body = None, /, **fields: Any) -> Call[m.CritiqueRenderOut]:
+        """The conversations of one SL-CAI round (``conversation``, ``response``,
+        ``critique_request``, ``revision_request``, ``critique``)."""
+        body = _body(spec, fields)
+        return Call(
+            "POST", f"/v1/critique-templates/{ref}/render", json=body, model=m.CritiqueRenderOut
+        )
+
+
+class GoldSets:
+    """Comparisons with a known answer, for judge evaluation; versioned by content."""
+
+    def push(self, name: str, source: Path | str | bytes) -> Call[m.GoldSetOut]:
+        """JSONL (a path or its bytes): one ``{prompt|messages, response_a, response_b,
+        answer[, p_gold][, category]}`` per line; the same rows as the latest version
+        answer that version (``created`` false)."""
+        content = source if isinstance(source, bytes) else Path(source).read_bytes()
+        return Call(
+            "POST", f"/v1/gold-sets/{name}", content=content,
+            headers={"Content-Type": "application/x-ndjson"}, model=m.GoldSetOut,
+        )  # fmt: skip
+
+    def list(self) -> Call[builtins.list[m.GoldSetOut]]:
+        return Call("GET", "/v1/gold-sets", model=builtins.list[m.GoldSetOut])
+
+    def get(self, ref: str) -> Call[m.GoldSetOut]:
+        """``name`` (the latest version) or ``name@version``."""
+        return Call("GET", f"/v1/gold-sets/{ref}", model=m.GoldSetOut)
+
+    def items(self, ref: str, *, limit: int | None = None) -> Call[m.GoldItemOut]:
+        """Its rows with their answers, in order."""
+        return Call(
+            "GET", f"/v1/gold-sets/{ref}/items", params={"limit": limit},
+            model=m.GoldItemOut, paged=True,
+        )  # fmt: skip
+
+
+class Evals:
+    """Judge evaluations: a gold set scored by judge configurations on the workers."""
+
+    def create(
+        self, spec: Body = None, /, *, idempotency_key: str | None = None, **fields: Any
+    ) -> Call[m.EvalOut]:
+        """An :class:`~charter.sdk.models.EvalCreate` (or its fields: ``gold_set``,
+        ``configs``, ``injection``, ``name``, ``seed``)."""
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
+        return Call("POST", "/v1/evals", json=_body(spec, fields), headers=headers, model=m.EvalOut)
+
+    def list(self, *, limit: int | None = None) -> Call[m.EvalOut]:
+        return Call("GET", "/v1/evals", params={"limit": limit}, model=m.EvalOut, paged=True)
+
+    def get(self, eval_id: str) -> Call[m.EvalOut]:
+        return Call("GET", f"/v1/evals/{eval_id}", model=m.EvalOut)
+
+    def report(self, eval_id: str) -> Call[m.EvalReportOut]:
+        """Every number, from the labels stored so far (``complete`` says if all are in)."""
+        return Call("GET", f"/v1/evals/{eval_id}/report", model=m.EvalReportOut)
+
+    def cancel(self, eval_id: str) -> Call[m.EvalOut]:
+        return Call("POST", f"/v1/evals/{eval_id}/cancel", model=m.EvalOut)
+
+    def attacks(self) -> Call[builtins.list[m.AttackOut]]:
+        """The injection suite an evaluation can add."""
+        return Call("GET", "/v1/evals/attacks", model=builtins.list[m.AttackOut])
+
+    def wait(
+        self,
+        eval_id: str,
+        *,
+        timeout: float = 3600,
+        poll: float = 1.0,
+        on_update: Callable[[Any], None] | None = None,
+        raw: bool = False,
+    ) -> Procedure[m.EvalOut]:
+        """The evaluation once every job is completed or cancelled, or after ``timeout``."""
+        fetch = (lambda: self.get(eval_id).raw()) if raw else (lambda: self.get(eval_id))
+        done = lambda run: value(run, "status") in FINAL_JOB_STATUSES  # noqa: E731
+        return poll_(fetch, done, timeout=timeout, interval=poll, on_update=on_update)
+
+
 # The groups a client binds, by attribute name.
 RESOURCES: dict[str, type] = {
     "health": Health,
@@ -593,4 +688,7 @@ RESOURCES: dict[str, type] = {
     "audit": Audit,
     "reviews": Reviews,
     "templates": Templates,
+    "critique_templates": CritiqueTemplates,
+    "gold_sets": GoldSets,
+    "evals": Evals,
 }

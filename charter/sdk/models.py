@@ -7,9 +7,19 @@ from __future__ import annotations
 # ruff: noqa
 # mypy: ignore-errors
 
-from enum import StrEnum
 from typing import Annotated, Any, Literal
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, RootModel
+from enum import StrEnum
+
+
+class AttackOut(BaseModel):
+    model_config = ConfigDict(
+        extra="allow",
+    )
+    id: Annotated[str, Field(title="Id")]
+    family: Annotated[str, Field(title="Family")]
+    description: Annotated[str, Field(title="Description")]
+    text: Annotated[str, Field(title="Text")]
 
 
 class Outcome(StrEnum):
@@ -204,6 +214,38 @@ class ConstitutionVersionOut(BaseModel):
     content: Annotated[dict[str, Any] | None, Field(title="Content")] = None
 
 
+class CritiqueRenderOut(BaseModel):
+    model_config = ConfigDict(
+        extra="allow",
+    )
+    critique: Annotated[list[dict[str, str]], Field(title="Critique")]
+    revision: Annotated[list[dict[str, str]], Field(title="Revision")]
+
+
+class CritiqueTemplateCreate(BaseModel):
+    """
+    A critique template (see docs/TEMPLATES.md): the system turn and the sandboxed
+    Jinja2 of the critique and revision request turns. Fields left out take the
+    defaults of ``charter-default``.
+    """
+
+    model_config = ConfigDict(
+        extra="allow",
+    )
+    name: Annotated[str, Field(max_length=32, pattern="^[a-z][a-z0-9-]{0,31}$", title="Name")]
+    description: Annotated[str | None, Field(max_length=1024, title="Description")] = ""
+    system: Annotated[str | None, Field(max_length=4096, min_length=1, title="System")] = (
+        "You are a helpful, honest and harmless assistant."
+    )
+    critique: Annotated[str | None, Field(max_length=16384, min_length=1, title="Critique")] = (
+        "{{ critique_request }}"
+    )
+    revision: Annotated[str | None, Field(max_length=16384, min_length=1, title="Revision")] = (
+        "{{ revision_request }}"
+    )
+    delimiters: Annotated[list[str] | None, Field(max_length=32, title="Delimiters")] = None
+
+
 class LrSchedulerType(StrEnum):
     """
     Learning-rate schedule after warm-up.
@@ -395,7 +437,7 @@ class Kind(StrEnum):
 class JobIds(RootModel[list[str]]):
     root: Annotated[list[str], Field(max_length=1000, min_length=1, title="Job Ids")]
     """
-    Labels of these jobs only.
+    Labels of these jobs only. Without it, every job but those of judge evaluations (their gold items and injected variants are no training data).
     """
 
 
@@ -448,7 +490,7 @@ class DatasetFilter(BaseModel):
     )
     job_ids: Annotated[JobIds | None, Field(title="Job Ids")] = None
     """
-    Labels of these jobs only.
+    Labels of these jobs only. Without it, every job but those of judge evaluations (their gold items and injected variants are no training data).
     """
     constitution: Annotated[Constitution | None, Field(title="Constitution")] = None
     """
@@ -666,6 +708,20 @@ class EstimateOut(BaseModel):
     """
 
 
+class Seed(RootModel[int]):
+    root: Annotated[int, Field(ge=0, le=4611686018427388000, title="Seed")]
+    """
+    Random if omitted.
+    """
+
+
+class ChunkSize(RootModel[int]):
+    root: Annotated[int, Field(ge=1, le=1024, title="Chunk Size")]
+    """
+    Items per task.
+    """
+
+
 class FailReport(BaseModel):
     model_config = ConfigDict(
         extra="allow",
@@ -696,6 +752,36 @@ class FieldError(BaseModel):
     """
 
 
+class GoldItemOut(BaseModel):
+    model_config = ConfigDict(
+        extra="allow",
+    )
+    position: Annotated[int, Field(title="Position")]
+    prompt: Annotated[str | None, Field(title="Prompt")]
+    messages: Annotated[list[dict[str, str]] | None, Field(title="Messages")]
+    response_a: Annotated[str, Field(title="Response A")]
+    response_b: Annotated[str, Field(title="Response B")]
+    answer: Annotated[str, Field(title="Answer")]
+    p_gold: Annotated[float | None, Field(title="P Gold")]
+    category: Annotated[str | None, Field(title="Category")]
+
+
+class GoldSetOut(BaseModel):
+    model_config = ConfigDict(
+        extra="allow",
+    )
+    id: Annotated[str, Field(title="Id")]
+    name: Annotated[str, Field(title="Name")]
+    version: Annotated[int, Field(title="Version")]
+    ref: Annotated[str, Field(title="Ref")]
+    batch_id: Annotated[str, Field(title="Batch Id")]
+    row_count: Annotated[int, Field(title="Row Count")]
+    content_hash: Annotated[str, Field(title="Content Hash")]
+    categories: Annotated[dict[str, int], Field(title="Categories")]
+    created_at: Annotated[AwareDatetime, Field(title="Created At")]
+    created: Annotated[bool | None, Field(title="Created")] = None
+
+
 class ImportOut(BaseModel):
     model_config = ConfigDict(
         extra="allow",
@@ -704,6 +790,31 @@ class ImportOut(BaseModel):
     created: Annotated[int, Field(title="Created")]
     updated: Annotated[int, Field(title="Updated")]
     unchanged: Annotated[int, Field(title="Unchanged")]
+
+
+class Attacks(RootModel[list[str]]):
+    root: Annotated[list[str], Field(max_length=40, min_length=1, title="Attacks")]
+    """
+    Attack ids from GET /v1/evals/attacks; the whole suite if omitted.
+    """
+
+
+class InjectionSpec(BaseModel):
+    model_config = ConfigDict(
+        extra="allow",
+    )
+    attacks: Annotated[Attacks | None, Field(title="Attacks")] = None
+    """
+    Attack ids from GET /v1/evals/attacks; the whole suite if omitted.
+    """
+    max_items: Annotated[int | None, Field(ge=1, le=1000, title="Max Items")] = 50
+    """
+    Gold items (the first ones) that get the attacks: items x attacks variants.
+    """
+    defences_off: Annotated[bool | None, Field(title="Defences Off")] = True
+    """
+    Also score clean and injected pairs with neutralisation off.
+    """
 
 
 class ItemState(StrEnum):
@@ -719,17 +830,10 @@ class ItemState(StrEnum):
     cancelled = "cancelled"
 
 
-class Seed(RootModel[int]):
-    root: Annotated[int, Field(ge=0, le=4611686018427388000, title="Seed")]
+class Principle(RootModel[str]):
+    root: Annotated[str, Field(max_length=64, title="Principle")]
     """
-    Random if omitted.
-    """
-
-
-class ChunkSize(RootModel[int]):
-    root: Annotated[int, Field(ge=1, le=1024, title="Chunk Size")]
-    """
-    Items per task.
+    Comparison jobs: judge under this one comparison principle (its id) instead of one drawn at random per item.
     """
 
 
@@ -750,6 +854,20 @@ class JobType(StrEnum):
     critique = "critique"
     revise = "revise"
     compare = "compare"
+
+
+class Name(RootModel[str]):
+    root: Annotated[str, Field(pattern="[A-Za-z0-9][A-Za-z0-9._-]{0,39}", title="Name")]
+    """
+    How the report names it; 'config-<n>' (1-based) if omitted.
+    """
+
+
+class Principle1(RootModel[str]):
+    root: Annotated[str, Field(max_length=64, title="Principle")]
+    """
+    Judge under this one comparison principle instead of a random draw.
+    """
 
 
 class KappaOut(BaseModel):
@@ -1349,6 +1467,14 @@ class PageEndpointOut(BaseModel):
     next_cursor: Annotated[str | None, Field(title="Next Cursor")] = None
 
 
+class PageGoldItemOut(BaseModel):
+    model_config = ConfigDict(
+        extra="allow",
+    )
+    items: Annotated[list[GoldItemOut], Field(title="Items")]
+    next_cursor: Annotated[str | None, Field(title="Next Cursor")] = None
+
+
 class PageLabelOut(BaseModel):
     model_config = ConfigDict(
         extra="allow",
@@ -1556,7 +1682,7 @@ class By(StrEnum):
     swap_disagreement = "swap_disagreement"
 
 
-class Seed1(RootModel[int]):
+class Seed2(RootModel[int]):
     root: Annotated[int, Field(ge=0, le=4611686018427388000, title="Seed")]
     """
     The same seed draws the same labels; default 0.
@@ -1576,7 +1702,7 @@ class QueueCreate(BaseModel):
     """
     Strata of a stratified sample: principle; confidence (bins of |P(A)-0.5|, comparison jobs); swap_disagreement (whether the two orders disagreed, swapped comparisons). With random, it only restricts the labels to those it applies to.
     """
-    seed: Annotated[Seed1 | None, Field(title="Seed")] = None
+    seed: Annotated[Seed2 | None, Field(title="Seed")] = None
     """
     The same seed draws the same labels; default 0.
     """
@@ -2172,6 +2298,25 @@ class ConstitutionDiff(BaseModel):
     metadata_changed: Annotated[bool, Field(title="Metadata Changed")]
 
 
+class CritiqueRenderRequest(BaseModel):
+    """
+    A preview: the critique and revision conversations of one SL-CAI round.
+    """
+
+    model_config = ConfigDict(
+        extra="allow",
+    )
+    conversation: Annotated[
+        list[PreviewMessage], Field(max_length=64, min_length=1, title="Conversation")
+    ]
+    response: Annotated[str, Field(max_length=65536, title="Response")]
+    critique_request: Annotated[str, Field(max_length=4000, min_length=1, title="Critique Request")]
+    revision_request: Annotated[str, Field(max_length=4000, min_length=1, title="Revision Request")]
+    critique: Annotated[str | None, Field(max_length=65536, title="Critique")] = (
+        "(the critique the model writes)"
+    )
+
+
 class DatasetCreate(BaseModel):
     model_config = ConfigDict(
         extra="allow",
@@ -2216,6 +2361,52 @@ class ErrorBody(BaseModel):
     """
     validation_error only: every failing location.
     """
+
+
+class EvalJobOut(BaseModel):
+    model_config = ConfigDict(
+        extra="allow",
+    )
+    config: Annotated[str, Field(title="Config")]
+    variant: Annotated[str, Field(title="Variant")]
+    job_id: Annotated[str, Field(title="Job Id")]
+    status: JobStatus
+    counts: Annotated[dict[str, int], Field(title="Counts")]
+
+
+class EvalOut(BaseModel):
+    model_config = ConfigDict(
+        extra="allow",
+    )
+    id: Annotated[str, Field(title="Id")]
+    name: Annotated[str, Field(title="Name")]
+    gold_set: Annotated[str, Field(title="Gold Set")]
+    status: JobStatus
+    configs: Annotated[list[dict[str, Any]], Field(title="Configs")]
+    injection: Annotated[dict[str, Any] | None, Field(title="Injection")]
+    seed: Annotated[int, Field(title="Seed")]
+    jobs: Annotated[list[EvalJobOut], Field(title="Jobs")]
+    items_total: Annotated[int, Field(title="Items Total")]
+    items_finished: Annotated[int, Field(title="Items Finished")]
+    created_at: Annotated[AwareDatetime, Field(title="Created At")]
+
+
+class EvalReportOut(BaseModel):
+    """
+    Every number of an evaluation; docs/EVALUATION.md defines each one.
+    """
+
+    model_config = ConfigDict(
+        extra="allow",
+    )
+    id: Annotated[str, Field(title="Id")]
+    name: Annotated[str, Field(title="Name")]
+    gold_set: Annotated[str, Field(title="Gold Set")]
+    status: JobStatus
+    complete: Annotated[bool, Field(title="Complete")]
+    configs: Annotated[dict[str, dict[str, Any]], Field(title="Configs")]
+    comparisons: Annotated[list[dict[str, Any]], Field(title="Comparisons")]
+    injection: Annotated[dict[str, Any] | None, Field(title="Injection")]
 
 
 class JobOut(BaseModel):
@@ -2279,6 +2470,58 @@ class JobParams(BaseModel):
     """
     How comparisons are put to the feedback model: a shipped template ('charter-chat': Charter's chat template: the conversation and the responses in tags, the principle between them, asked in a user turn.; 'principle-first': The chat template with the principle stated before the conversation, so the judge reads the responses knowing what to look for.; 'paper-plain': The format of Bai et al. (2022), section 4.1, as plain text with no chat template: a Human/Assistant transcript, the principle, the options, then 'The answer is: ('.), or one of the project's own (POST /v1/templates) as 'name' (its latest version, pinned at submission) or 'name@version'.
     """
+    critique_template: Annotated[str | None, Field(max_length=40, title="Critique Template")] = (
+        "charter-default"
+    )
+    """
+    How SL-CAI asks for critiques and revisions: a shipped template ('charter-default': The principle's critique and revision requests as plain user turns.; 'paper-labelled': The requests labelled as in Bai et al. (2022), appendix: 'CritiqueRequest: ...' and 'RevisionRequest: ...'.; 'quoted-response': The critique request quotes the answer in tags, so a small model sees which text to critique; the revision request quotes the critique.), or one of the project's own (POST /v1/critique-templates) as 'name' or 'name@version' (pinned at submission).
+    """
+    principle: Annotated[Principle | None, Field(title="Principle")] = None
+    """
+    Comparison jobs: judge under this one comparison principle (its id) instead of one drawn at random per item.
+    """
+    neutralise: Annotated[bool | None, Field(title="Neutralise")] = True
+    """
+    Break control tokens and template delimiters in untrusted text. Only a judge evaluation turns it off, to measure what the defence is worth (POST /v1/evals).
+    """
+    sampling: SamplingParams | None = None
+
+
+class JudgeConfig(BaseModel):
+    """
+    One judge: model, template, constitution (or one principle of it) and knobs.
+    """
+
+    model_config = ConfigDict(
+        extra="allow",
+    )
+    name: Annotated[Name | None, Field(title="Name")] = None
+    """
+    How the report names it; 'config-<n>' (1-based) if omitted.
+    """
+    model: Annotated[
+        str | None,
+        Field(max_length=128, min_length=1, pattern="^[A-Za-z0-9._/-]+$", title="Model"),
+    ] = "smollm2"
+    constitution: Annotated[str, Field(max_length=80, min_length=1, title="Constitution")]
+    """
+    name or name@version; pinned at submission
+    """
+    feedback_template: Annotated[str | None, Field(max_length=40, title="Feedback Template")] = (
+        "charter-chat"
+    )
+    principle: Annotated[Principle1 | None, Field(title="Principle")] = None
+    """
+    Judge under this one comparison principle instead of a random draw.
+    """
+    few_shot: Annotated[bool | None, Field(title="Few Shot")] = True
+    chain_of_thought: Annotated[bool | None, Field(title="Chain Of Thought")] = False
+    cot_band: Annotated[tuple[float, float] | None, Field(title="Cot Band")] = [
+        0.4,
+        0.6,
+    ]
+    swap: Annotated[bool | None, Field(title="Swap")] = True
+    min_choice_mass: Annotated[float | None, Field(ge=0.0, le=1.0, title="Min Choice Mass")] = 0.5
     sampling: SamplingParams | None = None
 
 
@@ -2328,6 +2571,14 @@ class ModelStats(BaseModel):
     True when the summary read only the most recent labels.
     """
     judge: JudgeSummaryOut
+
+
+class PageEvalOut(BaseModel):
+    model_config = ConfigDict(
+        extra="allow",
+    )
+    items: Annotated[list[EvalOut], Field(title="Items")]
+    next_cursor: Annotated[str | None, Field(title="Next Cursor")] = None
 
 
 class PageJobOut(BaseModel):
@@ -2429,6 +2680,30 @@ class AgreementOut(BaseModel):
     Comparisons: agreement by AI confidence max(P(A), 1-P(A)).
     """
     kappa: KappaOut
+
+
+class EvalCreate(BaseModel):
+    model_config = ConfigDict(
+        extra="allow",
+    )
+    gold_set: Annotated[str, Field(max_length=80, min_length=1, title="Gold Set")]
+    """
+    name or name@version; pinned at submission
+    """
+    name: Annotated[str | None, Field(max_length=128, title="Name")] = ""
+    configs: Annotated[list[JudgeConfig], Field(max_length=8, min_length=1, title="Configs")]
+    injection: InjectionSpec | None = None
+    """
+    Also score adversarial variants of the gold set.
+    """
+    seed: Annotated[Seed | None, Field(title="Seed")] = None
+    """
+    Random if omitted.
+    """
+    chunk_size: Annotated[ChunkSize | None, Field(title="Chunk Size")] = None
+    """
+    Items per task.
+    """
 
 
 class JobCreate(BaseModel):

@@ -21,6 +21,8 @@ from services.gateway.dashboard import rendering as dashboard_rendering
 from services.gateway.dashboard.endpoints import router as dashboard
 from services.gateway.datasets.endpoints import router as datasets
 from services.gateway.datasets.freezing import Freezer
+from services.gateway.evals.endpoints import router as evals
+from services.gateway.gold.endpoints import router as gold_sets
 from services.gateway.jobs.endpoints import router as jobs
 from services.gateway.keys.endpoints import router as keys
 from services.gateway.limits import BodySizeLimit
@@ -30,6 +32,7 @@ from services.gateway.request_id import CharterAPI
 from services.gateway.reviews.endpoints import router as reviews
 from services.gateway.runs.endpoints import router as runs
 from services.gateway.stats.endpoints import router as stats
+from services.gateway.templates.critique_endpoints import router as critique_templates
 from services.gateway.templates.endpoints import router as templates
 from services.gateway.unit_of_work import Admission
 from services.gateway.webhooks.endpoints import router as webhooks
@@ -82,6 +85,9 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
         webhooks,
         reviews,
         templates,
+        critique_templates,
+        gold_sets,
+        evals,
         dashboard,
     ):
         app.include_router(router)

@@ -101,6 +101,10 @@ RAISES: dict[tuple[str, str], dict[int, str]] = {
     ("POST", "/v1/runs"): {
         404: "The dataset, reward_run or run:<id> model the body names does not exist."
     },
+    ("POST", "/v1/evals"): {
+        404: "The gold set, or a constitution or feedback template a configuration names, "
+        "does not exist."
+    },
     ("GET", "/v1/constitutions/{ref}"): {422: "The ref is not name or name@version."},
     ("GET", "/v1/datasets/{ref}/export"): {409: "The version is not ready: freezing or failed."},
 }
@@ -113,7 +117,9 @@ ALSO_ANSWERS: dict[tuple[str, str], tuple[int, int, str]] = {
     ),
 }
 # Routes whose path parameter names what the request creates, so it is never "not found".
-NO_404: frozenset[tuple[str, str]] = frozenset({("POST", "/v1/datasets/{name}/upload")})
+NO_404: frozenset[tuple[str, str]] = frozenset(
+    {("POST", "/v1/datasets/{name}/upload"), ("POST", "/v1/gold-sets/{name}")}
+)
 
 # (source method, path, status) -> [(target method, path, link parameters)].
 LINKS: dict[tuple[str, str, int], list[tuple[str, str, dict[str, str]]]] = {}
@@ -178,6 +184,25 @@ _link(
     {"ref": "$response.body#/ref"},
 )
 _link(_DATASET_SOURCES, [("GET", "/v1/datasets/{name}/versions")], {"name": "$response.body#/name"})
+
+_CRITIQUE = [("POST", "/v1/critique-templates", 201), ("POST", "/v1/critique-templates", 200)]
+_link(
+    _CRITIQUE,
+    [("GET", "/v1/critique-templates/{ref}"), ("POST", "/v1/critique-templates/{ref}/render")],
+    {"ref": "$response.body#/ref"},
+)
+_GOLD = [("POST", "/v1/gold-sets/{name}", 201), ("POST", "/v1/gold-sets/{name}", 200)]
+_link(
+    _GOLD,
+    [("GET", "/v1/gold-sets/{ref}"), ("GET", "/v1/gold-sets/{ref}/items")],
+    {"ref": "$response.body#/ref"},
+)
+_EVAL = "/v1/evals/{eval_id}"
+_link(
+    [("POST", "/v1/evals", 202)],
+    [("GET", _EVAL), ("GET", _EVAL + "/report"), ("POST", _EVAL + "/cancel")],
+    {"eval_id": "$response.body#/id"},
+)
 
 SECURITY_SCHEMES = {
     "ApiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},

@@ -147,6 +147,13 @@ def test_datasets_training_keys_webhooks_audit(live: str, tmp_path: Path) -> Non
     assert shipped and all(t["built_in"] for t in shipped)
     assert shipped[0]["ref"] in run("templates", "list")
     assert as_json("templates", "show", shipped[0]["ref"])["sha256"] == shipped[0]["sha256"]
+    mine = tmp_path / "critique.yaml"
+    mine.write_text("name: terse\ncritique: 'Briefly: {{ critique_request }}'\n")
+    assert "terse@1 (new version" in run("templates", "push", str(mine), "--critique")
+    critiques = [t["ref"] for t in as_json("templates", "list", "--critique")]
+    assert critiques[-1] == "terse@1" and "quoted-response" in critiques
+    shown = as_json("templates", "show", "terse", "--critique")
+    assert shown["spec"]["critique"] == "Briefly: {{ critique_request }}"
 
 
 def test_errors_are_one_line_and_a_status(live: str, tmp_path: Path, monkeypatch: Any) -> None:

@@ -4,20 +4,22 @@ from __future__ import annotations
 
 import pytest
 
-from charter.core import agreement
+from charter.core import agreement, judge_stats
 from charter.core.agreement import Judgement
 
 
-def test_wilson_matches_published_intervals() -> None:
+def test_rates_have_published_wilson_intervals() -> None:
     # 8 of 10: the textbook Wilson 95% interval (0.4902, 0.9433).
-    low, high = agreement.wilson(8, 10)
-    assert (low, high) == pytest.approx((0.4902, 0.9433), abs=5e-5)
+    r = agreement.rate(8, 10)
+    assert (r.low, r.high) == pytest.approx((0.4902, 0.9433), abs=5e-5)
     # 0 of 10: the lower bound is 0, the upper z^2 / (n + z^2).
-    z2 = agreement.Z95**2
-    assert agreement.wilson(0, 10) == pytest.approx((0.0, z2 / (10 + z2)))
-    assert agreement.wilson(10, 10) == pytest.approx((10 / (10 + z2), 1.0))
+    z2 = judge_stats.Z95**2
+    none = agreement.rate(0, 10)
+    assert (none.low, none.high) == pytest.approx((0.0, z2 / (10 + z2)))
+    every = agreement.rate(10, 10)
+    assert (every.low, every.high) == pytest.approx((10 / (10 + z2), 1.0))
     with pytest.raises(ValueError):
-        agreement.wilson(3, 0)
+        agreement.rate(11, 10)
 
 
 def test_rate_of_nothing_has_no_interval() -> None:

@@ -100,6 +100,20 @@ REQUIRED_SCOPE: dict[tuple[str, str], str] = {
     ("GET", "/v1/templates"): "read",
     ("GET", "/v1/templates/{ref}"): "read",
     ("POST", "/v1/templates/{ref}/render"): "submit",
+    ("POST", "/v1/critique-templates"): "submit",
+    ("GET", "/v1/critique-templates"): "read",
+    ("GET", "/v1/critique-templates/{ref}"): "read",
+    ("POST", "/v1/critique-templates/{ref}/render"): "submit",
+    ("POST", "/v1/gold-sets/{name}"): "submit",
+    ("GET", "/v1/gold-sets"): "read",
+    ("GET", "/v1/gold-sets/{ref}"): "read",
+    ("GET", "/v1/gold-sets/{ref}/items"): "read",
+    ("POST", "/v1/evals"): "submit",
+    ("GET", "/v1/evals"): "read",
+    ("GET", "/v1/evals/attacks"): "read",
+    ("GET", "/v1/evals/{eval_id}"): "read",
+    ("GET", "/v1/evals/{eval_id}/report"): "read",
+    ("POST", "/v1/evals/{eval_id}/cancel"): "submit",
 }
 # What a key with one scope may do: submitting or training needs to read what it made.
 GRANTS = {
@@ -111,7 +125,7 @@ GRANTS = {
 }
 # The path names what the request creates in the caller's own project, not an object:
 # another project's key gets what a never-used name gets (not a 404).
-CREATES_BY_NAME = {("POST", "/v1/datasets/{name}/upload")}
+CREATES_BY_NAME = {("POST", "/v1/datasets/{name}/upload"), ("POST", "/v1/gold-sets/{name}")}
 # The fleet is shared by design: every project sees the same workers (items_done counts
 # the caller's own labels only), so there are no owner rows to hide.
 SHARED = {("GET", "/v1/workers")}
@@ -119,6 +133,8 @@ SHARED = {("GET", "/v1/workers")}
 # compare labels: tests/gateway/test_stats_api.py checks that another project's labels
 # never reach these numbers.
 WITHOUT_IDS = {("GET", "/v1/stats/models"), ("GET", "/v1/reviews/agreement")}
+# The attack suite is the platform's own, the same for every project.
+SHARED |= {("GET", "/v1/evals/attacks")}
 # The seeded job has no labels, so no review queue: queue paths name a queue id that
 # does not exist (tests/gateway/test_reviews.py checks another project's real queues).
 NO_QUEUE = "0" * 32
@@ -126,10 +142,16 @@ NO_QUEUE = "0" * 32
 # test): what must hold is that no row of the owner's requests is among them.
 OWN_LOG = {("GET", "/v1/audit")}
 # The body names an object of the owner's (a batch, a dataset, a job).
-BODY_REFERENCES = {("POST", "/v1/jobs"), ("POST", "/v1/runs"), ("POST", "/v1/datasets")}
+BODY_REFERENCES = {
+    ("POST", "/v1/jobs"),
+    ("POST", "/v1/runs"),
+    ("POST", "/v1/datasets"),
+    ("POST", "/v1/evals"),
+}
 
 NDJSON = {"Content-Type": "application/x-ndjson"}
 LEASE = {"lease_token": "not-the-lease-token", "owner": "matrix"}
+GOLD_ROW = {"prompt": "Owner's gold?", "response_a": "yes", "response_b": "no", "answer": "a"}
 
 
 @dataclass
@@ -147,11 +169,18 @@ class Owner:
     webhook: str = ""
     delivery: str = ""  # a delivery of the webhook's, the target of resend
     template: str = ""  # a feedback template of the project's own
+    critique_template: str = ""  # a critique template of the project's own
+    gold: str = ""  # a gold set
+    evaluation: str = ""  # an evaluation of the gold set
 
     def _named(self, resource: str) -> str:
-        return {"constitutions": self.constitution, "templates": self.template}.get(
-            resource, self.dataset
-        )
+        return {
+            "constitutions": self.constitution,
+            "templates": self.template,
+            "critique-templates": self.critique_template,
+            "gold-sets": self.gold,
+            "evals": self.gold,
+        }.get(resource, self.dataset)
 
     def path_values(self, path: str) -> dict[str, str]:
         resource = path.split("/")[2]
@@ -163,7 +192,10 @@ class Owner:
             "webhook_id": self.webhook,
             "delivery_id": self.delivery,
             "ref": f"{self._named(resource)}@1",
-            "name": self.constitution if resource == "constitutions" else self.dataset,
+            "name": {"constitutions": self.constitution, "gold-sets": self.gold}.get(
+                resource, self.dataset
+            ),
+            "eval_id": self.evaluation,
             "queue_id": NO_QUEUE,
             "label_id": "987654321",
         }
@@ -190,6 +222,7 @@ def _request(method: str, path: str, owner: Owner, *, missing: bool = False) -> 
     url = re.sub(r"\{(\w+)\}", lambda m: values[m.group(1)], path)
     batch = _missing(owner.batch) if missing else owner.batch
     dataset = _missing(owner.dataset) if missing else owner.dataset
+    gold = _missing(f"{owner.gold}@1") if missing else f"{owner.gold}@1"
     job = _missing(owner.job) if missing else owner.job
     kwargs: dict[str, Any] = {}
     bodies: dict[tuple[str, str], Any] = {
@@ -208,6 +241,13 @@ def _request(method: str, path: str, owner: Owner, *, missing: bool = False) -> 
             "response_a": "a",
             "response_b": "b",
         },
+        ("POST", "/v1/critique-templates"): {"name": "matrix-critique"},
+        ("POST", "/v1/critique-templates/{ref}/render"): {
+            "conversation": [{"role": "user", "content": "Hi"}],
+            "response": "Hello",
+            "critique_request": "Is it kind?",
+            "revision_request": "Make it kinder.",
+        },
         ("POST", "/v1/webhooks"): {"url": "http://127.0.0.1:9/hook", "events": ["job.completed"]},
         ("PATCH", "/v1/webhooks/{webhook_id}"): {"description": "matrix"},
         ("POST", "/v1/runs"): {"type": "sft", "dataset": dataset, "base_model": "smollm2"},
@@ -220,6 +260,10 @@ def _request(method: str, path: str, owner: Owner, *, missing: bool = False) -> 
         ("POST", "/v1/runs/{run_id}/fail"): LEASE | {"error": "matrix"},
         ("POST", "/v1/jobs/{job_id}/reviews/queues"): {"size": 1},
         ("POST", "/v1/reviews/queues/{queue_id}/items/{label_id}/verdicts"): {"choice": "A"},
+        ("POST", "/v1/evals"): {
+            "gold_set": gold,
+            "configs": [{"model": "smollm2-135m", "constitution": "matrix-default"}],
+        },
         ("POST", "/v1/datasets"): {
             "name": "matrix-labels",
             "kind": "sft",
@@ -233,6 +277,12 @@ def _request(method: str, path: str, owner: Owner, *, missing: bool = False) -> 
     elif (method, path) == ("POST", "/v1/jobs/{job_id}/reviews/import"):
         line = {"label_id": 1, "verdict": {"choice": "A"}, "reviewer": {"key_id": "0" * 32}}
         kwargs |= {"content": json.dumps(line).encode(), "headers": NDJSON}
+    elif (method, path) == ("POST", "/v1/gold-sets/{name}"):
+        # Refused after authorisation (p_gold on the wrong side): names are per project,
+        # so another project's push would make a gold set of its own under the owner's
+        # name, which the matrix's later rows would then find.
+        row = GOLD_ROW | {"p_gold": 0.1}
+        kwargs |= {"content": json.dumps(row).encode(), "headers": NDJSON}
     elif (method, path) == ("POST", "/v1/datasets/{name}/upload"):
         kwargs |= {"content": b'{"prompt": "Hi", "completion": "Hello"}\n', "headers": NDJSON}
     elif (method, path) == ("POST", "/v1/constitutions"):
@@ -303,6 +353,20 @@ def _seed(
     template = {"name": f"owner-tpl-{tag}", "question": "Owner's {{ principle }}"}
     owner.template = ok(client.post("/v1/templates", json=template, headers=admin))["name"]
     owner.ids |= {"template": owner.template}
+    critique = {"name": f"owner-crit-{tag}", "critique": "Owner's {{ critique_request }}"}
+    owner.critique_template = ok(
+        client.post("/v1/critique-templates", json=critique, headers=admin)
+    )["name"]
+    owner.ids |= {"critique template": owner.critique_template}
+    owner.gold = f"owner-gold-{tag}"
+    gold = client.post(
+        f"/v1/gold-sets/{owner.gold}", content=json.dumps(GOLD_ROW).encode(), headers=admin | NDJSON
+    )
+    ok(gold)
+    config = {"model": "smollm2-135m", "constitution": constitution["name"]}
+    evaluation = {"gold_set": owner.gold, "configs": [config]}
+    owner.evaluation = ok(client.post("/v1/evals", json=evaluation, headers=admin))["id"]
+    owner.ids |= {"gold set": owner.gold, "evaluation": owner.evaluation}
     return owner
 
 

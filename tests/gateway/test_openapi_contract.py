@@ -81,6 +81,7 @@ SEMANTIC_422 = {
     "POST /v1/batches": "messages must end with a user turn",
     # A Jinja2 source is checked by compiling it (formatting only, known names).
     "POST /v1/templates": "the question must compile as a formatting-only template",
+    "POST /v1/critique-templates": "the requests must compile as formatting-only templates",
     # Checked against the project's data.
     "POST /v1/jobs": "the model must be served; the batch must fit the job type",
     "POST /v1/runs": "the dataset's kind must fit the run type",
@@ -92,6 +93,10 @@ SEMANTIC_422 = {
     "POST /v1/reviews/queues/{queue_id}/items/{label_id}/verdicts": "exactly one of "
     "choice (comparisons) or satisfies (revisions)",
     "POST /v1/jobs/{job_id}/reviews/import": "JSON lines, each a verdict on a job's label",
+    "POST /v1/gold-sets/{name}": "JSON lines, each a gold row (p_gold on the answer's side)",
+    "POST /v1/evals": "each configuration's model must be served and its principle exist",
+    "GET /v1/gold-sets/{ref}/items": "cursor",
+    "GET /v1/evals": "cursor",
 }
 
 
@@ -185,7 +190,8 @@ def test_statuses_follow_what_each_route_does(document: dict[str, Any]) -> None:
         assert ("409" in codes) == (method == "POST" or not_ready), (method, path)
         if method == "GET":
             assert "413" not in codes, (method, path)
-        if "{" not in path and (method, path) not in (("POST", "/v1/jobs"), ("POST", "/v1/runs")):
+        names_objects = (("POST", "/v1/jobs"), ("POST", "/v1/runs"), ("POST", "/v1/evals"))
+        if "{" not in path and (method, path) not in names_objects:
             assert "404" not in codes, (method, path)
     assert statuses[("GET", "/v1/keys")] == {"200", "401", "403", "429", "503"}
     assert statuses[("GET", "/v1/batches")] == {"200", "401", "403", "422", "429", "503"}

@@ -16,6 +16,7 @@ from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import Headers, QueryParams
 
+from charter.core import eval_plans
 from charter.core.jobs import FINAL_JOB_STATUSES, ItemState, JobStatus, JobType, job_status
 from charter.db.models import Job
 from charter.errors import CharterError, Invalid
@@ -34,6 +35,9 @@ from services.gateway.dashboard.auth import (
 from services.gateway.datasets import endpoints as dataset_api
 from services.gateway.datasets import service as datasets
 from services.gateway.deps import CurrentKey, SessionDep, SettingsDep, check_scope
+from services.gateway.evals import endpoints as eval_api
+from services.gateway.evals import report as eval_report
+from services.gateway.evals import service as evals
 from services.gateway.jobs import service as jobs
 from services.gateway.reviews import service as reviews
 from services.gateway.reviews.schemas import VerdictCreate
@@ -518,4 +522,66 @@ def run_page(request: Request, run_id: str, session: SessionDep, key: CurrentKey
         dataset=runs.dataset_refs(session, [run]).get(run.id),
         curves=curves,
         reports=len(points),
+    )
+
+
+# --------------------------------------------------------------------------- evaluations
+
+
+@router.get("/evals")
+def eval_list(
+    request: Request,
+    session: SessionDep,
+    key: CurrentKey,
+    cursor: str | None = None,
+    limit: PageSize = 25,
+) -> HTMLResponse:
+    rows, next_cursor = evals.page(session, key.project_id, cursor, limit)
+    return page(
+        request,
+        "evals.html",
+        evals=[eval_api.out(session, r) for r in rows],
+        next_cursor=next_cursor,
+    )
+
+
+@router.get("/evals/{eval_id}")
+def eval_page(request: Request, eval_id: str, session: SessionDep, key: CurrentKey) -> HTMLResponse:
+    """An evaluation's report: the numbers of ``GET /v1/evals/{id}/report``, drawn."""
+    data = eval_report.build(session, evals.get(session, key.project_id, eval_id))
+    configs = data["configs"]
+    accuracy = charts.bar_chart(
+        [
+            (name, float(c["metrics"]["accuracy"]["value"]))
+            for name, c in configs.items()
+            if c["metrics"]["accuracy"]["value"] is not None
+        ],
+        title="Accuracy, swap-averaged",
+        x_label="judge configuration",
+        y_label="share right",
+    )
+    calibration = charts.line_chart(
+        [
+            charts.Series(
+                name,
+                [
+                    (b["mean_predicted"], b["mean_observed"])
+                    for b in c["metrics"]["calibration"]
+                    if b["count"]
+                ],
+            )
+            for name, c in configs.items()
+        ],
+        title="Calibration",
+        x_label="mean predicted P(A) in the bin",
+        y_label="observed: A is better",
+        empty="no labels yet",
+    )
+    return page(
+        request,
+        "eval.html",
+        report=data,
+        accuracy=accuracy,
+        calibration=calibration,
+        defences=eval_plans.DEFENCE_NAMES,
     )

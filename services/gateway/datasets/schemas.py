@@ -19,7 +19,11 @@ class DatasetFilter(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     job_ids: list[str] | None = Field(
-        default=None, min_length=1, max_length=1000, description="Labels of these jobs only."
+        default=None,
+        min_length=1,
+        max_length=1000,
+        description="Labels of these jobs only. Without it, every job but those of judge "
+        "evaluations (their gold items and injected variants are no training data).",
     )
     constitution: str | None = Field(
         default=None,

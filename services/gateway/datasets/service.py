@@ -46,6 +46,7 @@ from charter.db.models import (
     Dataset,
     DatasetRow,
     DatasetVersion,
+    EvalJob,
     Job,
     Label,
     as_utc,
@@ -200,6 +201,8 @@ def _conditions(
             if job_id not in found:
                 raise Invalid(f"job {job_id!r} not found", field="filter.job_ids")
         conditions.append(Label.job_id.in_(job_ids))
+    else:  # a judge evaluation's labels (gold items, injected variants) are no training data
+        conditions.append(Label.job_id.not_in(select(EvalJob.job_id)))
     if spec.constitution is not None:
         conditions.append(
             Label.constitution_version_id.in_(_constitution_versions(session, project_id, spec))

@@ -13,11 +13,15 @@ from services.gateway.unit_of_work import UnitOfWorkRoute, after_commit
 router = APIRouter(prefix="/v1", tags=["jobs"], route_class=UnitOfWorkRoute)
 
 
+def job_status_of(job: Job, counts: dict[str, int]) -> JobStatus:
+    return job_status(counts, job.status == JobStatus.CANCELLED)
+
+
 def _out(job: Job, counts: dict[str, int]) -> JobOut:
     return JobOut(
         id=job.id,
         type=job.type,
-        status=job_status(counts, job.status == JobStatus.CANCELLED),
+        status=job_status_of(job, counts),
         batch_id=job.batch_id,
         constitution=job.constitution_ref,
         model=job.model,

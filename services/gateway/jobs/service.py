@@ -51,9 +51,22 @@ def _check_batch(session: Session, batch_id: str, job_type: JobType) -> None:
         )
 
 
-def _check_constitution(content: dict[str, object], job_type: JobType, ref: str) -> None:
+def _check_constitution(
+    content: dict[str, object], job_type: JobType, ref: str, principle: str | None
+) -> None:
     constitution = Constitution.model_validate(content)
     kind = principle_kind(job_type)
+    if principle is not None:
+        known = [p.id for p in constitution.comparison_principles]
+        if kind != "comparison":
+            raise Invalid(
+                f"job type '{job_type}' draws no comparison principle", field="params.principle"
+            )
+        if principle not in known:
+            raise Invalid(
+                f"{ref} has no comparison principle {principle!r} (it has: {', '.join(known)})",
+                field="params.principle",
+            )
     match kind:
         case "critique":
             missing = not constitution.critique_principles
@@ -87,18 +100,41 @@ def _check_model(session: Session, settings: Settings, model: str) -> None:
         )
 
 
-def submit(session: Session, project_id: str, spec: JobCreate, settings: Settings) -> Job:
+def submit(
+    session: Session,
+    project_id: str,
+    spec: JobCreate,
+    settings: Settings,
+    *,
+    evaluation: bool = False,
+) -> Job:
+    """Check and store a job with all its work items. ``evaluation``: the job belongs to
+    a judge evaluation, the only kind that may turn neutralisation off."""
+    if not spec.params.neutralise and not evaluation:
+        raise Invalid(
+            "only a judge evaluation turns neutralisation off (POST /v1/evals with "
+            "injection.defences_off)",
+            field="params.neutralise",
+        )
     _check_model(session, settings, spec.model)
     batch = batches.get(session, project_id, spec.batch_id)
     version = constitutions.resolve(session, project_id, spec.constitution)
     ref = f"{constitutions.name_of(session, version)}@{version.version}"
-    _check_constitution(version.content, spec.type, ref)
+    _check_constitution(version.content, spec.type, ref, spec.params.principle)
     _check_batch(session, batch.id, spec.type)
     chunk_size = spec.chunk_size or settings.chunk_size
     params = spec.params.model_dump(mode="json") | {"chunk_size": chunk_size}
     if principle_kind(spec.type) == "comparison":  # pinned: labels can be reproduced
         params["feedback_template"] = templates.pin(
             session, project_id, spec.params.feedback_template, field="params.feedback_template"
+        )
+    else:
+        params["critique_template"] = templates.pin(
+            session,
+            project_id,
+            spec.params.critique_template,
+            field="params.critique_template",
+            kind=templates.CRITIQUE,
         )
     job = Job(
         project_id=project_id,

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter, Response, status
 from pydantic import ValidationError
 
 from charter.core import feedback_templates, prompts
 from charter.core.constitution import ComparisonPrinciple, Constitution
-from charter.core.feedback_templates import FeedbackTemplate
-from charter.db.models import FeedbackTemplateVersion
 from charter.errors import Invalid, NotFound
 from services.gateway.deps import ReadKey, SessionDep, SubmitKey
 from services.gateway.templates import service
@@ -18,14 +18,14 @@ from services.gateway.unit_of_work import UnitOfWorkRoute
 router = APIRouter(prefix="/v1/templates", tags=["templates"], route_class=UnitOfWorkRoute)
 
 
-def _built_in(template: FeedbackTemplate) -> TemplateOut:
+def built_in_out(template: Any, kind: service.Kind = service.FEEDBACK) -> TemplateOut:
     return TemplateOut(
         name=template.name, version=None, ref=template.name, built_in=True,
-        sha256=template.sha256(), spec=feedback_templates.spec_of(template),
+        sha256=template.sha256(), spec=kind.spec_of(template),
     )  # fmt: skip
 
 
-def _stored(row: FeedbackTemplateVersion, created: bool | None = None) -> TemplateOut:
+def stored_out(row: service.TemplateRow, created: bool | None = None) -> TemplateOut:
     return TemplateOut(
         name=row.name, version=row.version, ref=f"{row.name}@{row.version}", built_in=False,
         sha256=row.sha256, spec=row.spec, created_at=row.created_at, created=created,
@@ -44,32 +44,24 @@ def _stored(row: FeedbackTemplateVersion, created: bool | None = None) -> Templa
 def push_template(
     body: TemplateCreate, response: Response, session: SessionDep, key: SubmitKey
 ) -> TemplateOut:
-    row, created = service.push(session, key.project_id, body)
+    row, created = service.push(session, key.project_id, service.build_feedback(body))
     if not created:
         response.status_code = status.HTTP_200_OK
-    return _stored(row, created)
+    return stored_out(row, created)
 
 
 @router.get("", response_model=list[TemplateOut])
 def list_templates(session: SessionDep, key: ReadKey) -> list[TemplateOut]:
     """The shipped templates, then every version of the project's own."""
-    shipped = [_built_in(t) for t in feedback_templates.BUILT_IN.values()]
-    return shipped + [_stored(r) for r in service.listing(session, key.project_id)]
-
-
-def _resolve(session: SessionDep, project_id: str, ref: str) -> FeedbackTemplate:
-    if ref in feedback_templates.BUILT_IN:
-        return feedback_templates.BUILT_IN[ref]
-    return service.template_of(
-        service.find(session, project_id, ref, field="ref", malformed=NotFound)
-    )
+    shipped = [built_in_out(t) for t in feedback_templates.BUILT_IN.values()]
+    return shipped + [stored_out(r) for r in service.listing(session, key.project_id)]
 
 
 @router.get("/{ref}", response_model=TemplateOut)
 def get_template(ref: str, session: SessionDep, key: ReadKey) -> TemplateOut:
     if ref in feedback_templates.BUILT_IN:
-        return _built_in(feedback_templates.BUILT_IN[ref])
-    return _stored(service.find(session, key.project_id, ref, field="ref", malformed=NotFound))
+        return built_in_out(feedback_templates.BUILT_IN[ref])
+    return stored_out(service.find(session, key.project_id, ref, field="ref", malformed=NotFound))
 
 
 @router.post("/{ref}/render", response_model=RenderOut)
@@ -78,7 +70,7 @@ def render_template(
 ) -> RenderOut:
     """The exact prompt a comparison would get (no few-shot examples), to check a template
     before labelling with it. Changes nothing; the submit scope, as for every POST."""
-    template = _resolve(session, key.project_id, ref)
+    template = service.resolve(session, key.project_id, ref)
     try:
         principle = ComparisonPrinciple(id="preview", text=body.principle)
     except ValidationError as exc:
