@@ -19,7 +19,7 @@ Few-shot examples are rendered through the same template.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
@@ -29,6 +29,9 @@ from charter.core.feedback_templates import (
     TemplateInvalid,
     check_structure,
     compile_source,
+    restored_fields,
+    shipped,
+    stored_fields,
 )
 
 SYSTEM = "You are a helpful, honest and harmless assistant."
@@ -142,21 +145,14 @@ SPEC_FIELDS = ("description", "critique", "revision", "system", "delimiters")
 
 
 def spec_of(template: CritiqueTemplate) -> dict[str, object]:
-    data = asdict(template)
-    return {k: list(v) if isinstance(v, tuple) else v for k, v in data.items() if k in SPEC_FIELDS}
+    return stored_fields(template, SPEC_FIELDS)
 
 
 def from_spec(name: str, version: int, spec: dict[str, object]) -> CritiqueTemplate:
     """A project's stored template (``TemplateInvalid`` or ``TypeError`` if it is not one)."""
-    fields = {k: spec[k] for k in SPEC_FIELDS if k in spec}
-    if "delimiters" in fields:
-        fields["delimiters"] = tuple(fields["delimiters"])  # type: ignore[arg-type]
-    return CritiqueTemplate(name=name, version=str(version), **fields)  # type: ignore[arg-type]
+    return CritiqueTemplate(name=name, version=str(version), **restored_fields(spec, SPEC_FIELDS))
 
 
 def get(name: str) -> CritiqueTemplate:
     """A shipped template by name; ``KeyError`` names the known ones."""
-    try:
-        return BUILT_IN[name]
-    except KeyError:
-        raise KeyError(f"unknown critique template {name!r}; known: {sorted(BUILT_IN)}") from None
+    return shipped(BUILT_IN, name, "critique template")

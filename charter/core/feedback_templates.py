@@ -30,12 +30,15 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from functools import cached_property
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from jinja2 import StrictUndefined, TemplateError, nodes
 from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+T = TypeVar("T")
 
 VARIABLES = ("conversation", "messages", "principle", "response_a", "response_b", "instruction")
 """What a template may use; anything else is an error when it renders."""
@@ -266,23 +269,38 @@ def parse_ref(ref: str) -> tuple[str, int | None]:
     return match.group("name"), int(version) if version else None
 
 
+def stored_fields(template: Any, fields: tuple[str, ...]) -> dict[str, object]:
+    """What is stored for a template (of either kind): ``fields``, tuples as lists."""
+    data = asdict(template)
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in data.items() if k in fields}
+
+
+def restored_fields(spec: Mapping[str, object], fields: tuple[str, ...]) -> dict[str, Any]:
+    """The constructor's keywords for a stored spec (delimiters back to a tuple)."""
+    out: dict[str, Any] = {k: spec[k] for k in fields if k in spec}
+    if "delimiters" in out:
+        out["delimiters"] = tuple(out["delimiters"])
+    return out
+
+
+def shipped(built_in: Mapping[str, T], name: str, what: str) -> T:
+    """A shipped template by name; ``KeyError`` names the known ones."""
+    try:
+        return built_in[name]
+    except KeyError:
+        raise KeyError(f"unknown {what} {name!r}; known: {sorted(built_in)}") from None
+
+
 def spec_of(template: FeedbackTemplate) -> dict[str, object]:
     """What is stored for a template: every field but its name and version."""
-    data = asdict(template)
-    return {k: list(v) if isinstance(v, tuple) else v for k, v in data.items() if k in SPEC_FIELDS}
+    return stored_fields(template, SPEC_FIELDS)
 
 
 def from_spec(name: str, version: int, spec: dict[str, object]) -> FeedbackTemplate:
     """A project's stored template (``TemplateInvalid`` or ``TypeError`` if it is not one)."""
-    fields = {k: spec[k] for k in SPEC_FIELDS if k in spec}
-    if "delimiters" in fields:
-        fields["delimiters"] = tuple(fields["delimiters"])  # type: ignore[arg-type]
-    return FeedbackTemplate(name=name, version=str(version), **fields)  # type: ignore[arg-type]
+    return FeedbackTemplate(name=name, version=str(version), **restored_fields(spec, SPEC_FIELDS))
 
 
 def get(name: str) -> FeedbackTemplate:
     """A shipped template by name; ``KeyError`` names the known ones."""
-    try:
-        return BUILT_IN[name]
-    except KeyError:
-        raise KeyError(f"unknown feedback template {name!r}; known: {sorted(BUILT_IN)}") from None
+    return shipped(BUILT_IN, name, "feedback template")

@@ -27,7 +27,7 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 from sqlalchemy.dialects.postgresql import JSONB
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.orm import DeclarativeBase, Mapped, declared_attr, mapped_column
 
 from charter.core.jobs import ItemState, JobStatus, RunStatus
 
@@ -565,13 +565,14 @@ class ReviewVerdict(Base):
 # Feedback templates -----------------------------------------------------------------
 
 
-class FeedbackTemplateVersion(Base):
-    """One immutable version of a project's own feedback template
-    (``charter.core.feedback_templates``): ``spec`` holds every field but the name and
-    version, ``sha256`` what labels record as their ``template_hash`` basis."""
+class _TemplateVersion:
+    """The columns of an immutable template version: ``spec`` holds every field but the
+    name and version, ``sha256`` what labels record as their ``template_hash`` basis."""
 
-    __tablename__ = "feedback_templates"
-    __table_args__ = (UniqueConstraint("project_id", "name", "version"),)
+    @declared_attr.directive
+    def __table_args__(cls) -> tuple[UniqueConstraint]:  # one constraint object per table
+        return (UniqueConstraint("project_id", "name", "version"),)
+
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
     project_id: Mapped[str] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
     name: Mapped[str] = mapped_column(String(32))
@@ -579,6 +580,12 @@ class FeedbackTemplateVersion(Base):
     spec: Mapped[dict[str, Any]] = mapped_column(Json)
     sha256: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
+
+
+class FeedbackTemplateVersion(_TemplateVersion, Base):
+    """One version of a project's own feedback template (``charter.core.feedback_templates``)."""
+
+    __tablename__ = "feedback_templates"
 
 
 # Judge evaluation -------------------------------------------------------------------
@@ -656,16 +663,7 @@ class EvalJob(Base):
     job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), unique=True)
 
 
-class CritiqueTemplateVersion(Base):
-    """One immutable version of a project's own critique template
-    (``charter.core.critique_templates``), like :class:`FeedbackTemplateVersion`."""
+class CritiqueTemplateVersion(_TemplateVersion, Base):
+    """One version of a project's own critique template (``charter.core.critique_templates``)."""
 
     __tablename__ = "critique_templates"
-    __table_args__ = (UniqueConstraint("project_id", "name", "version"),)
-    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
-    project_id: Mapped[str] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
-    name: Mapped[str] = mapped_column(String(32))
-    version: Mapped[int] = mapped_column(Integer)
-    spec: Mapped[dict[str, Any]] = mapped_column(Json)
-    sha256: Mapped[str] = mapped_column(String(64))
-    created_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)

@@ -185,25 +185,6 @@ _link(
 )
 _link(_DATASET_SOURCES, [("GET", "/v1/datasets/{name}/versions")], {"name": "$response.body#/name"})
 
-_CRITIQUE = [("POST", "/v1/critique-templates", 201), ("POST", "/v1/critique-templates", 200)]
-_link(
-    _CRITIQUE,
-    [("GET", "/v1/critique-templates/{ref}"), ("POST", "/v1/critique-templates/{ref}/render")],
-    {"ref": "$response.body#/ref"},
-)
-_GOLD = [("POST", "/v1/gold-sets/{name}", 201), ("POST", "/v1/gold-sets/{name}", 200)]
-_link(
-    _GOLD,
-    [("GET", "/v1/gold-sets/{ref}"), ("GET", "/v1/gold-sets/{ref}/items")],
-    {"ref": "$response.body#/ref"},
-)
-_EVAL = "/v1/evals/{eval_id}"
-_link(
-    [("POST", "/v1/evals", 202)],
-    [("GET", _EVAL), ("GET", _EVAL + "/report"), ("POST", _EVAL + "/cancel")],
-    {"eval_id": "$response.body#/id"},
-)
-
 SECURITY_SCHEMES = {
     "ApiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
     "Bearer": {
