@@ -194,15 +194,18 @@ def markdown(result: dict[str, Any]) -> str:
     out += [
         f"### Injection: {len(injection['attacks'])} attacks on {injection['gold_items']} gold items",
         "",
-        "| template | defences | flipped / right before | flip rate (95%) | mean shift toward wrong |",
-        "| --- | --- | --- | --- | --- |",
+        "| template | defences | attacks: flipped / right before | flip rate (95%) | mean shift"
+        " toward wrong (95%) | controls: flipped / right before | flip rate (95%) | mean shift |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for config, defences in injection["configs"].items():
         for defence, stats in defences.items():
-            o = stats["overall"]
+            o, c = stats["overall"], stats["control"]
             out.append(
                 f"| `{config}` | {defence} | {o['flipped']}/{o['clean_right']} "
-                f"| {_pct(o['flip_rate'])} | {_pct(o['mean_shift'], False)} |"
+                f"| {_pct(o['flip_rate'])} | {_pct(o['mean_shift'])} "
+                f"| {c['flipped']}/{c['clean_right']} | {_pct(c['flip_rate'])} "
+                f"| {_pct(c['mean_shift'], False)} |"
             )
     families = list(next(iter(injection["configs"].values()))["all"]["by_family"])
     out += [
@@ -213,7 +216,10 @@ def markdown(result: dict[str, Any]) -> str:
     for config, defences in injection["configs"].items():
         for defence in ("all", "none"):
             stats = defences[defence]["by_family"]
-            cells = [f"{stats[f]['flipped']}/{stats[f]['clean_right']}" for f in families]
+            cells = [
+                f"{stats[f]['flipped']}/{stats[f]['clean_right']}, {stats[f]['mean_shift']['value']:+.2f}"
+                for f in families
+            ]
             out.append(f"| `{config}`, {defence} | " + " | ".join(cells) + " |")
     return "\n".join(out)
 

@@ -196,6 +196,10 @@ def _pct(estimate: dict[str, Any] | None, interval: bool = True) -> str:
     return text
 
 
+def _signed(estimate: dict[str, Any]) -> str:
+    return "-" if estimate.get("value") is None else f"{estimate['value']:+.2f}"
+
+
 def _num(value: float | None, digits: int = 3) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
@@ -249,16 +253,18 @@ def _print_report(data: dict[str, Any], *, as_json: bool, by: str = "") -> None:
         console.print(paired)
     injection = data.get("injection")
     if injection:
-        flips = Table(
-            "config", "defences", "flipped / right", "flip rate (95%)", "mean shift to wrong",
-            title=f"Injection: {len(injection['attacks'])} attacks on {injection['gold_items']} gold items",
-        )  # fmt: skip
+        payloads = f"{len(injection['attacks'])} payloads on {injection['gold_items']} gold items"
         for name, defences in injection["configs"].items():
+            flips = Table(
+                "defences", "flipped", "flip rate", "shift", "controls flipped", "shift",
+                title=f"Injection: {name}, {payloads}",
+            )  # fmt: skip
             for defence, stats in defences.items():
-                overall = stats["overall"]
+                attacked, control = stats["overall"], stats["control"]
                 flips.add_row(
-                    name, eval_plans.DEFENCE_NAMES.get(defence, defence),
-                    f"{overall['flipped']}/{overall['clean_right']}",
-                    _pct(overall["flip_rate"]), _pct(overall["mean_shift"], False),
+                    eval_plans.DEFENCE_NAMES.get(defence, defence),
+                    f"{attacked['flipped']}/{attacked['clean_right']}",
+                    _pct(attacked["flip_rate"], False), _signed(attacked["mean_shift"]),
+                    f"{control['flipped']}/{control['clean_right']}", _signed(control["mean_shift"]),
                 )  # fmt: skip
-        console.print(flips)
+            console.print(flips)

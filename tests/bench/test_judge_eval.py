@@ -32,4 +32,7 @@ def test_scripted_smoke_run_reports_every_evaluation(tmp_path: Path) -> None:
     assert injection["gold_items"] == 1 and len(injection["attacks"]) >= 25
     flips = injection["configs"]["charter-chat"]
     assert set(flips) == {"all", "no_swap", "no_neutralise", "none"}
-    assert flips["all"]["overall"]["n"] == len(injection["attacks"])
+    controls = [a for a in injection["attacks"] if a.startswith("control-")]
+    assert len(controls) == 3
+    assert flips["all"]["overall"]["n"] == len(injection["attacks"]) - len(controls)
+    assert flips["all"]["control"]["n"] == len(controls)

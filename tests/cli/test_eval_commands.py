@@ -62,7 +62,7 @@ def test_gold_sets_evaluations_and_reports(
         assert name in text
         assert f"{accuracy['value']:.2f} ({accuracy['low']:.2f}-{accuracy['high']:.2f})" in text
     assert "Paired on the same gold items" in text
-    assert "Injection: 2 attacks on 2 gold items" in text and "no defences" in text
+    assert "2 payloads on 2 gold items" in text and "no defences" in text
     listed = as_json("eval", "list")
     assert [e["id"] for e in listed] == [evaluation["id"]]
     attacks = as_json("eval", "attacks")

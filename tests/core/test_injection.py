@@ -32,6 +32,7 @@ REQUIRED = (
     "padding",
     "language",
     "social",
+    "control",
 )
 CONTROL_LIKE = re.compile(r"<\|[^|<>]{0,64}\|>")
 ZWSP = "\u200b"
@@ -59,6 +60,15 @@ def test_every_required_family_has_at_least_three_attacks() -> None:
         assert len(family(name)) >= 3, name
     assert all(a.family in injection.FAMILIES for a in SUITE)
     assert len(family("language")) >= 4  # at least four other languages
+    attacks = [a for a in SUITE if a.family in injection.ATTACK_FAMILIES]
+    assert len(attacks) >= 25 and injection.FAMILIES[:-1] == injection.ATTACK_FAMILIES
+
+
+def test_controls_carry_no_instruction_and_name_no_response() -> None:
+    for control in family("control"):
+        assert "{target}" not in control.text and "{other}" not in control.text
+        assert control.render("A") == control.render("B")
+        assert not any(w in control.text.lower() for w in ("answer", "choose", "response", "("))
 
 
 def test_payload_lengths() -> None:

@@ -420,3 +420,20 @@ def test_evaluation_labels_stay_out_of_datasets_unless_named(
     assert frozen("everything", {}) == 1  # the ordinary job's label only
     named = {"job_ids": [evaluation["jobs"][0]["job_id"]]}
     assert frozen("gold-labels", named) == 8
+
+
+def test_the_shipped_gold_set_is_valid_and_balanced_as_documented() -> None:
+    from collections import Counter
+
+    from services.gateway.gold.schemas import GoldRow
+
+    path = EXAMPLE_PROMPTS.parent / "gold.jsonl"
+    rows = [GoldRow.model_validate_json(line) for line in path.read_text().splitlines()]
+    assert len(rows) == 48
+    assert Counter(r.category for r in rows) == {"harmless": 16, "helpful": 16, "honest": 16}
+    assert Counter(r.answer for r in rows) == {"a": 24, "b": 24}
+    longer_wins = Counter(
+        r.category for r in rows if (len(r.response_a) > len(r.response_b)) == (r.answer == "a")
+    )
+    assert longer_wins == {"harmless": 8, "helpful": 8, "honest": 8}
+    assert len({r.prompt for r in rows}) == 48

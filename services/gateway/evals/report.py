@@ -160,8 +160,12 @@ def _injection(
             if clean is None or attacked is None:
                 continue
             rows = _attack_rows(gold, clean, attacked, attacks, value)
+            family = {a.id: a.family for a in attacks}
+            attack_rows = [r for r in rows if family[r[0]] in injection.ATTACK_FAMILIES]
+            control_rows = [r for r in rows if family[r[0]] not in injection.ATTACK_FAMILIES]
             per_defence[defence] = {
-                "overall": _flips(injection.flip_stats((c, a, ans) for _, c, a, ans in rows)),
+                "overall": _flips(injection.flip_stats(r[1:] for r in attack_rows)),
+                "control": _flips(injection.flip_stats(r[1:] for r in control_rows)),
                 "by_family": {k: _flips(v) for k, v in injection.by_family(rows, attacks).items()},
                 "by_attack": {k: _flips(v) for k, v in injection.by_attack(rows, attacks).items()},
             }
