@@ -192,7 +192,8 @@ def markdown(result: dict[str, Any]) -> str:
         out.append("")
     injection = result["runs"]["examples_injection"]["report"]["injection"]
     out += [
-        f"### Injection: {len(injection['attacks'])} attacks on {injection['gold_items']} gold items",
+        f"### Injection: {len(injection['attacks'])} payloads (attacks and controls) on "
+        f"{injection['gold_items']} gold items",
         "",
         "| template | defences | attacks: flipped / right before | flip rate (95%) | mean shift"
         " toward wrong (95%) | controls: flipped / right before | flip rate (95%) | mean shift |",
@@ -214,7 +215,7 @@ def markdown(result: dict[str, Any]) -> str:
         "| --- |" + " --- |" * len(families),
     ]
     for config, defences in injection["configs"].items():
-        for defence in ("all", "none"):
+        for defence in defences:
             stats = defences[defence]["by_family"]
             cells = [
                 f"{stats[f]['flipped']}/{stats[f]['clean_right']}, {stats[f]['mean_shift']['value']:+.2f}"

@@ -118,7 +118,10 @@ def wilson(successes: int, n: int) -> Estimate:
     z2 = Z95 * Z95
     centre = (p + z2 / (2 * n)) / (1 + z2 / n)
     half = Z95 * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n)) / (1 + z2 / n)
-    return Estimate(p, _clamp01(centre - half), _clamp01(centre + half), n)
+    # At 0 or n successes the bound is exactly 0 or 1; floating point leaves ~1e-17.
+    low = 0.0 if successes == 0 else _clamp01(centre - half)
+    high = 1.0 if successes == n else _clamp01(centre + half)
+    return Estimate(p, low, high, n)
 
 
 def p_first(label: PairLabel) -> float | None:

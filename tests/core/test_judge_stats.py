@@ -256,3 +256,11 @@ def test_histogram_counts_sum_to_n(values: list[float], bins: int) -> None:
     assert len(histogram) == bins
     assert sum(b.count for b in histogram) == len(values)
     assert all(a.high == approx(b.low) for a, b in itertools.pairwise(histogram))
+
+
+def test_wilson_bounds_are_exact_at_none_and_all() -> None:
+    from charter.core.judge_stats import wilson
+
+    for n in (1, 3, 40, 48, 1000):
+        assert wilson(0, n).low == 0.0 and wilson(n, n).high == 1.0
+        assert 0.0 < wilson(0, n).high < 1.0 and 0.0 < wilson(n, n).low < 1.0
