@@ -385,7 +385,7 @@ def test_cancel_stops_the_unfinished_jobs_and_another_project_sees_nothing(
     assert report["configs"]["config-1"]["metrics"]["n"] == 0
 
 
-def test_evaluation_labels_stay_out_of_datasets_unless_named(
+def test_evaluation_labels_stay_out_of_datasets_and_judge_stats(
     api: Any, client: TestClient, admin_headers: dict[str, str], engine: Engine, settings: Any
 ) -> None:
     api.push_default(admin_headers)
@@ -418,6 +418,8 @@ def test_evaluation_labels_stay_out_of_datasets_unless_named(
         raise AssertionError("still freezing")
 
     assert frozen("everything", {}) == 1  # the ordinary job's label only
+    (judge,) = client.get("/v1/stats/models", headers=admin_headers).json()
+    assert (judge["jobs"], judge["labels"]) == (1, 1)  # the judge's production labels only
     named = {"job_ids": [evaluation["jobs"][0]["job_id"]]}
     assert frozen("gold-labels", named) == 8
 

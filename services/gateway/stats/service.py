@@ -28,7 +28,7 @@ from charter.core.jobs import (
     dataset_kind,
     job_status,
 )
-from charter.db.models import Job, Label, WorkItem, utcnow
+from charter.db.models import EvalJob, Job, Label, WorkItem, utcnow
 from charter.settings import Settings
 from services.gateway.jobs import service as jobs
 from services.gateway.stats.schemas import (
@@ -431,8 +431,14 @@ def job_stats(session: Session, project_id: str, job_id: str, *, chains: int = 5
 
 def model_stats(session: Session, project_id: str) -> list[ModelStats]:
     """Per judge (model, template version): bias statistics over the project's
-    compare/rl_cai labels, most labels first."""
-    scope = (Label.project_id == project_id, Label.kind.in_(PREFERENCE_TYPES))
+    compare/rl_cai labels, most labels first. Judge evaluations' labels are left out:
+    gold items and injected (some undefended) variants are not what the judge labels in
+    production, and each evaluation's own report measures them."""
+    scope = (
+        Label.project_id == project_id,
+        Label.kind.in_(PREFERENCE_TYPES),
+        Label.job_id.not_in(select(EvalJob.job_id)),
+    )
     totals = {
         (model, template): (n_jobs, n_labels)
         for model, template, n_jobs, n_labels in session.execute(
