@@ -793,7 +793,7 @@ class ImportOut(BaseModel):
 
 
 class Attacks(RootModel[list[str]]):
-    root: Annotated[list[str], Field(max_length=40, min_length=1, title="Attacks")]
+    root: Annotated[list[str], Field(max_length=43, min_length=1, title="Attacks")]
     """
     Attack ids from GET /v1/evals/attacks; the whole suite if omitted.
     """
