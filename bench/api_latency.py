@@ -119,7 +119,9 @@ async def _load(
     """``total`` requests from ``clients`` closed-loop clients; latencies in seconds.
 
     ``think_s`` is each client's pause after an answer (a polling SDK waits between
-    polls); 0 saturates the gateway, which then measures throughput more than latency.
+    polls), and clients then start spread over one such pause: 64 requests sent in the
+    same millisecond would queue behind each other and set the p99 by themselves. 0
+    saturates the gateway, which then measures throughput more than latency.
     Failed requests are counted by status or as ``timeout`` (their latency kept), not
     raised, so a gateway that fails under load is measured too."""
     latencies: list[float] = []
@@ -127,6 +129,8 @@ async def _load(
     remaining = [total]
 
     async def one() -> None:
+        if think_s:  # independent users start at random moments, not in one millisecond
+            await asyncio.sleep(random.uniform(0, think_s))
         while remaining[0] > 0:
             remaining[0] -= 1
             started = time.perf_counter()

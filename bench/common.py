@@ -214,23 +214,12 @@ class Gateway:
         }
         environment.pop("CHARTER_BROKER_URL", None)
         environment |= dict(env or {})
+        serve = (  # what `charter serve` runs: one socket per process when workers > 1
+            "from services.gateway import server; "
+            f"server.run('127.0.0.1', {self.port}, {workers}, log_level='warning', access_log=False)"
+        )
         self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "uvicorn",
-                "services.gateway.app:create_app",
-                "--factory",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(self.port),
-                "--workers",
-                str(workers),
-                "--log-level",
-                "warning",
-                "--no-access-log",
-            ],
+            [sys.executable, "-c", serve],
             cwd=data_dir,  # no developer .env
             env=environment,
         )

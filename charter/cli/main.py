@@ -85,11 +85,10 @@ def metrics_directory(workers: int) -> Iterator[None]:
 def serve(
     host: str = "127.0.0.1", port: int = 8000, workers: int = 1, migrate: bool = True
 ) -> None:
-    """Run the REST gateway (uvicorn)."""
-    import uvicorn
-
+    """Run the REST gateway (uvicorn; with --workers N, N processes that share the load)."""
     from charter import log_format
     from charter.db.migrate import upgrade
+    from services.gateway import server
 
     log_format.configure(get_settings().log_json)
 
@@ -97,12 +96,10 @@ def serve(
         upgrade(get_settings().effective_database_url)
     proxies = get_settings().trusted_proxies.strip()
     with metrics_directory(workers):
-        uvicorn.run(
-            "services.gateway.app:create_app",
-            factory=True,
-            host=host,
-            port=port,
-            workers=workers,
+        server.run(
+            host,
+            port,
+            workers,
             # X-Forwarded-For is believed only from the configured proxies (uvicorn's
             # default trusts 127.0.0.1, which would let a local client choose its address).
             proxy_headers=bool(proxies),

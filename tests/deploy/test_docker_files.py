@@ -480,6 +480,7 @@ def test_gateway() -> None:
     assert "--no-migrate" in command, "migrations belong to the one-shot migrate service"
     assert command[command.index("--host") + 1] == "0.0.0.0"
     assert command[command.index("--port") + 1] == "8000"
+    assert command[command.index("--workers") + 1] == "${CHARTER_GATEWAY_PROCESSES:-2}"
 
 
 def test_worker_gpu_reserves_an_nvidia_gpu() -> None:

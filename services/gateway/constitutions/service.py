@@ -106,8 +106,10 @@ def resolve(
         name, number = parse_ref(ref)
     except ValueError as exc:
         raise malformed(str(exc), field=field) from exc
+    # The constitution row comes along into the identity map: ``name_of`` then reads it
+    # without a query of its own.
     query = (
-        select(ConstitutionVersion)
+        select(ConstitutionVersion, ConstitutionRow)
         .join(ConstitutionRow, ConstitutionRow.id == ConstitutionVersion.constitution_id)
         .where(ConstitutionRow.project_id == project_id, ConstitutionRow.name == name)
     )
@@ -115,10 +117,10 @@ def resolve(
         query = query.order_by(ConstitutionVersion.version.desc()).limit(1)
     else:
         query = query.where(ConstitutionVersion.version == number)
-    version = session.scalar(query)
-    if version is None:
+    found = session.execute(query).first()
+    if found is None:
         raise NotFound(f"constitution {ref!r} not found", field=field)
-    return version
+    return found[0]
 
 
 def name_of(session: Session, version: ConstitutionVersion) -> str:

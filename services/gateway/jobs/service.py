@@ -78,19 +78,20 @@ def _check_constitution(
         raise Invalid(f"{ref} has no {kind} principles", field="constitution")
 
 
+def _configured_models(settings: Settings) -> set[str]:
+    return {BUILTIN_SMOLLM2, *settings.models, *settings.worker_models}
+
+
 def known_models(session: Session, settings: Settings) -> set[str]:
     """Models some configuration knows: the built-in one, the gateway's model map and
     worker list, and whatever a registered worker announced it serves."""
     announced = session.scalars(select(Worker.models)).all()
-    return {
-        BUILTIN_SMOLLM2,
-        *settings.models,
-        *settings.worker_models,
-        *(m for models in announced for m in models),
-    }
+    return _configured_models(settings) | {m for models in announced for m in models}
 
 
 def _check_model(session: Session, settings: Settings, model: str) -> None:
+    if model in _configured_models(settings):
+        return  # no need to read the workers' announcements
     known = known_models(session, settings)
     if model not in known:
         raise Invalid(
