@@ -1,9 +1,11 @@
 """DPO on Charter's preference rows with TRL's ``DPOTrainer``; the reference is a frozen copy.
 
 The rows are TRL's conversational preference format (``prompt``, ``chosen``,
-``rejected``). DPO reads those three columns: the soft label and the provenance
-are dropped, so every row counts as a hard preference. The reference policy is
-a frozen copy of the starting weights, made before TRL touches the model.
+``rejected``). TRL's losses read those three columns: the soft label and the
+provenance are dropped, so every row counts as a hard preference. The ``soft``
+loss also reads ``chosen_probability`` and trains towards it (``soft_dpo.py``).
+The reference policy is a frozen copy of the starting weights, made before TRL
+touches the model.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from transformers import (
 from trl import DPOTrainer
 
 from services.trainer.dpo_config import DPOConfig
+from services.trainer.soft_dpo import PROBABILITY, SoftDPOTrainer
 from services.trainer.trl_training import (
     Report,
     Rows,
@@ -32,7 +35,9 @@ from services.trainer.trl_training import (
 )
 
 COLUMNS = ("prompt", "chosen", "rejected")
-"""What DPO reads from a row; ``chosen_probability`` and provenance are dropped."""
+"""What TRL's DPO losses read from a row; ``chosen_probability`` and provenance are dropped."""
+SOFT_COLUMNS = (*COLUMNS, PROBABILITY)
+"""What the soft loss reads from a row."""
 
 
 def frozen_copy(model: PreTrainedModel) -> PreTrainedModel:
@@ -69,12 +74,14 @@ def train_dpo(
         model = AutoModelForCausalLM.from_pretrained(str(model_or_path), dtype=torch.float32)
     else:
         model = model_or_path
-    eval_dataset = None if eval_rows is None else rows_dataset(eval_rows, COLUMNS, COLUMNS)
-    trainer = DPOTrainer(
+    columns = SOFT_COLUMNS if config.soft_labels else COLUMNS
+    eval_dataset = None if eval_rows is None else rows_dataset(eval_rows, columns, columns)
+    trainer_class = SoftDPOTrainer if config.soft_labels else DPOTrainer
+    trainer = trainer_class(
         model=model,
         ref_model=frozen_copy(model),
         args=config.training_args(output_dir, evaluate=eval_dataset is not None),
-        train_dataset=rows_dataset(train_rows, COLUMNS, COLUMNS),
+        train_dataset=rows_dataset(train_rows, columns, columns),
         eval_dataset=eval_dataset,
         processing_class=tokenizer,
         callbacks=trainer_callbacks(callbacks, report),
