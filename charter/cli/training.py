@@ -1,4 +1,4 @@
-"""``charter train``: queue a run (``train sft|pm|dpo|ppo``), list, show, watch,
+"""``charter train``: queue a run (``train sft|pm|dpo|ppo|rloo|grpo``), list, show, watch,
 metrics, cancel, resume. A trainer service (``charter trainer run``) executes runs."""
 
 from __future__ import annotations
@@ -21,9 +21,9 @@ from charter.cli.output import (
 )
 from charter.cli.progress import watch_run
 
-app = typer.Typer(help="Training runs (SFT, PM, DPO, PPO).", no_args_is_help=True)
+app = typer.Typer(help="Training runs (SFT, PM, DPO, PPO, RLOO, GRPO).", no_args_is_help=True)
 
-RUN_TYPES = ("sft", "pm", "dpo", "ppo")
+RUN_TYPES = ("sft", "pm", "dpo", "ppo", "rloo", "grpo")
 COLUMNS = ["id", "type", "status", "dataset", "created_at", "finished_at"]
 
 
@@ -31,7 +31,9 @@ def _queue(run_type: str) -> Callable[..., None]:
     def command(
         dataset: Annotated[str, typer.Option(help="Dataset name or name@version.")],
         base_model: Annotated[str, typer.Option(help="Model name or run:<id>.")] = "smollm2",
-        reward_run: Annotated[str | None, typer.Option(help="PPO: the PM run id.")] = None,
+        reward_run: Annotated[
+            str | None, typer.Option(help="PPO, RLOO, GRPO: the PM run id.")
+        ] = None,
         reference_model: Annotated[
             str | None, typer.Option(help="PPO: KL reference model.")
         ] = None,

@@ -8,8 +8,10 @@ equal the stored one. The TRL plumbing (``TrainingArguments`` from a config) liv
 ``services/trainer``; this module only knows the fields.
 
 PM, SFT and DPO share the ``TrainingArguments``-style fields of :class:`TrainingConfig`;
-PPO has its own (Ziegler et al. 2019, Stiennon et al. 2020, and "The N implementation
-details of RLHF with PPO", Huang et al. 2023).
+RLOO and GRPO (TRL's online trainers) share :class:`TrainerArguments` and
+:class:`OnlineRLConfig`; PPO, Charter's own trainer, has its own (Ziegler et al. 2019,
+Stiennon et al. 2020, and "The N implementation details of RLHF with PPO", Huang et al.
+2023).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 
 from charter.core.constitution import canonical_json
 
-RunType = Literal["sft", "pm", "dpo", "ppo"]
+RunType = Literal["sft", "pm", "dpo", "ppo", "rloo", "grpo"]
 
 LrSchedulerType = Literal[
     "linear",
@@ -50,8 +52,10 @@ DPOLossType = Literal[
     "apo_down",
     "discopop",
     "sigmoid_norm",
+    "soft",
 ]
-"""TRL's DPO losses (its ``sft`` term is left out: it ignores the rejected response)."""
+"""TRL's DPO losses (its ``sft`` term is left out: it ignores the rejected response), and
+Charter's ``soft``: cross-entropy against each row's ``chosen_probability``."""
 
 
 class RunConfig(BaseModel):
@@ -85,16 +89,14 @@ class RunConfig(BaseModel):
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-class TrainingConfig(RunConfig):
-    """``TrainingArguments``-style hyper-parameters common to the PM, SFT and DPO runs.
+class TrainerArguments(RunConfig):
+    """``TrainingArguments``-style hyper-parameters of every run TRL's trainers run.
 
     A subclass may redeclare a shared field to change its default or describe it for
     its method, and adds its own fields.
     """
 
-    NOT_HASHED = frozenset(
-        {"per_device_eval_batch_size", "logging_steps", "eval_steps", "save_steps"}
-    )
+    NOT_HASHED = frozenset({"logging_steps", "save_steps"})
 
     learning_rate: float = Field(1e-5, gt=0.0, le=1.0, description="Peak AdamW learning rate.")
     max_steps: int = Field(
@@ -125,31 +127,14 @@ class TrainingConfig(RunConfig):
         "linear", description="Learning-rate schedule after warm-up."
     )
     max_grad_norm: float = Field(1.0, gt=0.0, description="Gradient clipping norm.")
-    max_length: int | None = Field(1024, ge=2, description="Token limit of a row; null keeps all.")
     seed: int = Field(42, ge=0, le=2**32 - 1, description="Seed for the data order and dropout.")
     bf16: bool = Field(False, description="bfloat16 mixed precision (needs hardware support).")
     gradient_checkpointing: bool = Field(
         False,
         description="Recompute activations in the backward pass: less memory, about 20% slower.",
     )
-    eval_fraction: float = Field(
-        0.1,
-        ge=0.0,
-        lt=1.0,
-        description="Share of the dataset's rows held out for evaluation (a fixed split); "
-        "0 holds none out.",
-    )
-    per_device_eval_batch_size: int = Field(
-        8, ge=1, description="Rows per device in evaluation (not hashed)."
-    )
     logging_steps: int = Field(
         10, ge=1, description="Optimizer steps between two metric reports (not hashed)."
-    )
-    eval_steps: int | None = Field(
-        None,
-        ge=1,
-        description="Evaluate on the held-out rows every this many steps; null evaluates at "
-        "the end only (not hashed).",
     )
     save_steps: int | None = Field(
         None,
@@ -172,6 +157,31 @@ class TrainingConfig(RunConfig):
         if info.data.get("max_steps") == -1 and not epochs > 0:
             raise ValueError("num_train_epochs must be > 0 when max_steps is -1")
         return epochs
+
+
+class TrainingConfig(TrainerArguments):
+    """What the PM, SFT and DPO runs share beyond :class:`TrainerArguments`: a token limit
+    per row and a held-out evaluation split."""
+
+    NOT_HASHED = TrainerArguments.NOT_HASHED | {"per_device_eval_batch_size", "eval_steps"}
+
+    max_length: int | None = Field(1024, ge=2, description="Token limit of a row; null keeps all.")
+    eval_fraction: float = Field(
+        0.1,
+        ge=0.0,
+        lt=1.0,
+        description="Share of the dataset's rows held out for evaluation (a fixed split); "
+        "0 holds none out.",
+    )
+    per_device_eval_batch_size: int = Field(
+        8, ge=1, description="Rows per device in evaluation (not hashed)."
+    )
+    eval_steps: int | None = Field(
+        None,
+        ge=1,
+        description="Evaluate on the held-out rows every this many steps; null evaluates at "
+        "the end only (not hashed).",
+    )
 
 
 class PMConfig(TrainingConfig):
@@ -253,8 +263,8 @@ class SFTConfig(TrainingConfig):
 class DPOConfig(TrainingConfig):
     """A DPO run (Rafailov et al. 2023) on preference rows, an alternative to PM + PPO.
 
-    The reference policy is a frozen copy of the starting model; rows are treated as
-    hard preferences (TRL's DPO loss).
+    The reference policy is a frozen copy of the starting model. TRL's losses treat rows
+    as hard preferences; ``soft`` trains towards each row's soft label.
     """
 
     METHOD = "dpo"
@@ -280,17 +290,24 @@ class DPOConfig(TrainingConfig):
         description="Strength of the implicit KL penalty towards the reference; higher stays "
         "closer.",
     )
-    loss_type: DPOLossType = Field("sigmoid", description="sigmoid is the DPO paper's loss.")
+    loss_type: DPOLossType = Field(
+        "sigmoid",
+        description="sigmoid is the DPO paper's loss (every row a hard preference); soft is "
+        "its cross-entropy against each row's chosen_probability p, -p log sigmoid(x) - "
+        "(1 - p) log sigmoid(-x) with x the implicit reward margin (conservative DPO with "
+        "epsilon = 1 - p), minimal where sigmoid(x) = p.",
+    )
 
 
 class PPOConfig(RunConfig):
     """The PPO stage of RL-CAI: the policy against a preference model, KL-penalised.
 
     Sizes are counted in sequences (prompt + sampled response); KL values are in nats
-    per sequence. Every field is hashed.
+    per sequence. Every field but ``save_steps`` is hashed.
     """
 
     METHOD = "ppo"
+    NOT_HASHED = frozenset({"save_steps"})
 
     # --- optimisation
     learning_rate: float = Field(
@@ -326,6 +343,13 @@ class PPOConfig(RunConfig):
         4, gt=0, description="Passes over each rollout, minibatches reshuffled every pass."
     )
     total_steps: int = Field(1000, gt=0, description="PPO steps (rollouts) to train.")
+    save_steps: int | None = Field(
+        50,
+        ge=1,
+        description="Write a resumable checkpoint every this many steps (policy, value head, "
+        "optimizer state, KL coefficient, random states), so a crashed run resumes from it; "
+        "null writes none (not hashed).",
+    )
 
     # --- sampling
     max_prompt_length: int = Field(
@@ -405,10 +429,92 @@ class PPOConfig(RunConfig):
         return self.batch_size // self.mini_batch_size
 
 
+class OnlineRLConfig(TrainerArguments):
+    """What the RLOO and GRPO runs share: TRL samples ``num_generations`` completions per
+    prompt from the policy, scores them with the PM of ``reward_run``, and uses the
+    group as its own baseline (no value model). The KL reference is the starting policy.
+
+    ``per_device_train_batch_size`` counts completions, so a step sees
+    ``per_device_train_batch_size / num_generations`` prompts per device.
+    """
+
+    learning_rate: float = Field(
+        1e-6, gt=0.0, le=1.0, description="Peak AdamW learning rate (TRL's default)."
+    )
+    max_steps: int = Field(
+        500, ge=-1, description="Optimizer steps to run (>= 1); -1 lets num_train_epochs decide."
+    )
+    per_device_train_batch_size: int = Field(
+        8,
+        ge=1,
+        description="Completions per device and micro-batch; with gradient_accumulation_steps "
+        "a multiple of num_generations.",
+    )
+    num_generations: int = Field(
+        4,
+        ge=2,
+        validate_default=True,  # checked against the batch even when left out
+        description="Completions sampled per prompt: the group each one is compared with.",
+    )
+    max_completion_length: int = Field(64, ge=1, description="Most tokens sampled per completion.")
+    temperature: float = Field(1.0, gt=0.0, description="Sampling temperature.")
+    beta: float = Field(
+        0.05,
+        ge=0.0,
+        description="KL coefficient towards the starting policy; 0 loads no reference model.",
+    )
+    epsilon: float = Field(0.2, gt=0.0, description="Policy ratio clip epsilon.")
+    num_iterations: int = Field(
+        1, ge=1, description="Updates on each batch of completions before sampling again."
+    )
+
+    @field_validator("num_generations")
+    @classmethod
+    def _groups_fit(cls, num_generations: int, info: ValidationInfo) -> int:
+        batch = info.data.get("per_device_train_batch_size")
+        accumulation = info.data.get("gradient_accumulation_steps")
+        if (
+            batch is not None
+            and accumulation is not None
+            and (batch * accumulation) % num_generations
+        ):
+            raise ValueError(
+                f"num_generations ({num_generations}) must divide per_device_train_batch_size "
+                f"x gradient_accumulation_steps ({batch} x {accumulation})"
+            )
+        return num_generations
+
+
+class RLOOConfig(OnlineRLConfig):
+    """An RLOO run (Ahmadian et al. 2024): REINFORCE with each completion's baseline the
+    mean reward of the other completions of its prompt; the KL penalty is in the reward."""
+
+    METHOD = "rloo"
+
+    normalize_advantages: bool = Field(
+        False, description="Scale advantages to unit variance over the batch."
+    )
+
+
+class GRPOConfig(OnlineRLConfig):
+    """A GRPO run (Shao et al. 2024): clipped policy-gradient steps on group-normalised
+    rewards; the KL to the reference is a loss term."""
+
+    METHOD = "grpo"
+
+    scale_rewards: Literal["group", "batch", "none"] = Field(
+        "group",
+        description="Divide advantages by the reward standard deviation of each prompt's "
+        "group, of the whole batch, or not at all.",
+    )
+
+
 RUN_CONFIGS: dict[RunType, type[RunConfig]] = {
     "sft": SFTConfig,
     "pm": PMConfig,
     "dpo": DPOConfig,
     "ppo": PPOConfig,
+    "rloo": RLOOConfig,
+    "grpo": GRPOConfig,
 }
 """The config class of each run type."""

@@ -149,6 +149,8 @@ class Type(StrEnum):
     pm = "pm"
     dpo = "dpo"
     ppo = "ppo"
+    rloo = "rloo"
+    grpo = "grpo"
 
 
 class ClaimRequest(BaseModel):
@@ -260,6 +262,13 @@ class LrSchedulerType(StrEnum):
     inverse_sqrt = "inverse_sqrt"
 
 
+class SaveSteps(RootModel[int]):
+    root: Annotated[int, Field(ge=1, title="Save Steps")]
+    """
+    Save a resumable checkpoint every this many steps (the last two are kept); null saves none (not hashed).
+    """
+
+
 class MaxLength(RootModel[int]):
     root: Annotated[int, Field(ge=2, title="Max Length")] = 1024
     """
@@ -274,16 +283,9 @@ class EvalSteps(RootModel[int]):
     """
 
 
-class SaveSteps(RootModel[int]):
-    root: Annotated[int, Field(ge=1, title="Save Steps")]
-    """
-    Save a resumable checkpoint every this many steps (the last two are kept); null saves none (not hashed).
-    """
-
-
 class LossType(StrEnum):
     """
-    sigmoid is the DPO paper's loss.
+    sigmoid is the DPO paper's loss (every row a hard preference); soft is its cross-entropy against each row's chosen_probability p, -p log sigmoid(x) - (1 - p) log sigmoid(-x) with x the implicit reward margin (conservative DPO with epsilon = 1 - p), minimal where sigmoid(x) = p.
     """
 
     sigmoid = "sigmoid"
@@ -300,14 +302,15 @@ class LossType(StrEnum):
     apo_down = "apo_down"
     discopop = "discopop"
     sigmoid_norm = "sigmoid_norm"
+    soft = "soft"
 
 
 class DPOConfig(BaseModel):
     """
     A DPO run (Rafailov et al. 2023) on preference rows, an alternative to PM + PPO.
 
-    The reference policy is a frozen copy of the starting model; rows are treated as
-    hard preferences (TRL's DPO loss).
+    The reference policy is a frozen copy of the starting model. TRL's losses treat rows
+    as hard preferences; ``soft`` trains towards each row's soft label.
     """
 
     model_config = ConfigDict(
@@ -355,10 +358,6 @@ class DPOConfig(BaseModel):
     """
     Gradient clipping norm.
     """
-    max_length: Annotated[MaxLength | None, Field(title="Max Length", validate_default=True)] = 1024
-    """
-    Prompt + response is truncated to this many tokens (keeping the start); null keeps all.
-    """
     seed: Annotated[int | None, Field(ge=0, le=4294967295, title="Seed")] = 42
     """
     Seed for the data order and dropout.
@@ -371,6 +370,18 @@ class DPOConfig(BaseModel):
     """
     Recompute activations in the backward pass: less memory, about 20% slower.
     """
+    logging_steps: Annotated[int | None, Field(ge=1, title="Logging Steps")] = 10
+    """
+    Optimizer steps between two metric reports (not hashed).
+    """
+    save_steps: Annotated[SaveSteps | None, Field(title="Save Steps")] = None
+    """
+    Save a resumable checkpoint every this many steps (the last two are kept); null saves none (not hashed).
+    """
+    max_length: Annotated[MaxLength | None, Field(title="Max Length", validate_default=True)] = 1024
+    """
+    Prompt + response is truncated to this many tokens (keeping the start); null keeps all.
+    """
     eval_fraction: Annotated[float | None, Field(ge=0.0, lt=1.0, title="Eval Fraction")] = 0.1
     """
     Share of the dataset's rows held out for evaluation (a fixed split); 0 holds none out.
@@ -381,17 +392,9 @@ class DPOConfig(BaseModel):
     """
     Preference pairs per device in evaluation (not hashed).
     """
-    logging_steps: Annotated[int | None, Field(ge=1, title="Logging Steps")] = 10
-    """
-    Optimizer steps between two metric reports (not hashed).
-    """
     eval_steps: Annotated[EvalSteps | None, Field(title="Eval Steps")] = None
     """
     Evaluate on the held-out rows every this many steps; null evaluates at the end only (not hashed).
-    """
-    save_steps: Annotated[SaveSteps | None, Field(title="Save Steps")] = None
-    """
-    Save a resumable checkpoint every this many steps (the last two are kept); null saves none (not hashed).
     """
     beta: Annotated[float | None, Field(gt=0.0, title="Beta")] = 0.1
     """
@@ -399,7 +402,7 @@ class DPOConfig(BaseModel):
     """
     loss_type: Annotated[LossType | None, Field(title="Loss Type")] = "sigmoid"
     """
-    sigmoid is the DPO paper's loss.
+    sigmoid is the DPO paper's loss (every row a hard preference); soft is its cross-entropy against each row's chosen_probability p, -p log sigmoid(x) - (1 - p) log sigmoid(-x) with x the implicit reward margin (conservative DPO with epsilon = 1 - p), minimal where sigmoid(x) = p.
     """
 
 
@@ -749,6 +752,155 @@ class FieldError(BaseModel):
     type: Annotated[str, Field(title="Type")]
     """
     pydantic's error type, e.g. missing or string_too_long.
+    """
+
+
+class ScaleRewards(StrEnum):
+    """
+    Divide advantages by the reward standard deviation of each prompt's group, of the whole batch, or not at all.
+    """
+
+    group = "group"
+    batch = "batch"
+    none = "none"
+
+
+class GRPOConfig(BaseModel):
+    """
+    A GRPO run (Shao et al. 2024): clipped policy-gradient steps on group-normalised
+    rewards; the KL to the reference is a loss term.
+    """
+
+    model_config = ConfigDict(
+        extra="allow",
+    )
+    learning_rate: Annotated[float | None, Field(gt=0.0, le=1.0, title="Learning Rate")] = 1e-06
+    """
+    Peak AdamW learning rate (TRL's default).
+    """
+    max_steps: Annotated[int | None, Field(ge=-1, title="Max Steps")] = 500
+    """
+    Optimizer steps to run (>= 1); -1 lets num_train_epochs decide.
+    """
+    num_train_epochs: Annotated[float | None, Field(ge=0.0, title="Num Train Epochs")] = 1.0
+    """
+    Passes over the training rows (> 0 unless max_steps is set); ignored when max_steps is set.
+    """
+    per_device_train_batch_size: Annotated[
+        int | None, Field(ge=1, title="Per Device Train Batch Size")
+    ] = 8
+    """
+    Completions per device and micro-batch; with gradient_accumulation_steps a multiple of num_generations.
+    """
+    gradient_accumulation_steps: Annotated[
+        int | None, Field(ge=1, title="Gradient Accumulation Steps")
+    ] = 1
+    """
+    Micro-batches accumulated into one optimizer step.
+    """
+    weight_decay: Annotated[float | None, Field(ge=0.0, title="Weight Decay")] = 0.0
+    """
+    AdamW decoupled weight decay.
+    """
+    warmup_steps: Annotated[float | None, Field(ge=0.0, title="Warmup Steps")] = 0.0
+    """
+    Linear warm-up: a step count (>= 1) or a fraction of all steps (< 1).
+    """
+    lr_scheduler_type: Annotated[LrSchedulerType | None, Field(title="Lr Scheduler Type")] = (
+        "linear"
+    )
+    """
+    Learning-rate schedule after warm-up.
+    """
+    max_grad_norm: Annotated[float | None, Field(gt=0.0, title="Max Grad Norm")] = 1.0
+    """
+    Gradient clipping norm.
+    """
+    seed: Annotated[int | None, Field(ge=0, le=4294967295, title="Seed")] = 42
+    """
+    Seed for the data order and dropout.
+    """
+    bf16: Annotated[bool | None, Field(title="Bf16")] = False
+    """
+    bfloat16 mixed precision (needs hardware support).
+    """
+    gradient_checkpointing: Annotated[bool | None, Field(title="Gradient Checkpointing")] = False
+    """
+    Recompute activations in the backward pass: less memory, about 20% slower.
+    """
+    logging_steps: Annotated[int | None, Field(ge=1, title="Logging Steps")] = 10
+    """
+    Optimizer steps between two metric reports (not hashed).
+    """
+    save_steps: Annotated[SaveSteps | None, Field(title="Save Steps")] = None
+    """
+    Save a resumable checkpoint every this many steps (the last two are kept); null saves none (not hashed).
+    """
+    num_generations: Annotated[int | None, Field(ge=2, title="Num Generations")] = 4
+    """
+    Completions sampled per prompt: the group each one is compared with.
+    """
+    max_completion_length: Annotated[int | None, Field(ge=1, title="Max Completion Length")] = 64
+    """
+    Most tokens sampled per completion.
+    """
+    temperature: Annotated[float | None, Field(gt=0.0, title="Temperature")] = 1.0
+    """
+    Sampling temperature.
+    """
+    beta: Annotated[float | None, Field(ge=0.0, title="Beta")] = 0.05
+    """
+    KL coefficient towards the starting policy; 0 loads no reference model.
+    """
+    epsilon: Annotated[float | None, Field(gt=0.0, title="Epsilon")] = 0.2
+    """
+    Policy ratio clip epsilon.
+    """
+    num_iterations: Annotated[int | None, Field(ge=1, title="Num Iterations")] = 1
+    """
+    Updates on each batch of completions before sampling again.
+    """
+    scale_rewards: Annotated[ScaleRewards | None, Field(title="Scale Rewards")] = "group"
+    """
+    Divide advantages by the reward standard deviation of each prompt's group, of the whole batch, or not at all.
+    """
+
+
+class RewardRun(RootModel[str]):
+    root: Annotated[str, Field(pattern="^[0-9a-f]{32}$", title="Reward Run")]
+    """
+    Required: the completed PM run to optimise.
+    """
+
+
+class GRPORunCreate(BaseModel):
+    """
+    A GRPO run (TRL) against a completed PM run, on the prompts of an SFT or preference
+    dataset; the KL reference is base_model.
+    """
+
+    model_config = ConfigDict(
+        extra="allow",
+    )
+    type: Annotated[Literal["grpo"], Field(title="Type")]
+    dataset: Annotated[str, Field(max_length=160, min_length=1, title="Dataset")]
+    """
+    Dataset name or name@version.
+    """
+    base_model: Annotated[
+        str,
+        Field(pattern="^(run:[0-9a-f]{32}|[A-Za-z0-9._/-]{1,128})$", title="Base Model"),
+    ]
+    """
+    A model name the trainer serves (e.g. smollm2) or run:<id> of a finished run.
+    """
+    reward_run: Annotated[RewardRun | None, Field(title="Reward Run")] = None
+    """
+    Required: the completed PM run to optimise.
+    """
+    config: GRPOConfig | None = None
+    """
+    The grpo run's hyper-parameters; what is left out takes its default, and the run stores them all. It may not set the fields beside config or dataset_version_id (422 naming config.<key>).
     """
 
 
@@ -1168,12 +1320,6 @@ class PMConfig(BaseModel):
     """
     Gradient clipping norm.
     """
-    max_length: Annotated[MaxLength1 | None, Field(title="Max Length", validate_default=True)] = (
-        1024
-    )
-    """
-    Pairs with a longer chosen or rejected sequence (in tokens) are dropped; null keeps all.
-    """
     seed: Annotated[int | None, Field(ge=0, le=4294967295, title="Seed")] = 42
     """
     Seed for the score head's initialisation, the data order and dropout.
@@ -1186,6 +1332,20 @@ class PMConfig(BaseModel):
     """
     Recompute activations in the backward pass: less memory, about 20% slower.
     """
+    logging_steps: Annotated[int | None, Field(ge=1, title="Logging Steps")] = 10
+    """
+    Optimizer steps between two metric reports (not hashed).
+    """
+    save_steps: Annotated[SaveSteps | None, Field(title="Save Steps")] = None
+    """
+    Save a resumable checkpoint every this many steps (the last two are kept); null saves none (not hashed).
+    """
+    max_length: Annotated[MaxLength1 | None, Field(title="Max Length", validate_default=True)] = (
+        1024
+    )
+    """
+    Pairs with a longer chosen or rejected sequence (in tokens) are dropped; null keeps all.
+    """
     eval_fraction: Annotated[float | None, Field(ge=0.0, lt=1.0, title="Eval Fraction")] = 0.1
     """
     Share of the dataset's rows held out for evaluation (a fixed split); 0 holds none out.
@@ -1196,17 +1356,9 @@ class PMConfig(BaseModel):
     """
     Pairs per device in evaluation (not hashed).
     """
-    logging_steps: Annotated[int | None, Field(ge=1, title="Logging Steps")] = 10
-    """
-    Optimizer steps between two metric reports (not hashed).
-    """
     eval_steps: Annotated[EvalSteps | None, Field(title="Eval Steps")] = None
     """
     Evaluate on the held-out rows every this many steps; null evaluates at the end only (not hashed).
-    """
-    save_steps: Annotated[SaveSteps | None, Field(title="Save Steps")] = None
-    """
-    Save a resumable checkpoint every this many steps (the last two are kept); null saves none (not hashed).
     """
     soft_labels: Annotated[bool | None, Field(title="Soft Labels")] = True
     """
@@ -1260,12 +1412,19 @@ class MaxGradNorm(RootModel[float]):
     """
 
 
+class SaveSteps3(RootModel[int]):
+    root: Annotated[int, Field(ge=1, title="Save Steps")] = 50
+    """
+    Write a resumable checkpoint every this many steps (policy, value head, optimizer state, KL coefficient, random states), so a crashed run resumes from it; null writes none (not hashed).
+    """
+
+
 class PPOConfig(BaseModel):
     """
     The PPO stage of RL-CAI: the policy against a preference model, KL-penalised.
 
     Sizes are counted in sequences (prompt + sampled response); KL values are in nats
-    per sequence. Every field is hashed.
+    per sequence. Every field but ``save_steps`` is hashed.
     """
 
     model_config = ConfigDict(
@@ -1310,6 +1469,10 @@ class PPOConfig(BaseModel):
     total_steps: Annotated[int | None, Field(gt=0, title="Total Steps")] = 1000
     """
     PPO steps (rollouts) to train.
+    """
+    save_steps: Annotated[SaveSteps3 | None, Field(title="Save Steps", validate_default=True)] = 50
+    """
+    Write a resumable checkpoint every this many steps (policy, value head, optimizer state, KL coefficient, random states), so a crashed run resumes from it; null writes none (not hashed).
     """
     max_prompt_length: Annotated[int | None, Field(gt=0, title="Max Prompt Length")] = 512
     """
@@ -1370,13 +1533,6 @@ class PPOConfig(BaseModel):
     kl_horizon: Annotated[int | None, Field(gt=0, title="Kl Horizon")] = 10000
     """
     Sequences over which beta may change by about e^0.2 at most.
-    """
-
-
-class RewardRun(RootModel[str]):
-    root: Annotated[str, Field(pattern="^[0-9a-f]{32}$", title="Reward Run")]
-    """
-    Required: the completed PM run to optimise.
     """
 
 
@@ -1748,6 +1904,145 @@ class QueueOut(BaseModel):
     """
 
 
+class SaveSteps4(RootModel[int]):
+    root: Annotated[int, Field(ge=1, title="Save Steps")]
+    """
+    Save a resumable checkpoint every this many steps (the last two are kept); null saves none (not hashed).
+    """
+
+
+class RLOOConfig(BaseModel):
+    """
+    An RLOO run (Ahmadian et al. 2024): REINFORCE with each completion's baseline the
+    mean reward of the other completions of its prompt; the KL penalty is in the reward.
+    """
+
+    model_config = ConfigDict(
+        extra="allow",
+    )
+    learning_rate: Annotated[float | None, Field(gt=0.0, le=1.0, title="Learning Rate")] = 1e-06
+    """
+    Peak AdamW learning rate (TRL's default).
+    """
+    max_steps: Annotated[int | None, Field(ge=-1, title="Max Steps")] = 500
+    """
+    Optimizer steps to run (>= 1); -1 lets num_train_epochs decide.
+    """
+    num_train_epochs: Annotated[float | None, Field(ge=0.0, title="Num Train Epochs")] = 1.0
+    """
+    Passes over the training rows (> 0 unless max_steps is set); ignored when max_steps is set.
+    """
+    per_device_train_batch_size: Annotated[
+        int | None, Field(ge=1, title="Per Device Train Batch Size")
+    ] = 8
+    """
+    Completions per device and micro-batch; with gradient_accumulation_steps a multiple of num_generations.
+    """
+    gradient_accumulation_steps: Annotated[
+        int | None, Field(ge=1, title="Gradient Accumulation Steps")
+    ] = 1
+    """
+    Micro-batches accumulated into one optimizer step.
+    """
+    weight_decay: Annotated[float | None, Field(ge=0.0, title="Weight Decay")] = 0.0
+    """
+    AdamW decoupled weight decay.
+    """
+    warmup_steps: Annotated[float | None, Field(ge=0.0, title="Warmup Steps")] = 0.0
+    """
+    Linear warm-up: a step count (>= 1) or a fraction of all steps (< 1).
+    """
+    lr_scheduler_type: Annotated[LrSchedulerType | None, Field(title="Lr Scheduler Type")] = (
+        "linear"
+    )
+    """
+    Learning-rate schedule after warm-up.
+    """
+    max_grad_norm: Annotated[float | None, Field(gt=0.0, title="Max Grad Norm")] = 1.0
+    """
+    Gradient clipping norm.
+    """
+    seed: Annotated[int | None, Field(ge=0, le=4294967295, title="Seed")] = 42
+    """
+    Seed for the data order and dropout.
+    """
+    bf16: Annotated[bool | None, Field(title="Bf16")] = False
+    """
+    bfloat16 mixed precision (needs hardware support).
+    """
+    gradient_checkpointing: Annotated[bool | None, Field(title="Gradient Checkpointing")] = False
+    """
+    Recompute activations in the backward pass: less memory, about 20% slower.
+    """
+    logging_steps: Annotated[int | None, Field(ge=1, title="Logging Steps")] = 10
+    """
+    Optimizer steps between two metric reports (not hashed).
+    """
+    save_steps: Annotated[SaveSteps4 | None, Field(title="Save Steps")] = None
+    """
+    Save a resumable checkpoint every this many steps (the last two are kept); null saves none (not hashed).
+    """
+    num_generations: Annotated[int | None, Field(ge=2, title="Num Generations")] = 4
+    """
+    Completions sampled per prompt: the group each one is compared with.
+    """
+    max_completion_length: Annotated[int | None, Field(ge=1, title="Max Completion Length")] = 64
+    """
+    Most tokens sampled per completion.
+    """
+    temperature: Annotated[float | None, Field(gt=0.0, title="Temperature")] = 1.0
+    """
+    Sampling temperature.
+    """
+    beta: Annotated[float | None, Field(ge=0.0, title="Beta")] = 0.05
+    """
+    KL coefficient towards the starting policy; 0 loads no reference model.
+    """
+    epsilon: Annotated[float | None, Field(gt=0.0, title="Epsilon")] = 0.2
+    """
+    Policy ratio clip epsilon.
+    """
+    num_iterations: Annotated[int | None, Field(ge=1, title="Num Iterations")] = 1
+    """
+    Updates on each batch of completions before sampling again.
+    """
+    normalize_advantages: Annotated[bool | None, Field(title="Normalize Advantages")] = False
+    """
+    Scale advantages to unit variance over the batch.
+    """
+
+
+class RLOORunCreate(BaseModel):
+    """
+    An RLOO run (TRL) against a completed PM run, on the prompts of an SFT or preference
+    dataset; the KL reference is base_model.
+    """
+
+    model_config = ConfigDict(
+        extra="allow",
+    )
+    type: Annotated[Literal["rloo"], Field(title="Type")]
+    dataset: Annotated[str, Field(max_length=160, min_length=1, title="Dataset")]
+    """
+    Dataset name or name@version.
+    """
+    base_model: Annotated[
+        str,
+        Field(pattern="^(run:[0-9a-f]{32}|[A-Za-z0-9._/-]{1,128})$", title="Base Model"),
+    ]
+    """
+    A model name the trainer serves (e.g. smollm2) or run:<id> of a finished run.
+    """
+    reward_run: Annotated[RewardRun | None, Field(title="Reward Run")] = None
+    """
+    Required: the completed PM run to optimise.
+    """
+    config: RLOOConfig | None = None
+    """
+    The rloo run's hyper-parameters; what is left out takes its default, and the run stores them all. It may not set the fields beside config or dataset_version_id (422 naming config.<key>).
+    """
+
+
 class RateOut(BaseModel):
     model_config = ConfigDict(
         extra="allow",
@@ -1878,12 +2173,6 @@ class SFTConfig(BaseModel):
     """
     Gradient clipping norm.
     """
-    max_length: Annotated[MaxLength2 | None, Field(title="Max Length", validate_default=True)] = (
-        1024
-    )
-    """
-    Sequences are truncated to this many tokens (keeping the start); null keeps all.
-    """
     seed: Annotated[int | None, Field(ge=0, le=4294967295, title="Seed")] = 42
     """
     Seed for the data order and dropout.
@@ -1896,6 +2185,20 @@ class SFTConfig(BaseModel):
     """
     Recompute activations in the backward pass: less memory, about 20% slower.
     """
+    logging_steps: Annotated[int | None, Field(ge=1, title="Logging Steps")] = 10
+    """
+    Optimizer steps between two metric reports (not hashed).
+    """
+    save_steps: Annotated[SaveSteps4 | None, Field(title="Save Steps")] = None
+    """
+    Save a resumable checkpoint every this many steps (the last two are kept); null saves none (not hashed).
+    """
+    max_length: Annotated[MaxLength2 | None, Field(title="Max Length", validate_default=True)] = (
+        1024
+    )
+    """
+    Sequences are truncated to this many tokens (keeping the start); null keeps all.
+    """
     eval_fraction: Annotated[float | None, Field(ge=0.0, lt=1.0, title="Eval Fraction")] = 0.1
     """
     Share of the dataset's rows held out for evaluation (a fixed split); 0 holds none out.
@@ -1906,17 +2209,9 @@ class SFTConfig(BaseModel):
     """
     Sequences per device in evaluation (not hashed).
     """
-    logging_steps: Annotated[int | None, Field(ge=1, title="Logging Steps")] = 10
-    """
-    Optimizer steps between two metric reports (not hashed).
-    """
     eval_steps: Annotated[EvalSteps | None, Field(title="Eval Steps")] = None
     """
     Evaluate on the held-out rows every this many steps; null evaluates at the end only (not hashed).
-    """
-    save_steps: Annotated[SaveSteps | None, Field(title="Save Steps")] = None
-    """
-    Save a resumable checkpoint every this many steps (the last two are kept); null saves none (not hashed).
     """
     completion_only_loss: Annotated[bool | None, Field(title="Completion Only Loss")] = True
     """
@@ -2597,13 +2892,17 @@ class PagePromptOut(BaseModel):
     next_cursor: Annotated[str | None, Field(title="Next Cursor")] = None
 
 
-class RunCreate(RootModel[SFTRunCreate | PMRunCreate | DPORunCreate | PPORunCreate]):
+class RunCreate(
+    RootModel[
+        SFTRunCreate | PMRunCreate | DPORunCreate | PPORunCreate | RLOORunCreate | GRPORunCreate
+    ]
+):
     root: Annotated[
-        SFTRunCreate | PMRunCreate | DPORunCreate | PPORunCreate,
+        SFTRunCreate | PMRunCreate | DPORunCreate | PPORunCreate | RLOORunCreate | GRPORunCreate,
         Field(discriminator="type", title="RunCreate"),
     ]
     """
-    A training run to queue: the body of its ``type`` (sft, pm, dpo or ppo).
+    A training run to queue: the body of its ``type`` (sft, pm, dpo, ppo, rloo or grpo).
     """
 
 

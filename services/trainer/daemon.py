@@ -90,6 +90,12 @@ def split(
     return [rows[i] for i in train], [rows[i] for i in held]
 
 
+CONFIG_MODULES = {"rloo": "online_rl", "grpo": "online_rl"}
+"""Run types whose config module is not named after them (RLOO and GRPO share one)."""
+ONLINE_RL = frozenset(CONFIG_MODULES)
+"""The run types TRL's online trainers train (rewarded by a PM, reference = base)."""
+
+
 def config_class(kind: str) -> type[RunConfig]:
     """The trainer's config class of a run type: the core class (:data:`RUN_CONFIGS`)
     with its TRL plumbing, ``services.trainer.<kind>_config.<same name>``, imported only
@@ -97,9 +103,10 @@ def config_class(kind: str) -> type[RunConfig]:
     core = RUN_CONFIGS.get(kind)
     if core is None:
         raise RunConfigError(f"unknown run type {kind!r}")
-    cls = getattr(importlib.import_module(f"services.trainer.{kind}_config"), core.__name__)
+    module = f"services.trainer.{CONFIG_MODULES.get(kind, kind)}_config"
+    cls = getattr(importlib.import_module(module), core.__name__)
     if not issubclass(cls, core):
-        raise TypeError(f"services.trainer.{kind}_config.{core.__name__} is not a {core}")
+        raise TypeError(f"{module}.{core.__name__} is not a {core}")
     return cls
 
 
@@ -356,7 +363,7 @@ class TrainerService:
             raise RunConfigError(f"dataset {dataset} has no rows")
         if isinstance(config_, TrainingConfig):
             train_rows, eval_rows = split(rows, config_.eval_fraction)
-        else:  # PPO samples its own responses to every prompt
+        else:  # PPO, RLOO and GRPO sample their own responses to every prompt
             train_rows, eval_rows = rows, None
         # A resumed run continues from the checkpoint its last attempt recorded.
         checkpoint = run.get("checkpoint")
@@ -369,6 +376,7 @@ class TrainerService:
         reference = reward = None
         if kind == "ppo":
             reference = self.model_dir(config["reference_model"])
+        if kind == "ppo" or kind in ONLINE_RL:
             reward = self.model_dir(f"run:{config['reward_run']}")
         return Prepared(
             kind=kind,
@@ -414,15 +422,21 @@ class TrainerService:
                 from services.trainer.dpo_trainer import train_dpo
 
                 result = train_dpo(p.base, p.train_rows, p.eval_rows, p.config, p.output, **common)
+            elif p.kind in ONLINE_RL:
+                result = self._online_rl(p, common)
             else:
-                result = self._ppo(p, sink)
+                result = self._ppo(p, sink, record)
         finally:
             sink.flush()  # what was measured before a crash is reported too
         log.info("run %s finished: %s", run_id, getattr(result, "metrics", result))
         return p.output
 
-    def _ppo(self, prepared: Prepared, sink: MetricsSink) -> dict[str, float]:
-        """PPO against the PM of ``reward_run`` with a KL penalty to ``reference_model``."""
+    def _ppo(
+        self, prepared: Prepared, sink: MetricsSink, record: Callable[[str], None]
+    ) -> dict[str, float]:
+        """PPO against the PM of ``reward_run`` with a KL penalty to ``reference_model``;
+        checkpoints go to ``model/checkpoint-<step>`` (recorded on the run) as TRL's do,
+        and a resumed run continues from the one recorded last."""
         from transformers import (
             AutoModelForCausalLM,
             AutoModelForSequenceClassification,
@@ -452,9 +466,37 @@ class TrainerService:
             prepared.config,
             accelerator=accelerator,
         )
-        history = trainer.train(itertools.cycle(prompts), report=sink)
+        if prepared.resume:
+            trainer.resume(prepared.resume)
+        history = trainer.train(
+            itertools.cycle(prompts),
+            report=sink,
+            checkpoint_dir=prepared.output,
+            on_checkpoint=record,
+        )
         trainer.save(prepared.output)
         return history[-1] if history else {}
+
+    def _online_rl(self, prepared: Prepared, common: dict[str, Any]) -> Any:
+        """RLOO or GRPO (TRL) against the PM of ``reward_run``; the reference is the base."""
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+        from services.trainer.online_rl_trainer import text_reward, train_online_rl
+        from services.trainer.ppo_trainer import pm_reward
+
+        assert prepared.reward is not None
+        pm = AutoModelForSequenceClassification.from_pretrained(prepared.reward, num_labels=1)
+        if self.state is not None:
+            pm.to(self.state.device)
+        reward = text_reward(pm_reward(pm, AutoTokenizer.from_pretrained(prepared.reward)))
+        return train_online_rl(
+            prepared.base,
+            [{"prompt": row["prompt"]} for row in prepared.train_rows],
+            reward,
+            prepared.config,
+            prepared.output,
+            **common,
+        )
 
 
 def _prompt_text(row: dict[str, Any]) -> str:

@@ -38,6 +38,7 @@ from __future__ import annotations
 import itertools
 import json
 import logging
+import shutil
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -62,10 +63,16 @@ RewardFn = Callable[[list[str], list[str]], torch.Tensor]
 raw user prompt and the decoded response (EOS and padding removed)."""
 
 ReportFn = Callable[[int, dict[str, float]], None]
+CheckpointFn = Callable[[str], None]
+"""``on_checkpoint(path)``: called on the main process once a checkpoint is complete."""
 
 VALUE_HEAD_FILE = "value_head.safetensors"
 CONFIG_FILE = "ppo_config.json"
 STATE_FILE = "trainer_state.json"
+OPTIMIZER_FILE = "optimizer.pt"
+"""A checkpoint's Adam state (policy and value-head groups)."""
+RNG_FILE = "rng_state_{process}.pt"
+"""A checkpoint's sampling and shuffling generator states, one file per process."""
 
 
 # --------------------------------------------------------------------------- tensor helpers
@@ -382,6 +389,9 @@ class PPOTrainer:
             else FixedKLController(config.init_kl_coef)
         )
         self.global_step = 0
+        self.prompts_used = 0
+        """Prompts taken from ``train``'s iterator so far, over all processes."""
+        self._skip_prompts = 0
 
     # ------------------------------------------------------------------ sampling
 
@@ -726,31 +736,105 @@ class PPOTrainer:
         prompt_iterator: Iterable[str],
         steps: int | None = None,
         report: ReportFn | None = None,
+        *,
+        checkpoint_dir: str | Path | None = None,
+        on_checkpoint: CheckpointFn | None = None,
     ) -> list[dict[str, float]]:
-        """Run ``steps`` (default ``config.total_steps``) PPO steps, each on the next
-        ``batch_size`` prompts; stops early when the iterator runs out (a final partial
-        batch is dropped). Wrap a finite list in ``itertools.cycle`` to loop over it.
+        """Run ``steps`` PPO steps (default: what is left of ``config.total_steps``), each
+        on the next ``batch_size`` prompts; stops early when the iterator runs out (a final
+        partial batch is dropped). Wrap a finite list in ``itertools.cycle`` to loop over it.
         ``report(step, metrics)`` is called after every step. Returns every step's metrics.
+
+        With a ``checkpoint_dir`` and ``config.save_steps``, every that many steps a checkpoint
+        is written to ``checkpoint_dir/checkpoint-<step>`` (:meth:`save_checkpoint`), then
+        ``on_checkpoint(path)`` is called and older checkpoints there are removed. After
+        :meth:`resume`, pass the same iterator as the first attempt: the prompts it had
+        used are skipped, so the run continues where it stopped.
 
         Under several processes every process passes the same iterator: a step takes
         ``batch_size * num_processes`` prompts and each process trains on its own slice;
-        only the main process calls ``report``.
+        only the main process calls ``report`` and ``on_checkpoint``.
         """
-        steps = self.config.total_steps if steps is None else steps
+        steps = self.config.total_steps - self.global_step if steps is None else steps
         size = self.config.batch_size
-        prompts = iter(prompt_iterator)
+        prompts = itertools.islice(iter(prompt_iterator), self._skip_prompts, None)
+        self._skip_prompts = 0
         history = []
         for _ in range(steps):
             batch = list(itertools.islice(prompts, size * self.num_processes))
             if len(batch) < size * self.num_processes:
                 log.info("prompt iterator exhausted after %d steps", len(history))
                 break
+            self.prompts_used += len(batch)
             mine = batch[self.process_index * size : (self.process_index + 1) * size]
             metrics = self.step(mine)
             history.append(metrics)
             if report is not None and self.is_main_process:
                 report(self.global_step, metrics)
+            every = self.config.save_steps
+            if checkpoint_dir is not None and every and self.global_step % every == 0:
+                self._checkpoint(Path(checkpoint_dir), on_checkpoint)
         return history
+
+    def _checkpoint(self, checkpoint_dir: Path, on_checkpoint: CheckpointFn | None) -> None:
+        path = self.save_checkpoint(checkpoint_dir / f"checkpoint-{self.global_step}")
+        if not self.is_main_process:
+            return
+        if on_checkpoint is not None:
+            on_checkpoint(str(path))
+        # Only once the new one is recorded: a crash in between still has the old one.
+        for old in checkpoint_dir.glob("checkpoint-*"):
+            if old != path:
+                shutil.rmtree(old, ignore_errors=True)
+
+    def save_checkpoint(self, directory: str | Path) -> Path:
+        """:meth:`save` plus what resuming needs: the optimizer state and every process's
+        random states. Written to ``<directory>.partial`` and renamed, so a checkpoint
+        directory is either complete or absent."""
+        final = Path(directory)
+        partial = final.with_name(final.name + ".partial")
+        partial.mkdir(parents=True, exist_ok=True)
+        rng = {
+            "sample": self.sample_generator.get_state(),
+            "shuffle": self.shuffle_generator.get_state(),
+        }
+        torch.save(rng, partial / RNG_FILE.format(process=self.process_index))
+        self.save(partial)  # waits for every process; the main one writes
+        if self.is_main_process:
+            torch.save(self.optimizer.state_dict(), partial / OPTIMIZER_FILE)
+            shutil.rmtree(final, ignore_errors=True)
+            partial.rename(final)
+        if self.accelerator is not None:
+            self.accelerator.wait_for_everyone()
+        return final
+
+    def resume(self, directory: str | Path) -> None:
+        """Continue from a :meth:`save_checkpoint` directory: policy and value-head
+        weights, optimizer state, KL coefficient, step, prompts used and random states.
+        The checkpoint must come from this config (hash checked)."""
+        source = Path(directory)
+        state = json.loads((source / STATE_FILE).read_text())
+        if state["config_hash"] != self.config.config_hash():
+            raise ValueError(
+                f"checkpoint {source} was written with config {state['config_hash']}, "
+                f"this run's is {self.config.config_hash()}"
+            )
+        saved = type(self.policy).from_pretrained(source, dtype=self.policy.dtype)
+        self.policy.load_state_dict(saved.state_dict())
+        self.value_head.load_state_dict(load_file(str(source / VALUE_HEAD_FILE)))
+        optimizer = torch.load(source / OPTIMIZER_FILE, map_location=self.device, weights_only=True)
+        self.optimizer.load_state_dict(optimizer)
+        rng_file = source / RNG_FILE.format(process=self.process_index)
+        if rng_file.is_file():
+            rng = torch.load(rng_file, weights_only=True)
+            self.sample_generator.set_state(rng["sample"])
+            self.shuffle_generator.set_state(rng["shuffle"])
+        else:  # written by fewer processes: training continues, not bit for bit
+            log.warning("%s has no random state for process %d", source, self.process_index)
+        self.kl_ctl.value = float(state["kl_coef"])
+        self.global_step = int(state["global_step"])
+        self.prompts_used = self._skip_prompts = int(state.get("prompts_used", 0))
+        log.info("resumed PPO from %s at step %d", source, self.global_step)
 
     def save(self, output_dir: str | Path) -> Path:
         """Write the policy and tokenizer (``from_pretrained``-loadable), the value head
@@ -769,6 +853,7 @@ class PPOTrainer:
         (out / CONFIG_FILE).write_text(json.dumps(self.config.as_dict(), indent=2) + "\n")
         trainer_state: dict[str, Any] = {
             "global_step": self.global_step,
+            "prompts_used": self.prompts_used,
             "kl_coef": self.kl_ctl.value,
             "config_hash": self.config.config_hash(),
         }

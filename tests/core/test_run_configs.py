@@ -13,11 +13,14 @@ from charter.core.constitution import canonical_json
 from charter.core.run_configs import (
     RUN_CONFIGS,
     DPOConfig,
+    GRPOConfig,
     PMConfig,
     PPOConfig,
+    RLOOConfig,
     RunConfig,
     RunType,
     SFTConfig,
+    TrainerArguments,
     TrainingConfig,
 )
 
@@ -29,6 +32,8 @@ HASHED_CHANGE: dict[type[RunConfig], tuple[str, Any]] = {
     PMConfig: ("soft_labels", False),
     DPOConfig: ("beta", 0.5),
     PPOConfig: ("target_kl", 3.0),
+    RLOOConfig: ("normalize_advantages", True),
+    GRPOConfig: ("scale_rewards", "batch"),
 }
 
 
@@ -38,6 +43,9 @@ def test_every_run_type_has_its_config_class() -> None:
         assert kind == cls.METHOD
     assert all(issubclass(c, TrainingConfig) for c in (SFTConfig, PMConfig, DPOConfig))
     assert not issubclass(PPOConfig, TrainingConfig) and issubclass(PPOConfig, RunConfig)
+    # RLOO and GRPO hold no rows out and sample their completions: no max_length, no eval.
+    for online in (RLOOConfig, GRPOConfig):
+        assert issubclass(online, TrainerArguments) and not issubclass(online, TrainingConfig)
 
 
 @pytest.mark.parametrize("cls", CLASSES)
@@ -79,8 +87,11 @@ def test_observation_fields_are_not_hashed(cls: type[TrainingConfig]) -> None:
     assert cls(eval_fraction=0.2).config_hash() != cls().config_hash()
 
 
-def test_every_ppo_field_is_hashed() -> None:
-    assert not PPOConfig.NOT_HASHED
+def test_every_ppo_field_but_the_checkpoint_cadence_is_hashed() -> None:
+    # Checkpointing changes nothing a run learns (tests/trainer/test_ppo.py resumes bit
+    # for bit), so a resumed run may checkpoint more often.
+    assert {"save_steps"} == PPOConfig.NOT_HASHED
+    assert PPOConfig(save_steps=1).config_hash() == PPOConfig().config_hash()
     assert PPOConfig(total_steps=5).config_hash() != PPOConfig().config_hash()
 
 

@@ -22,6 +22,8 @@ BODIES: dict[str, dict[str, Any]] = {
     "pm": {"type": "pm", "dataset": "prefs"},
     "dpo": {"type": "dpo", "dataset": "prefs"},
     "ppo": {"type": "ppo", "dataset": "revisions", "reward_run": "0" * 32},
+    "rloo": {"type": "rloo", "dataset": "revisions", "reward_run": "0" * 32},
+    "grpo": {"type": "grpo", "dataset": "prefs", "reward_run": "0" * 32},
 }
 
 
@@ -78,10 +80,21 @@ def test_each_type_takes_its_own_fields_with_their_json_types(
     assert response.json()["field"] == f"body.config.{field}"
 
 
-def test_ppo_only_fields_are_refused_on_other_types(client, datasets):
-    response = create(client, datasets, type="sft", dataset="revisions", reference_model="m")
-    assert response.status_code == 422 and response.json()["field"] == "type"
-    assert "apply to ppo runs only" in response.json()["detail"]
+@pytest.mark.parametrize(
+    ("kind", "dataset", "field", "owners"),
+    [
+        ("sft", "revisions", "reference_model", "ppo runs only"),
+        ("sft", "revisions", "reward_run", "grpo and ppo and rloo runs only"),
+        ("rloo", "prefs", "reference_model", "ppo runs only"),  # its reference is base_model
+    ],
+)
+def test_fields_of_other_run_types_are_refused_naming_them(
+    client, datasets, kind, dataset, field, owners
+):
+    value = "0" * 32 if field == "reward_run" else "m"
+    response = create(client, datasets, type=kind, dataset=dataset, **{field: value})
+    assert response.status_code == 422 and response.json()["field"] == field
+    assert f"{field} applies to {owners}, not {kind}" in response.json()["detail"]
 
 
 def test_a_provenance_key_in_config_is_refused_saying_why(client, datasets):
@@ -132,7 +145,9 @@ def test_each_type_stores_its_own_config(client, datasets, settings):
         json={"lease_token": token, "artifact_uri": run_dir(settings, pm["id"]).as_uri()},
         headers=datasets,
     ).raise_for_status()
-    bodies = {**BODIES, "ppo": {**BODIES["ppo"], "reward_run": pm["id"]}}
+    bodies = {
+        k: b | {"reward_run": pm["id"]} if "reward_run" in b else b for k, b in BODIES.items()
+    }
     for kind, body in bodies.items():
         run = create(client, datasets, **body).json()
         cls = RUN_CONFIGS[kind]  # type: ignore[index]
@@ -208,7 +223,9 @@ def test_the_openapi_schema_has_one_body_per_run_type(app):
     assert set(variants) == set(RUN_CONFIGS)
     for kind, variant in variants.items():
         assert variant["additionalProperties"] is False
-        assert ("reward_run" in variant["properties"]) == (kind == "ppo"), kind
+        rewarded = kind in ("ppo", "rloo", "grpo")
+        assert ("reward_run" in variant["properties"]) == rewarded, kind
+        assert ("reference_model" in variant["properties"]) == (kind == "ppo"), kind
         config = components[variant["properties"]["config"]["$ref"].rsplit("/", 1)[1]]
         assert config["additionalProperties"] is False
         assert set(config["properties"]) == set(RUN_CONFIGS[kind].model_fields)  # type: ignore[index]

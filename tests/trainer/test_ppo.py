@@ -325,6 +325,95 @@ def test_pm_reward_step_and_save(tokenizer: PreTrainedTokenizerFast, tmp_path: P
     torch.testing.assert_close(reloaded.state_dict(), policy.state_dict())
 
 
+# --------------------------------------------------------------------------- resuming
+
+RESUME_CONFIG = PPOConfig(
+    batch_size=4,
+    mini_batch_size=2,
+    ppo_epochs=2,
+    response_length=6,
+    total_steps=5,
+    save_steps=2,
+    learning_rate=1e-3,
+    kl_horizon=8,  # beta moves visibly every step, so a reset coefficient would show
+    target_kl=0.01,
+)
+
+
+def timing(key: str) -> bool:
+    return key.startswith("time_") or key.endswith("per_second")
+
+
+class Crash(RuntimeError):
+    pass
+
+
+def test_a_crashed_ppo_run_resumes_and_continues_bit_for_bit(
+    tokenizer: PreTrainedTokenizerFast, tmp_path: Path
+) -> None:
+    """Kill a run after step 3 (its checkpoint is at 2); the resumed run's steps 3-5 equal
+    those of a run that never stopped: same weights, Adam state, beta, prompts and
+    random streams. A restart from step 0 would show step 1's numbers instead."""
+
+    def trainer() -> PPOTrainer:
+        policy, ref = policy_and_ref(5, len(tokenizer))
+        return PPOTrainer(policy, ref, tokenizer, count_a, RESUME_CONFIG)
+
+    whole = trainer().train(itertools.cycle(PROMPTS))
+    assert len(whole) == 5
+
+    def crash_at_step_3(step: int, _metrics: dict[str, float]) -> None:
+        if step == 3:
+            raise Crash("the machine went away")
+
+    recorded: list[str] = []
+    checkpoints = tmp_path / "model"
+    with pytest.raises(Crash):
+        trainer().train(
+            itertools.cycle(PROMPTS),
+            report=crash_at_step_3,
+            checkpoint_dir=checkpoints,
+            on_checkpoint=recorded.append,
+        )
+    assert recorded == [str(checkpoints / "checkpoint-2")]
+    assert [p.name for p in checkpoints.iterdir()] == ["checkpoint-2"]  # no .partial left
+
+    resumed = trainer()
+    resumed.resume(recorded[-1])
+    assert resumed.global_step == 2 and resumed.prompts_used == 8
+    reported: list[int] = []
+    rest = resumed.train(
+        itertools.cycle(PROMPTS),
+        report=lambda step, _m: reported.append(step),
+        checkpoint_dir=checkpoints,
+        on_checkpoint=recorded.append,
+    )
+    assert reported == [3, 4, 5]
+    assert len({m["kl_coef"] for m in whole}) == 5  # beta really adapted every step
+    for got, want in zip(rest, whole[2:], strict=True):
+        for key in (k for k in want if not timing(k)):
+            assert got[key] == pytest.approx(want[key], rel=1e-5, abs=1e-7), key
+    # The new checkpoint replaced the old one once it was recorded.
+    assert recorded[-1].endswith("checkpoint-4")
+    assert [p.name for p in checkpoints.iterdir()] == ["checkpoint-4"]
+
+
+def test_resume_refuses_a_checkpoint_of_another_config(
+    tokenizer: PreTrainedTokenizerFast, tmp_path: Path
+) -> None:
+    policy, ref = policy_and_ref(5, len(tokenizer))
+    first = PPOTrainer(policy, ref, tokenizer, count_a, RESUME_CONFIG)
+    first.train(itertools.cycle(PROMPTS), steps=2, checkpoint_dir=tmp_path)
+    other = RESUME_CONFIG.model_copy(update={"learning_rate": 1e-4})
+    policy, ref = policy_and_ref(5, len(tokenizer))
+    with pytest.raises(ValueError, match="config"):
+        PPOTrainer(policy, ref, tokenizer, count_a, other).resume(tmp_path / "checkpoint-2")
+    # save_steps is not hashed: checkpointing more often resumes the same run.
+    often = RESUME_CONFIG.model_copy(update={"save_steps": 1})
+    policy, ref = policy_and_ref(5, len(tokenizer))
+    PPOTrainer(policy, ref, tokenizer, count_a, often).resume(tmp_path / "checkpoint-2")
+
+
 # --------------------------------------------------------------------------- proof
 
 

@@ -130,6 +130,42 @@ def test_pm_then_ppo_through_the_api(stack):
     assert Path(ppo["artifact_uri"].removeprefix("file://")).exists()
 
 
+@pytest.mark.parametrize("kind", ["rloo", "grpo"])
+def test_online_rl_runs_against_a_pm_through_the_api(stack, kind):
+    """RLOO and GRPO (TRL) sample from the base, are rewarded by the PM run's model, and
+    follow the conventions of the other runs: hash, metrics, artifact, training record."""
+    client, settings = stack
+    service = TrainerService(client, settings, owner="trainer-1")
+    pm = _trained_pm(client, settings)
+    run = client.create_run(
+        type=kind,
+        dataset="prefs",
+        base_model="tiny",
+        reward_run=pm["id"],
+        config={
+            "max_steps": 2,
+            "per_device_train_batch_size": 4,
+            "num_generations": 2,
+            "max_completion_length": 8,
+            "logging_steps": 1,
+        },
+    )
+    done = service.run_once()
+    assert done["status"] == "completed", done["error"]
+    assert done["trained_config_hash"] == done["config_hash"] == run["config_hash"]
+    steps = [m["step"] for m in client.run_metrics(run["id"]) if "reward" in m["metrics"]]
+    assert steps == [1, 2]
+    names = set().union(*(m["metrics"] for m in client.run_metrics(run["id"])))
+    assert {"reward", "kl", "rewards/preference_model/mean"} <= names
+    model = Path(done["artifact_uri"].removeprefix("file://"))
+    record = json.loads((model / "charter-training.json").read_text())
+    assert record["method"] == kind and record["global_step"] == 2
+    # a reward run is required, and must be a finished PM run
+    with pytest.raises(CharterAPIError) as refused:
+        client.create_run(type=kind, dataset="prefs", base_model="tiny")
+    assert refused.value.field == "reward_run"
+
+
 def _store_config(engine, run_id: str, **changes) -> None:
     """Rewrite a run's stored config, as a gateway of another version might have."""
     with session_factory(engine)() as s, s.begin():
@@ -209,6 +245,64 @@ def test_a_crashed_run_resumes_from_its_last_checkpoint(stack, monkeypatch):
     steps = [m["step"] for m in client.run_metrics(run["id"]) if "loss" in m["metrics"]]
     # the first attempt's steps were reported before it failed; the second ran only 5 and 6
     assert steps == [1, 2, 3, 4, 5, 6]
+
+
+def _trained_pm(client: CharterClient, settings: Settings) -> dict:
+    """A completed two-step PM run on the stack's preference labels."""
+    pm = client.create_run(
+        type="pm",
+        dataset="prefs",
+        base_model="tiny",
+        config={"max_steps": 2, "per_device_train_batch_size": 4, "max_length": 256},
+    )
+    assert TrainerService(client, settings, owner="t0").run_once()["status"] == "completed"
+    return pm
+
+
+def test_a_crashed_ppo_run_resumes_from_its_last_checkpoint(stack, monkeypatch):
+    client, settings = stack
+    pm = _trained_pm(client, settings)
+    run = client.create_run(
+        type="ppo",
+        dataset="prefs",
+        base_model="tiny",
+        reward_run=pm["id"],
+        config={
+            "total_steps": 4,
+            "save_steps": 2,
+            "batch_size": 4,
+            "mini_batch_size": 2,
+            "response_length": 8,
+            "ppo_epochs": 1,
+        },
+    )
+    from services.trainer import ppo_trainer
+
+    class Crash(RuntimeError):
+        pass
+
+    step = ppo_trainer.PPOTrainer.step
+
+    def crash_in_step_3(self, prompts):
+        if self.global_step == 2:
+            raise Crash("the machine went away")
+        return step(self, prompts)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(ppo_trainer.PPOTrainer, "step", crash_in_step_3)
+        failed = TrainerService(client, settings, owner="t1").run_once()
+    assert failed["status"] == "failed" and "Crash" in failed["error"]
+    assert failed["checkpoint"].endswith("checkpoint-2") and Path(failed["checkpoint"]).is_dir()
+
+    assert client.request("POST", f"/v1/runs/{run['id']}/resume")["status"] == "queued"
+    done = TrainerService(client, settings, owner="t2").run_once()
+    assert done["status"] == "completed", done["error"]
+    model = Path(done["artifact_uri"].removeprefix("file://"))
+    assert json.loads((model / "trainer_state.json").read_text())["global_step"] == 4
+    points = [(m["step"], m["metrics"]) for m in client.run_metrics(run["id"])]
+    # the first attempt reported steps 1 and 2; the second continued at 3, not at 1
+    assert [step for step, metrics in points if "kl_coef" in metrics] == [1, 2, 3, 4]
+    assert dict(points)[3]["kl_coef"] != 0.05  # beta as the checkpoint left it, not reset
 
 
 def _launch_service(tmp_path: Path, client: CharterClient, settings: Settings, runs: int) -> list:

@@ -26,8 +26,10 @@ from charter.core.jobs import RunStatus
 from charter.core.run_configs import (
     RUN_CONFIGS,
     DPOConfig,
+    GRPOConfig,
     PMConfig,
     PPOConfig,
+    RLOOConfig,
     RunType,
     SFTConfig,
 )
@@ -35,12 +37,14 @@ from charter.errors import Invalid
 
 __all__ = ["RunType"]  # re-exported: the gateway's run types are the core's
 
-# Which dataset kind each run type trains on (PPO reads prompts from either kind).
+# Which dataset kind each run type trains on (the RL runs read prompts from either kind).
 DATASET_KINDS: dict[str, tuple[str, ...]] = {
     "sft": ("sft",),
     "pm": ("preference",),
     "dpo": ("preference",),
     "ppo": ("sft", "preference"),
+    "rloo": ("sft", "preference"),
+    "grpo": ("sft", "preference"),
 }
 MODEL_PATTERN = r"^(run:[0-9a-f]{32}|[A-Za-z0-9._/-]{1,128})$"
 HASH_PATTERN = r"^[0-9a-f]{16}$"
@@ -84,32 +88,68 @@ class DPORunCreate(_RunBody):
     config: DPOConfig = Field(default_factory=DPOConfig, description=_CONFIG.format(type="dpo"))
 
 
-class PPORunCreate(_RunBody):
-    """A PPO run against a completed PM run, on the prompts of an SFT or preference dataset."""
+class _RewardedRunBody(_RunBody):
+    """A run that samples its own responses and is rewarded by a finished PM run."""
 
-    type: Literal["ppo"]
     reward_run: str | None = Field(
         default=None,
         pattern=r"^[0-9a-f]{32}$",
         description="Required: the completed PM run to optimise.",
     )
+
+
+class PPORunCreate(_RewardedRunBody):
+    """A PPO run against a completed PM run, on the prompts of an SFT or preference dataset."""
+
+    type: Literal["ppo"]
     reference_model: str | None = Field(
         default=None, pattern=MODEL_PATTERN, description="The KL reference; default base_model."
     )
     config: PPOConfig = Field(default_factory=PPOConfig, description=_CONFIG.format(type="ppo"))
 
 
-RunSpec = SFTRunCreate | PMRunCreate | DPORunCreate | PPORunCreate
-"""A validated run body (:attr:`RunCreate.root`)."""
+class RLOORunCreate(_RewardedRunBody):
+    """An RLOO run (TRL) against a completed PM run, on the prompts of an SFT or preference
+    dataset; the KL reference is base_model."""
 
-PPO_ONLY = frozenset(PPORunCreate.model_fields) - frozenset(_RunBody.model_fields) - {"config"}
-"""Fields only a PPO run has."""
-PROVENANCE = frozenset(PPORunCreate.model_fields) - {"config"} | {"dataset_version_id"}
+    type: Literal["rloo"]
+    config: RLOOConfig = Field(default_factory=RLOOConfig, description=_CONFIG.format(type="rloo"))
+
+
+class GRPORunCreate(_RewardedRunBody):
+    """A GRPO run (TRL) against a completed PM run, on the prompts of an SFT or preference
+    dataset; the KL reference is base_model."""
+
+    type: Literal["grpo"]
+    config: GRPOConfig = Field(default_factory=GRPOConfig, description=_CONFIG.format(type="grpo"))
+
+
+RunSpec = SFTRunCreate | PMRunCreate | DPORunCreate | PPORunCreate | RLOORunCreate | GRPORunCreate
+"""A validated run body (:attr:`RunCreate.root`)."""
+RewardedRunSpec = PPORunCreate | RLOORunCreate | GRPORunCreate
+"""The run bodies with a ``reward_run``."""
+
+_BODIES: dict[str, type[_RunBody]] = {
+    "sft": SFTRunCreate,
+    "pm": PMRunCreate,
+    "dpo": DPORunCreate,
+    "ppo": PPORunCreate,
+    "rloo": RLOORunCreate,
+    "grpo": GRPORunCreate,
+}
+_COMMON = frozenset(_RunBody.model_fields) | {"config"}
+EXTRA_FIELDS: dict[str, frozenset[str]] = {
+    kind: frozenset(body.model_fields) - _COMMON for kind, body in _BODIES.items()
+}
+"""The fields each run type has beside the common ones (PPO: reward_run, reference_model)."""
+PROVENANCE = (
+    frozenset().union(*EXTRA_FIELDS.values()) | _COMMON - {"config"} | {"dataset_version_id"}
+)
 """What a run trains on, from its validated fields only: keys ``config`` may not set."""
 
 
 class RunCreate(RootModel[Annotated[RunSpec, Field(discriminator="type")]]):
-    """A training run to queue: the body of its ``type`` (sft, pm, dpo or ppo)."""
+    """A training run to queue: the body of its ``type`` (sft, pm, dpo, ppo, rloo or grpo)."""
 
     @model_validator(mode="wrap")
     @classmethod
@@ -124,7 +164,7 @@ class RunCreate(RootModel[Annotated[RunSpec, Field(discriminator="type")]]):
 
 def _refuse_misplaced(body: dict[str, Any]) -> None:
     """Keys in the wrong place, refused with why (``Invalid``, which passes through
-    validation to the error renderer): the provenance rule, then the PPO-only fields."""
+    validation to the error renderer): the provenance rule, then fields of another type."""
     config = body.get("config")
     if isinstance(config, dict):
         clash = sorted(PROVENANCE & config.keys())
@@ -135,8 +175,13 @@ def _refuse_misplaced(body: dict[str, Any]) -> None:
                 field=f"config.{clash[0]}",
             )
     kind = body.get("type")
-    if isinstance(kind, str) and kind in RUN_CONFIGS and kind != "ppo" and PPO_ONLY & body.keys():
-        raise Invalid(f"{' and '.join(sorted(PPO_ONLY))} apply to ppo runs only", field="type")
+    if isinstance(kind, str) and kind in EXTRA_FIELDS:
+        foreign = sorted(PROVENANCE - _COMMON - EXTRA_FIELDS[kind] - {"dataset_version_id"})
+        for name in (f for f in foreign if f in body):
+            owners = sorted(t for t, fields in EXTRA_FIELDS.items() if name in fields)
+            raise Invalid(
+                f"{name} applies to {' and '.join(owners)} runs only, not {kind}", field=name
+            )
 
 
 def _untagged(exc: ValidationError, body: Any) -> ValidationError:

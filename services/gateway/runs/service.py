@@ -34,7 +34,13 @@ from charter.errors import Conflict, Invalid, NotFound
 from services.gateway.datasets import service as datasets
 from services.gateway.pagination import id_page, project_page
 from services.gateway.runs.artifacts import OutsideStore, confine
-from services.gateway.runs.schemas import DATASET_KINDS, MetricPoint, PPORunCreate, RunSpec
+from services.gateway.runs.schemas import (
+    DATASET_KINDS,
+    MetricPoint,
+    PPORunCreate,
+    RewardedRunSpec,
+    RunSpec,
+)
 
 
 def get(session: Session, project_id: str, run_id: str, *, field: str = "run_id") -> TrainingRun:
@@ -87,10 +93,14 @@ def create(session: Session, project_id: str, spec: RunSpec) -> TrainingRun:
         )
     reward_run: str | None = None
     reference_model: str | None = None
-    if isinstance(spec, PPORunCreate):
-        reward_run, reference_model = spec.reward_run, spec.reference_model
+    if isinstance(spec, RewardedRunSpec):
+        reward_run = spec.reward_run
+        if isinstance(spec, PPORunCreate):
+            reference_model = spec.reference_model
         if reward_run is None:
-            raise Invalid("a ppo run needs reward_run: a completed pm run", field="reward_run")
+            raise Invalid(
+                f"a {spec.type} run needs reward_run: a completed pm run", field="reward_run"
+            )
         reward = get(session, project_id, reward_run, field="reward_run")
         if reward.type != "pm" or reward.status != RunStatus.COMPLETED:
             raise Invalid("reward_run must be a completed pm run", field="reward_run")
