@@ -35,6 +35,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import log, machine, write_result
+from charter.cli.evals import estimate_text
 from charter.core import feedback_templates
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -137,14 +138,6 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     return results
 
 
-def _pct(estimate: dict[str, Any] | None, interval: bool = True) -> str:
-    if not estimate or estimate.get("value") is None:
-        return "-"
-    if interval and estimate.get("low") is not None:
-        return f"{estimate['value']:.2f} ({estimate['low']:.2f}-{estimate['high']:.2f})"
-    return f"{estimate['value']:.2f}"
-
-
 def markdown(result: dict[str, Any]) -> str:
     """The tables docs/EVALUATION.md and docs/SECURITY.md report, from a result file."""
     out: list[str] = []
@@ -160,11 +153,11 @@ def markdown(result: dict[str, Any]) -> str:
         for config, data in report["configs"].items():
             m = data["metrics"]
             out.append(
-                f"| `{config}` | {m['answered']}/{m['n']} | {_pct(m['accuracy'])} "
-                f"| {_pct(m['accuracy_forward'], False)} | {_pct(m['accuracy_swapped'], False)} "
-                f"| {_pct(m['order_inconsistency'], False)} | {_pct(m['position_bias'], False)} "
-                f"| {_pct(m['length_bias']['longer_wins'], False)} | {m['ece']:.3f} "
-                f"| {_pct(m['log_loss'], False)} |"
+                f"| `{config}` | {m['answered']}/{m['n']} | {estimate_text(m['accuracy'])} "
+                f"| {estimate_text(m['accuracy_forward'], False)} | {estimate_text(m['accuracy_swapped'], False)} "
+                f"| {estimate_text(m['order_inconsistency'], False)} | {estimate_text(m['position_bias'], False)} "
+                f"| {estimate_text(m['length_bias']['longer_wins'], False)} | {m['ece']:.3f} "
+                f"| {estimate_text(m['log_loss'], False)} |"
             )
         out += [
             "",
@@ -187,7 +180,9 @@ def markdown(result: dict[str, Any]) -> str:
             "| --- |" + " --- |" * len(next(iter(by_category.values()))["metrics"]["by_category"])
         )
         for config, data in by_category.items():
-            cells = [_pct(m["accuracy"], False) for m in data["metrics"]["by_category"].values()]
+            cells = [
+                estimate_text(m["accuracy"], False) for m in data["metrics"]["by_category"].values()
+            ]
             out.append(f"| `{config}` | " + " | ".join(cells) + " |")
         out.append("")
     injection = result["runs"]["examples_injection"]["report"]["injection"]
@@ -204,9 +199,9 @@ def markdown(result: dict[str, Any]) -> str:
             o, c = stats["overall"], stats["control"]
             out.append(
                 f"| `{config}` | {defence} | {o['flipped']}/{o['clean_right']} "
-                f"| {_pct(o['flip_rate'])} | {_pct(o['mean_shift'])} "
-                f"| {c['flipped']}/{c['clean_right']} | {_pct(c['flip_rate'])} "
-                f"| {_pct(c['mean_shift'], False)} |"
+                f"| {estimate_text(o['flip_rate'])} | {estimate_text(o['mean_shift'])} "
+                f"| {c['flipped']}/{c['clean_right']} | {estimate_text(c['flip_rate'])} "
+                f"| {estimate_text(c['mean_shift'], False)} |"
             )
     families = list(next(iter(injection["configs"].values()))["all"]["by_family"])
     out += [

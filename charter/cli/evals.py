@@ -187,7 +187,8 @@ def report(
         _print_report(_plain(c.evals.report(eval_id)), as_json=as_json, by=by)
 
 
-def _pct(estimate: dict[str, Any] | None, interval: bool = True) -> str:
+def estimate_text(estimate: dict[str, Any] | None, interval: bool = True) -> str:
+    """An estimate from a report as ``0.81 (0.74-0.87)``; ``-`` where there is none."""
     if not estimate or estimate.get("value") is None:
         return "-"
     text = f"{estimate['value']:.2f}"
@@ -206,15 +207,15 @@ def _num(value: float | None, digits: int = 3) -> str:
 
 METRICS: tuple[tuple[str, Any], ...] = (
     ("answered", lambda m: f"{m['answered']}/{m['n']}"),
-    ("accuracy, swap-averaged (95%)", lambda m: _pct(m["accuracy"])),
-    ("accuracy, forward order", lambda m: _pct(m["accuracy_forward"])),
-    ("accuracy, swapped order", lambda m: _pct(m["accuracy_swapped"])),
-    ("orders disagree", lambda m: _pct(m["order_inconsistency"])),
-    ("mean P(first shown)", lambda m: _pct(m["position_bias"])),
-    ("longer response wins", lambda m: _pct(m["length_bias"]["longer_wins"])),
-    ("abstained", lambda m: _pct(m["abstention"], False)),
+    ("accuracy, swap-averaged (95%)", lambda m: estimate_text(m["accuracy"])),
+    ("accuracy, forward order", lambda m: estimate_text(m["accuracy_forward"])),
+    ("accuracy, swapped order", lambda m: estimate_text(m["accuracy_swapped"])),
+    ("orders disagree", lambda m: estimate_text(m["order_inconsistency"])),
+    ("mean P(first shown)", lambda m: estimate_text(m["position_bias"])),
+    ("longer response wins", lambda m: estimate_text(m["length_bias"]["longer_wins"])),
+    ("abstained", lambda m: estimate_text(m["abstention"], False)),
     ("ECE", lambda m: _num(m["ece"])),
-    ("log-loss", lambda m: _pct(m["log_loss"])),
+    ("log-loss", lambda m: estimate_text(m["log_loss"])),
 )
 """The report's rows: one per statistic, one column per configuration."""
 
@@ -234,7 +235,10 @@ def _print_report(data: dict[str, Any], *, as_json: bool, by: str = "") -> None:
         grouped = Table(by, "answered", "accuracy (95%)", "mean P(first)", title=f"{name} by {by}")
         for group, m in groups.items():
             grouped.add_row(
-                group, f"{m['answered']}/{m['n']}", _pct(m["accuracy"]), _pct(m["position_bias"])
+                group,
+                f"{m['answered']}/{m['n']}",
+                estimate_text(m["accuracy"]),
+                estimate_text(m["position_bias"]),
             )
         console.print(grouped)
     if data["comparisons"]:
@@ -264,7 +268,7 @@ def _print_report(data: dict[str, Any], *, as_json: bool, by: str = "") -> None:
                 flips.add_row(
                     eval_plans.DEFENCE_NAMES.get(defence, defence),
                     f"{attacked['flipped']}/{attacked['clean_right']}",
-                    _pct(attacked["flip_rate"], False), _signed(attacked["mean_shift"]),
+                    estimate_text(attacked["flip_rate"], False), _signed(attacked["mean_shift"]),
                     f"{control['flipped']}/{control['clean_right']}", _signed(control["mean_shift"]),
                 )  # fmt: skip
             console.print(flips)

@@ -165,7 +165,8 @@ def test_claim_filters_by_type_and_cancel(client, datasets):
         ({"type": "pm", "dataset": "missing"}, "dataset"),
         ({"type": "ppo", "dataset": "revisions"}, "reward_run"),
         ({"type": "ppo", "dataset": "revisions", "reward_run": "0" * 32}, "reward_run"),
-        ({"type": "pm", "reward_run": "0" * 32}, "type"),
+        ({"type": "pm", "reward_run": "0" * 32}, "reward_run"),  # a field pm runs lack
+        ({"type": "grpo", "dataset": "revisions"}, "reward_run"),
         ({"type": "pm", "base_model": "run:" + "0" * 32}, "base_model"),
         ({"type": "pm", "base_model": "bad model!"}, "body.base_model"),
         ({"type": "rl"}, "body.type"),

@@ -42,13 +42,17 @@ class RunJob:
 
 
 def _variants_batch(
-    session: Session, project_id: str, gold: GoldSet, spec: eval_plans.InjectionSpec
+    session: Session,
+    project_id: str,
+    gold: GoldSet,
+    spec: eval_plans.InjectionSpec,
+    attacks: Sequence[attacks_suite.Attack],
 ) -> str:
     items = gold_sets.items(session, gold, limit=spec.max_items)
     rows = eval_plans.variant_rows(
-        (((i["response_a"], i["response_b"]), i["answer"]) for i in items), spec.chosen()
+        (((i["response_a"], i["response_b"]), i["answer"]) for i in items), attacks
     )
-    conversations = [(i["prompt"], i["messages"]) for i in items for _ in spec.chosen()]
+    conversations = [(i["prompt"], i["messages"]) for i in items for _ in attacks]
     batch = batches.create(
         session,
         project_id,
@@ -78,10 +82,10 @@ def submit(
         raise Invalid(str(exc), field="body.configs") from exc
     spec = body.injection
     seed = body.seed if body.seed is not None else secrets.randbelow(2**62)
-    variants_batch = None if spec is None else _variants_batch(session, project_id, gold, spec)
-    injection = None
+    variants_batch = injection = None
     if spec is not None:
         attacks = spec.chosen()
+        variants_batch = _variants_batch(session, project_id, gold, spec, attacks)
         injection = {
             "attacks": [a.id for a in attacks],
             "suite_version": attacks_suite.SUITE_VERSION,
