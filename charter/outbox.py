@@ -16,6 +16,7 @@ the rows locked and waits for the commit (``workers.runner``).
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from celery import Celery
 from sqlalchemy import and_, func, select, update
@@ -32,8 +33,9 @@ CHUNKS_PER_BATCH = 1000
 Workers that get a message first wait for the batch to commit, so it stays small."""
 
 
-def _unpublished():  # type: ignore[no-untyped-def]
-    return and_(WorkItem.status == ItemState.QUEUED, WorkItem.published_at.is_(None))
+def _unpublished(items: Any = WorkItem):  # type: ignore[no-untyped-def]
+    """Queued and never published; ``items`` is the entity or its table's columns."""
+    return and_(items.status == ItemState.QUEUED, items.published_at.is_(None))
 
 
 def _mark(session: Session, job_id: str, first: int, last: int) -> list[int]:
@@ -51,8 +53,7 @@ def _mark(session: Session, job_id: str, first: int, last: int) -> list[int]:
             items.job_id == job_id,
             items.chunk >= first,
             items.chunk < last,
-            items.status == ItemState.QUEUED,
-            items.published_at.is_(None),
+            _unpublished(items),
         )
         .values(published_at=utcnow())
         .returning(items.chunk)
