@@ -439,11 +439,10 @@ class TrainerService:
         and a resumed run continues from the one recorded last."""
         from transformers import (
             AutoModelForCausalLM,
-            AutoModelForSequenceClassification,
             AutoTokenizer,
         )
 
-        from services.trainer.ppo_trainer import PPOTrainer, pm_reward
+        from services.trainer.ppo_trainer import PPOTrainer
 
         assert prepared.reference is not None and prepared.reward is not None
         accelerator = None
@@ -455,14 +454,11 @@ class TrainerService:
         tokenizer = AutoTokenizer.from_pretrained(prepared.base)
         policy = AutoModelForCausalLM.from_pretrained(prepared.base)
         reference = AutoModelForCausalLM.from_pretrained(prepared.reference)
-        pm = AutoModelForSequenceClassification.from_pretrained(prepared.reward, num_labels=1)
-        if accelerator is not None:
-            pm.to(accelerator.device)
         trainer = PPOTrainer(
             policy,
             reference,
             tokenizer,
-            pm_reward(pm, AutoTokenizer.from_pretrained(prepared.reward)),
+            self._pm_reward(prepared),
             prepared.config,
             accelerator=accelerator,
         )
@@ -477,18 +473,23 @@ class TrainerService:
         trainer.save(prepared.output)
         return history[-1] if history else {}
 
-    def _online_rl(self, prepared: Prepared, common: dict[str, Any]) -> Any:
-        """RLOO or GRPO (TRL) against the PM of ``reward_run``; the reference is the base."""
+    def _pm_reward(self, prepared: Prepared) -> Any:
+        """The PM of ``reward_run`` on this process's device, as PPO's reward function."""
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-        from services.trainer.online_rl_trainer import text_reward, train_online_rl
         from services.trainer.ppo_trainer import pm_reward
 
         assert prepared.reward is not None
         pm = AutoModelForSequenceClassification.from_pretrained(prepared.reward, num_labels=1)
         if self.state is not None:
             pm.to(self.state.device)
-        reward = text_reward(pm_reward(pm, AutoTokenizer.from_pretrained(prepared.reward)))
+        return pm_reward(pm, AutoTokenizer.from_pretrained(prepared.reward))
+
+    def _online_rl(self, prepared: Prepared, common: dict[str, Any]) -> Any:
+        """RLOO or GRPO (TRL) against the PM of ``reward_run``; the reference is the base."""
+        from services.trainer.online_rl_trainer import text_reward, train_online_rl
+
+        reward = text_reward(self._pm_reward(prepared))
         return train_online_rl(
             prepared.base,
             [{"prompt": row["prompt"]} for row in prepared.train_rows],
