@@ -127,6 +127,7 @@ def _load(**_: object) -> None:
 
     default_engine().dispose(close=False)
     shutdown.dump_stacks_on_signal()
+    shutdown.bound_result_wait(settings.worker_shutdown_seconds / 4)
     # Stopped while loading: the load is abandoned; the process exits with the pool.
     shutdown.run_interruptible(
         runner, lambda: log.info("stopping: pool process %s skips its engines", os.getpid())

@@ -24,7 +24,16 @@ stop`` of a container whose PID 1 is the worker):
    with vLLM); with the filesystem broker it was forked by the pool's supervisor
    thread, whose end sends it the kernel's parent-death SIGKILL, which could hit it
    holding the pool's result-pipe lock: the pool's join then waited forever.
-4. Backstop: a pool process still alive at three quarters of
+4. A pool process that has stopped waits for the main process to have read each of
+   its results before it exits (billiard's message-consumption guarantee, up to 30 s).
+   Celery's shutdown discards the jobs whose acknowledgement it has not yet read
+   (``AsynPool.flush``), and stops reading results once it holds no job: a chunk
+   a pool process had just started is one of those, and its result is never read,
+   so the process sat out the whole 30 s and was killed by the backstop (one stop
+   in a few dozen, with small chunks). That wait is bounded here
+   (:func:`bound_result_wait`) to a quarter of the bound: results are read within
+   milliseconds when they are read at all.
+5. Backstop: a pool process still alive at three quarters of
    ``worker_shutdown_seconds`` (stuck in a native call that never returns to
    Python) first writes every thread's stack to stderr (:data:`STACK_SIGNAL`, for
    whoever reads the log), then is killed and its items given back by the main
@@ -44,6 +53,7 @@ from collections.abc import Callable, Iterable
 from contextlib import suppress
 from typing import Any, TypeVar
 
+import billiard.pool
 from billiard.common import TERM_SIGNAL
 
 log = logging.getLogger(__name__)
@@ -57,9 +67,11 @@ class Interrupted(BaseException):
     (a database retry, an engine's error handling) mistakes it for a failure."""
 
 
-STACK_SIGNAL = signal.SIGUSR1
+STACK_SIGNAL = signal.SIGUSR2
 """Sent by the watchdog to a pool process it is about to kill: the process writes every
-thread's stack to the real stderr (:func:`dump_stacks_on_signal`)."""
+thread's stack to the real stderr (:func:`dump_stacks_on_signal`). Not SIGUSR1: billiard
+takes that one for soft time limits once the pool process's initializer has returned,
+and raised ``SoftTimeLimitExceeded`` in the stuck process instead of writing stacks."""
 STACK_WAIT_SECONDS = 0.3
 """How long the watchdog leaves that process to write them before the kill."""
 
@@ -95,6 +107,15 @@ def defer_when_idle() -> None:
     the lock and the main process's pool join waited on it until the hard exit at the
     bound (one idle stop in two to four, with the filesystem broker)."""
     signal.signal(TERM_SIGNAL, signal.SIG_IGN)
+
+
+def bound_result_wait(seconds: float) -> None:
+    """In a pool process: wait at most ``seconds`` at its exit for the main process to
+    read its last results (billiard's own bound is 30 s; 4. above)."""
+    retries = seconds / billiard.pool.GUARANTEE_MESSAGE_CONSUMPTION_RETRY_INTERVAL
+    billiard.pool.GUARANTEE_MESSAGE_CONSUMPTION_RETRY_LIMIT = min(
+        billiard.pool.GUARANTEE_MESSAGE_CONSUMPTION_RETRY_LIMIT, max(1, int(retries))
+    )
 
 
 def dump_stacks_on_signal() -> None:

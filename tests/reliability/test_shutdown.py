@@ -40,6 +40,7 @@ from sqlalchemy import Engine
 from charter.embedded import settings_env
 from tests.reliability.conftest import record_fault
 from tests.stack import MODELS_DIR, REAL_MODEL_TIMEOUT, Stack, rows
+from workers.shutdown import STACK_SIGNAL
 
 SHUTDOWN_SECONDS = 20.0
 """The bound under test (``worker_shutdown_seconds``); a clean exit takes a second or two."""
@@ -404,6 +405,52 @@ def test_watchdog_kills_a_stuck_pool_process_and_exits_at_the_bound(tmp_path: Pa
     assert "still not stopped" in done.stderr
     assert 4.0 <= seconds < 30
     assert not Path(f"/proc/{stuck}").exists() or "Z" in _state_of(stuck)
+
+
+def test_stack_signal_writes_stacks_from_a_pool_process_in_its_task(
+    make_fault_stack: Callable[..., Stack],
+) -> None:
+    """The backstop's stack signal in a real worker's pool process, which billiard has
+    given handlers of its own: every thread's stack is written, the task is not
+    interrupted (SIGUSR1, billiard's soft time limit, raised in it)."""
+    stack = make_fault_stack(sweeper=False, lease_seconds=LEASE_SECONDS)
+    model = stack.new_model()
+    worker = stack.start_worker([model], concurrency=1, fault_delay_seconds=20)
+    job = stack.submit(rows(CHUNK, response=True), model, type="critique", chunk_size=CHUNK)
+    running_now(stack, job["id"])
+    (pool_pid,) = {int(c) for c in Path(f"/proc/{worker.pid}/task/{worker.pid}/children")
+                   .read_text().split()}  # fmt: skip
+    os.kill(pool_pid, STACK_SIGNAL)
+    deadline = time.monotonic() + 30
+    while "most recent call first" not in (text := stack.logs[0].read_text(errors="replace")):
+        assert time.monotonic() < deadline, text[-3000:]
+        time.sleep(0.1)
+    time.sleep(1)
+    text = stack.logs[0].read_text(errors="replace")
+    assert "SoftTimeLimitExceeded" not in text, text[-3000:]
+    assert Path(f"/proc/{pool_pid}").exists() and "Z" not in _state_of(pool_pid)
+    assert all(i.status == "running" for i in stack.items(job["id"]))
+
+
+def test_a_pool_process_waits_for_its_unread_results_only_within_the_bound(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Celery's shutdown may never read a pool process's last result (workers/shutdown.py,
+    4.): the process's exit then waits for the bound, not billiard's 30 s."""
+    import billiard
+    import billiard.pool
+
+    from workers.shutdown import bound_result_wait
+
+    monkeypatch.setattr(billiard.pool, "GUARANTEE_MESSAGE_CONSUMPTION_RETRY_LIMIT", 300)
+    bound_result_wait(0.5)
+    worker = billiard.pool.Worker.__new__(billiard.pool.Worker)  # its exit's wait alone
+    worker.on_ready_counter = billiard.Value("i", 0)
+    started = time.monotonic()
+    assert worker._ensure_messages_consumed(completed=1) is False  # never read
+    assert 0.4 < time.monotonic() - started < 2
+    worker.on_ready_counter.value = 1
+    assert worker._ensure_messages_consumed(completed=1)  # read: no wait
 
 
 def _state_of(pid: int) -> str:
