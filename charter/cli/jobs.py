@@ -34,7 +34,7 @@ def _done(job) -> str:  # type: ignore[no-untyped-def]
 @app.command("submit")
 def submit(
     job_type: Annotated[
-        str, typer.Option("--type", help="sl_cai, rl_cai, critique, revise, compare")
+        str, typer.Option("--type", help="sl_cai, rl_cai, critique, revise, compare, generate")
     ],
     batch: Annotated[str, typer.Option(help="Prompt batch id.")],
     constitution: Annotated[str, typer.Option(help="name or name@version.")] = "default",

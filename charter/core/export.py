@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from charter.core.jobs import JobType, dataset_kind
+from charter.core.jobs import JobType, dataset_kind, in_default_datasets
 from charter.core.labels import chosen_rejected
 
 PROVENANCE = (
@@ -67,6 +67,11 @@ PREFERENCE_KINDS = tuple(t.value for t in JobType if dataset_kind(t) == "prefere
 """Label kinds that carry a soft A/B preference label."""
 LABEL_KINDS = {"sft": SFT_KINDS, "preference": PREFERENCE_KINDS}
 """Dataset kind -> the label kinds it can hold."""
+DEFAULT_LABEL_KINDS = {
+    kind: tuple(k for k in kinds if in_default_datasets(JobType(k)))
+    for kind, kinds in LABEL_KINDS.items()
+}
+"""Dataset kind -> the label kinds it holds when its filter names none."""
 
 PROVENANCE_COLUMNS = tuple(f"label_{k}" if k == "id" else k for k in PROVENANCE)
 SFT_COLUMNS = ("prompt", "completion", *PROVENANCE_COLUMNS)

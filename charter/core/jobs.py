@@ -23,6 +23,9 @@ class JobType(StrEnum):
     """One critique -> revision round on a supplied response."""
     COMPARE = "compare"
     """The A/B feedback label for a supplied pair."""
+    GENERATE = "generate"
+    """One response per prompt from the job's model, as it is: a policy's answers to
+    evaluate (or distil). No principle is drawn."""
 
 
 BUILTIN_SMOLLM2 = "smollm2"
@@ -36,13 +39,13 @@ prepared into ``models_dir / "smollm2"`` (see ``charter.model_store``)."""
 
 DatasetKind = Literal["sft", "preference"]
 JobInput = Literal["prompt", "response", "pair"]
-PrincipleKind = Literal["critique", "comparison"]
+PrincipleKind = Literal["critique", "comparison", "none"]
 
 
 def dataset_kind(job_type: JobType) -> DatasetKind:
     """The dataset its labels feed: SFT completions or soft A/B preferences."""
     match job_type:
-        case JobType.SL_CAI | JobType.CRITIQUE | JobType.REVISE:
+        case JobType.SL_CAI | JobType.CRITIQUE | JobType.REVISE | JobType.GENERATE:
             return "sft"
         case JobType.RL_CAI | JobType.COMPARE:
             return "preference"
@@ -53,7 +56,7 @@ def dataset_kind(job_type: JobType) -> DatasetKind:
 def job_input(job_type: JobType) -> JobInput:
     """What every row of its batch must supply: a prompt, a response or an A/B pair."""
     match job_type:
-        case JobType.SL_CAI | JobType.RL_CAI:
+        case JobType.SL_CAI | JobType.RL_CAI | JobType.GENERATE:
             return "prompt"
         case JobType.CRITIQUE | JobType.REVISE:
             return "response"
@@ -95,6 +98,21 @@ def principle_kind(job_type: JobType) -> PrincipleKind:
             return "critique"
         case JobType.RL_CAI | JobType.COMPARE:
             return "comparison"
+        case JobType.GENERATE:
+            return "none"
+        case _:
+            assert_never(job_type)
+
+
+def in_default_datasets(job_type: JobType) -> bool:
+    """Whether a dataset whose filter names no label kinds takes its labels. Not a
+    policy's plain generations: they are what is evaluated, not revised training data,
+    and go into a dataset only when its filter asks for them."""
+    match job_type:
+        case JobType.SL_CAI | JobType.CRITIQUE | JobType.REVISE | JobType.RL_CAI | JobType.COMPARE:
+            return True
+        case JobType.GENERATE:
+            return False
         case _:
             assert_never(job_type)
 
@@ -153,7 +171,7 @@ def samples(job_type: JobType, params: JobParams, *, pair_supplied: bool) -> boo
     records no sampling hash, although its job params hold (unused) sampling values.
     """
     match job_type:
-        case JobType.SL_CAI | JobType.CRITIQUE | JobType.REVISE:
+        case JobType.SL_CAI | JobType.CRITIQUE | JobType.REVISE | JobType.GENERATE:
             return True
         case JobType.RL_CAI | JobType.COMPARE:
             return params.chain_of_thought or not pair_supplied
@@ -216,6 +234,15 @@ class JobParams(BaseModel):
         description=(
             "Break control tokens and template delimiters in untrusted text. Only a judge "
             "evaluation turns it off, to measure what the defence is worth (POST /v1/evals)."
+        ),
+    )
+    system_prompt: Literal["default", "constitution"] = Field(
+        default="default",
+        description=(
+            "Generate jobs: the policy's system prompt. 'default' is Charter's helpful, "
+            "honest and harmless assistant; 'constitution' adds the constitution's "
+            "description and comparison principles, as the guidance to follow (the baseline "
+            "the paper left out: a model told its constitution, without training on it)."
         ),
     )
     sampling: SamplingParams = Field(default_factory=SamplingParams)

@@ -182,6 +182,24 @@ def sl_cai(
     return outcomes
 
 
+def generate(ctx: Context, items: Sequence[Item], chunk_key: object) -> list[Outcome]:
+    """One response per prompt, with the job's sampling and system prompt: the policy's
+    answer as it is (``completion``), for evaluation."""
+    match ctx.params.system_prompt:
+        case "default":
+            system = prompts.SYSTEM
+        case "constitution":
+            system = prompts.constitution_system(ctx.constitution)
+        case other:
+            assert_never(other)
+    texts = ctx.generate(
+        "response",
+        [prompts.response_conversation(i.conversation, ctx.special, system) for i in items],
+        chunk_key,
+    )
+    return [Outcome(item, {"completion": text}) for item, text in zip(items, texts, strict=True)]
+
+
 def _pairs(ctx: Context, items: Sequence[Item], chunk_key: object) -> list[tuple[str, str]]:
     """Supplied pairs where given, else two sampled policy responses."""
     missing = [i for i, item in enumerate(items) if item.response_a is None]
@@ -309,5 +327,7 @@ def run(ctx: Context, job_type: JobType, items: Sequence[Item], chunk_key: objec
             return sl_cai(ctx, items, chunk_key, rounds=1, revise=False)
         case JobType.RL_CAI | JobType.COMPARE:
             return rl_cai(ctx, items, chunk_key)
+        case JobType.GENERATE:
+            return generate(ctx, items, chunk_key)
         case _:
             assert_never(job_type)

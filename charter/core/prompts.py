@@ -132,10 +132,26 @@ def _clean(
 
 
 def response_conversation(
-    conversation: Sequence[Message], special: Sequence[str] = ()
+    conversation: Sequence[Message], special: Sequence[str] = (), system: str = SYSTEM
 ) -> list[Message]:
     """What the policy model sees to write its (initial) response."""
-    return [{"role": "system", "content": SYSTEM}, *_clean(conversation, special)]
+    return [{"role": "system", "content": system}, *_clean(conversation, special)]
+
+
+def constitution_system(constitution: Constitution) -> str:
+    """The policy's system prompt with the constitution as guidance: its description and
+    the questions its comparisons ask (else its revision requests), which a good answer
+    satisfies. For a generate job's ``system_prompt: constitution``."""
+    guidance = [p.text for p in constitution.comparison_principles] or [
+        p.revision for p in constitution.critique_principles
+    ]
+    lines = [SYSTEM, "", "Answer in keeping with this constitution."]
+    if constitution.description:
+        lines.append(constitution.description)
+    if guidance:
+        lines += ["", "Give the answer that each of these would choose:"]
+        lines += [f"- {text}" for text in guidance]
+    return "\n".join(lines)
 
 
 def _requests(

@@ -455,6 +455,7 @@ class Kind1(StrEnum):
     sl_cai = "sl_cai"
     critique = "critique"
     revise = "revise"
+    generate = "generate"
     rl_cai = "rl_cai"
     compare = "compare"
 
@@ -462,7 +463,7 @@ class Kind1(StrEnum):
 class Kinds(RootModel[list[Kind1]]):
     root: Annotated[list[Kind1], Field(min_length=1, title="Kinds")]
     """
-    Label kinds; default: every kind the dataset kind can hold (sft: sl_cai, critique, revise; preference: rl_cai, compare).
+    Label kinds; default: every kind the dataset kind can hold but generations (sft: sl_cai, critique, revise, and generate when named; preference: rl_cai, compare).
     """
 
 
@@ -501,7 +502,7 @@ class DatasetFilter(BaseModel):
     """
     kinds: Annotated[Kinds | None, Field(title="Kinds")] = None
     """
-    Label kinds; default: every kind the dataset kind can hold (sft: sl_cai, critique, revise; preference: rl_cai, compare).
+    Label kinds; default: every kind the dataset kind can hold but generations (sft: sl_cai, critique, revise, and generate when named; preference: rl_cai, compare).
     """
     min_confidence: Annotated[MinConfidence | None, Field(title="Min Confidence")] = None
     """
@@ -989,6 +990,15 @@ class Principle(RootModel[str]):
     """
 
 
+class SystemPrompt(StrEnum):
+    """
+    Generate jobs: the policy's system prompt. 'default' is Charter's helpful, honest and harmless assistant; 'constitution' adds the constitution's description and comparison principles, as the guidance to follow (the baseline the paper left out: a model told its constitution, without training on it).
+    """
+
+    default = "default"
+    constitution = "constitution"
+
+
 class JobStatus(StrEnum):
     """
     A job's status, derived from its items' states (:func:`job_status`).
@@ -1006,6 +1016,7 @@ class JobType(StrEnum):
     critique = "critique"
     revise = "revise"
     compare = "compare"
+    generate = "generate"
 
 
 class Name(RootModel[str]):
@@ -2778,6 +2789,10 @@ class JobParams(BaseModel):
     neutralise: Annotated[bool | None, Field(title="Neutralise")] = True
     """
     Break control tokens and template delimiters in untrusted text. Only a judge evaluation turns it off, to measure what the defence is worth (POST /v1/evals).
+    """
+    system_prompt: Annotated[SystemPrompt | None, Field(title="System Prompt")] = "default"
+    """
+    Generate jobs: the policy's system prompt. 'default' is Charter's helpful, honest and harmless assistant; 'constitution' adds the constitution's description and comparison principles, as the guidance to follow (the baseline the paper left out: a model told its constitution, without training on it).
     """
     sampling: SamplingParams | None = None
 

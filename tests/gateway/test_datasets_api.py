@@ -122,6 +122,7 @@ class Corpus:
         self.critique = self.run(WITH_RESPONSE, type="critique")
         self.compare = self.run(PAIRS, type="compare", params={"swap": True})
         self.rl = self.run(PROMPTS[:3], type="rl_cai", params={"swap": False})
+        self.generated = self.run(PROMPTS[:3], type="generate")
 
     def run(self, rows: list[dict[str, Any]], **body: Any) -> str:
         batch = self.api.create_batch(self.headers, rows)
@@ -204,6 +205,7 @@ def test_filters_select_exactly_the_right_labels(
     cases: list[tuple[str, dict[str, Any], list[int]]] = [
         ("sft", {}, ids(by_kind("sl_cai", "critique", "revise"))),
         ("sft", {"kinds": ["critique"]}, ids(by_kind("critique"))),
+        ("sft", {"kinds": ["generate"]}, ids(by_kind("generate"))),  # only when asked
         (
             "sft",
             {"job_ids": [corpus.sl, revised]},

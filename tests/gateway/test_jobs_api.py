@@ -19,7 +19,7 @@ from sqlalchemy.exc import OperationalError
 import charter.outbox
 import services.gateway.outbox
 from charter.core.jobs import ITEM_STATES
-from charter.db.models import Job, Prompt, Worker, WorkItem, utcnow
+from charter.db.models import Job, Label, Prompt, Worker, WorkItem, utcnow
 from charter.db.session import session_factory
 from charter.outbox import publish_pending
 from charter.queue import queue_for
@@ -91,6 +91,7 @@ def _spec(batch: str, /, **change: Any) -> dict[str, Any]:
         ("critique", "responses", 1, 10),
         ("revise", "responses", 16, 1),
         ("compare", "pairs", 4, 3),
+        ("generate", "prompts", 5, 2),
     ],
 )
 def test_submit_each_type(
@@ -254,6 +255,55 @@ def test_constitution_lacking_the_needed_principles_is_422(
         headers=admin_headers,
     )
     assert ok.status_code == 202, ok.text
+
+
+def test_generate_takes_a_system_prompt_and_draws_no_principle(
+    api: Any,
+    client: TestClient,
+    admin_headers: dict[str, str],
+    ready: Batches,
+    default_document: dict[str, Any],
+    engine: Engine,
+    settings: Any,
+) -> None:
+    only_critique = copy.deepcopy(default_document)
+    only_critique.update(name="only-critique", comparison_principles=[], comparison_examples=[])
+    api.push(admin_headers, only_critique)  # no comparison principle: no rl_cai, but generate
+    spec = _spec(ready["prompts"], type="generate", constitution="only-critique")
+    plain = client.post("/v1/jobs", json=spec, headers=admin_headers)
+    assert plain.status_code == 202, plain.text
+    told = client.post(
+        "/v1/jobs",
+        json=spec | {"constitution": "default", "params": {"system_prompt": "constitution"}},
+        headers=admin_headers,
+    )
+    assert told.status_code == 202, told.text
+    assert told.json()["params"]["system_prompt"] == "constitution"
+    assert "critique_template" in told.json()["params"]  # a default, not pinned to a version
+    for job_type in ("sl_cai", "rl_cai"):
+        refused = client.post(
+            "/v1/jobs",
+            json=_spec(ready["prompts"], type=job_type, params={"system_prompt": "constitution"}),
+            headers=admin_headers,
+        )
+        assert "only generate jobs" in _error(refused, 422, "params.system_prompt")["detail"]
+    bad = client.post(
+        "/v1/jobs", json=spec | {"params": {"system_prompt": "yours"}}, headers=admin_headers
+    )
+    _error(bad, 422, "body.params.system_prompt")
+
+    job = told.json()
+    _label_all(engine, settings, job, "w-generate")
+    with session_factory(engine)() as session:
+        labels = session.scalars(select(Label).where(Label.job_id == job["id"])).all()
+    assert len(labels) == 10 and {label.kind for label in labels} == {"generate"}
+    assert all(label.completion and label.response is None for label in labels)
+    assert all(label.principle_ids == [] and label.sampling_hash for label in labels)
+    assert {label.job_params["system_prompt"] for label in labels} == {"constitution"}
+    results = client.get(f"/v1/jobs/{job['id']}/results", headers=admin_headers).json()
+    assert sorted(r["completion"] for r in results["items"]) == sorted(
+        label.completion for label in labels
+    )
 
 
 def test_unknown_or_bad_constitution(

@@ -34,8 +34,9 @@ class DatasetFilter(BaseModel):
     kinds: list[LabelKind] | None = Field(  # type: ignore[valid-type]
         default=None,
         min_length=1,
-        description="Label kinds; default: every kind the dataset kind can hold "
-        "(sft: sl_cai, critique, revise; preference: rl_cai, compare).",
+        description="Label kinds; default: every kind the dataset kind can hold but "
+        "generations (sft: sl_cai, critique, revise, and generate when named; preference: "
+        "rl_cai, compare).",
     )
     min_confidence: float | None = Field(
         default=None,

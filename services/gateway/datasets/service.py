@@ -38,7 +38,7 @@ from sqlalchemy.orm import Session
 from charter.core import refs
 from charter.core.constitution import parse_ref
 from charter.core.documents import Bounds
-from charter.core.export import LABEL_KINDS
+from charter.core.export import DEFAULT_LABEL_KINDS, LABEL_KINDS
 from charter.db.bulk import bulk_insert
 from charter.db.models import (
     Constitution,
@@ -179,7 +179,7 @@ def _conditions(
 ) -> tuple[list[ColumnElement[bool]], dict[str, Any]]:
     """SQL conditions on ``labels`` for the filter, and the filter as recorded."""
     allowed = LABEL_KINDS[kind]
-    kinds = list(spec.kinds or allowed)
+    kinds = list(spec.kinds or DEFAULT_LABEL_KINDS[kind])
     for label_kind in kinds:
         if label_kind not in allowed:
             raise Invalid(

@@ -15,6 +15,7 @@ from charter.core.jobs import (
     BUILTIN_SMOLLM2,
     FINAL_JOB_STATUSES,
     ItemState,
+    JobParams,
     JobStatus,
     JobType,
     job_input,
@@ -52,10 +53,17 @@ def _check_batch(session: Session, batch_id: str, job_type: JobType) -> None:
 
 
 def _check_constitution(
-    content: dict[str, object], job_type: JobType, ref: str, principle: str | None
+    content: dict[str, object], job_type: JobType, ref: str, params: JobParams
 ) -> None:
     constitution = Constitution.model_validate(content)
     kind = principle_kind(job_type)
+    principle = params.principle
+    if params.system_prompt != "default" and job_type != JobType.GENERATE:
+        raise Invalid(
+            f"job type '{job_type}' writes with Charter's own prompts; only generate jobs "
+            "take a system_prompt",
+            field="params.system_prompt",
+        )
     if principle is not None:
         known = [p.id for p in constitution.comparison_principles]
         if kind != "comparison":
@@ -72,6 +80,8 @@ def _check_constitution(
             missing = not constitution.critique_principles
         case "comparison":
             missing = not constitution.comparison_principles
+        case "none":
+            missing = False
         case _:
             assert_never(kind)
     if missing:
@@ -121,22 +131,30 @@ def submit(
     batch = batches.get(session, project_id, spec.batch_id)
     version = constitutions.resolve(session, project_id, spec.constitution)
     ref = f"{constitutions.name_of(session, version)}@{version.version}"
-    _check_constitution(version.content, spec.type, ref, spec.params.principle)
+    _check_constitution(version.content, spec.type, ref, spec.params)
     _check_batch(session, batch.id, spec.type)
     chunk_size = spec.chunk_size or settings.chunk_size
     params = spec.params.model_dump(mode="json") | {"chunk_size": chunk_size}
-    if principle_kind(spec.type) == "comparison":  # pinned: labels can be reproduced
-        params["feedback_template"] = templates.pin(
-            session, project_id, spec.params.feedback_template, field="params.feedback_template"
-        )
-    else:
-        params["critique_template"] = templates.pin(
-            session,
-            project_id,
-            spec.params.critique_template,
-            field="params.critique_template",
-            kind=templates.CRITIQUE,
-        )
+    match principle_kind(spec.type):  # the template is pinned: labels can be reproduced
+        case "comparison":
+            params["feedback_template"] = templates.pin(
+                session,
+                project_id,
+                spec.params.feedback_template,
+                field="params.feedback_template",
+            )
+        case "critique":
+            params["critique_template"] = templates.pin(
+                session,
+                project_id,
+                spec.params.critique_template,
+                field="params.critique_template",
+                kind=templates.CRITIQUE,
+            )
+        case "none":
+            pass  # writes with the system prompt alone
+        case other:
+            assert_never(other)
     job = Job(
         project_id=project_id,
         type=spec.type.value,
