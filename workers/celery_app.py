@@ -55,7 +55,7 @@ def runner():  # type: ignore[no-untyped-def]
 
         sessions = session_factory()
         config = engine_config(settings)  # once: every engine and label of the process
-        engines = load_engines(settings, config)
+        engines = load_engines(settings, config, sessions)
         stats = EngineStats()  # counted by the runner, written by each heartbeat
         heartbeat.register(sessions, worker_id(), config.engine, sorted(engines))
         _state["heartbeat"] = heartbeat.start(

@@ -2,8 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from pathlib import Path
+
+from sqlalchemy.orm import Session
+
+from charter.core.artifact_paths import OutsideStore, confine
 from charter.core.engine import Engine
 from charter.core.engine_config import EngineConfig
+from charter.core.jobs import RUN_MODEL_PREFIX, RunStatus, run_of_model
+from charter.db.models import TrainingRun
+from charter.db.session import session_factory
 from charter.model_store import model_revision, resolve_model
 from charter.settings import Settings
 
@@ -29,11 +38,43 @@ def engine_config(settings: Settings) -> EngineConfig:
     )
 
 
-def load_engines(settings: Settings, config: EngineConfig | None = None) -> dict[str, Engine]:
+def run_model_dir(sessions: Callable[[], Session], settings: Settings, run_id: str) -> Path:
+    """The model a completed training run made: its artifact, which must lie in that run's
+    folder of this worker's artifact store (also after following symlinks) and hold a
+    model directory. ``ValueError`` saying why not."""
+    with sessions() as session:
+        run = session.get(TrainingRun, run_id)
+    name = f"{RUN_MODEL_PREFIX}{run_id}"
+    if run is None or run.status != RunStatus.COMPLETED or not run.artifact_uri:
+        raise ValueError(f"model {name!r}: no completed training run with a model artifact")
+    if run.type == "pm":
+        raise ValueError(f"model {name!r} is a preference model, not one that writes")
+    folder = settings.artifacts_dir.resolve() / "runs" / run_id
+    try:
+        path = Path(confine(run.artifact_uri, folder))
+    except OutsideStore as exc:
+        raise ValueError(f"model {name!r}: its artifact is not in {folder} ({exc})") from None
+    if not path.resolve().is_relative_to(folder.resolve()):
+        raise ValueError(f"model {name!r}: {path} leads out of {folder} (a symlink)")
+    if not (path / "config.json").is_file():
+        raise ValueError(f"model {name!r}: {path} has no config.json (is the store mounted?)")
+    return path
+
+
+def load_engines(
+    settings: Settings,
+    config: EngineConfig | None = None,
+    sessions: Callable[[], Session] | None = None,
+) -> dict[str, Engine]:
     """One engine per model of ``settings.worker_models``, all built with ``config``
-    (by default :func:`engine_config` of the settings)."""
+    (by default :func:`engine_config` of the settings). A ``run:<id>`` model is that
+    run's artifact, found with ``sessions`` (by default the settings' database)."""
     config = config or engine_config(settings)
-    engines = {name: _load(settings, config, name) for name in settings.worker_models}
+
+    def find(run_id: str) -> Path:
+        return run_model_dir(sessions or session_factory(), settings, run_id)
+
+    engines = {name: _load(settings, config, name, find) for name in settings.worker_models}
     if settings.fault_delay_seconds or settings.fault_poison:
         from workers.engines.faults import FaultyEngine
 
@@ -49,12 +90,19 @@ def load_engines(settings: Settings, config: EngineConfig | None = None) -> dict
     return engines
 
 
-def _load(settings: Settings, config: EngineConfig, name: str) -> Engine:
+def _load(
+    settings: Settings, config: EngineConfig, name: str, find_run: Callable[[str], Path]
+) -> Engine:
     if config.engine == "scripted":
         from workers.engines.scripted import ScriptedEngine
 
         return ScriptedEngine(model_name=name, config=config)
-    path = resolve_model(name, settings.models, settings.models_dir)
+    run_id = run_of_model(name)
+    path = (
+        resolve_model(name, settings.models, settings.models_dir)
+        if run_id is None
+        else find_run(run_id)
+    )
     if config.engine == "vllm":
         from workers.engines.vllm_engine import VLLMEngine
 

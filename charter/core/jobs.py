@@ -31,6 +31,15 @@ class JobType(StrEnum):
 BUILTIN_SMOLLM2 = "smollm2"
 """The model every deployment knows: SmolLM2-135M-Instruct, bundled with Charter and
 prepared into ``models_dir / "smollm2"`` (see ``charter.model_store``)."""
+RUN_MODEL_PREFIX = "run:"
+"""``run:<id>`` names the model a completed training run made (its artifact)."""
+MODEL_PATTERN = r"^(run:[0-9a-f]{32}|[A-Za-z0-9._/-]+)$"
+"""A model a job names: a configured name, or ``run:<id>``."""
+
+
+def run_of_model(model: str) -> str | None:
+    """The run id of a ``run:<id>`` model; None for a named model."""
+    return model[len(RUN_MODEL_PREFIX) :] if model.startswith(RUN_MODEL_PREFIX) else None
 
 
 # What each job type needs and makes. Every choice made on a job type goes through one

@@ -3032,8 +3032,16 @@ class JobCreate(BaseModel):
     """
     model: Annotated[
         str,
-        Field(max_length=128, min_length=1, pattern="^[A-Za-z0-9._/-]+$", title="Model"),
+        Field(
+            max_length=128,
+            min_length=1,
+            pattern="^(run:[0-9a-f]{32}|[A-Za-z0-9._/-]+)$",
+            title="Model",
+        ),
     ]
+    """
+    A model some worker serves, or run:<id>: the model a completed training run of the project made, served by a worker that lists it.
+    """
     params: JobParams | None = None
     seed: Annotated[Seed | None, Field(title="Seed")] = None
     """

@@ -47,13 +47,13 @@ from typing import Any
 from transformers import TrainerCallback
 
 from charter.client import CharterAPIError, CharterClient
+from charter.core.artifact_paths import OutsideStore, confine
 from charter.core.jobs import RunStatus
 from charter.core.run_configs import RUN_CONFIGS, RunConfig, TrainingConfig
 from charter.log_format import bound
 from charter.model_store import resolve_model
 from charter.periodic import Periodic
 from charter.settings import ClientSettings
-from services.gateway.runs.artifacts import OutsideStore, confine
 
 log = logging.getLogger(__name__)
 ALIVE_FILE = Path("/tmp/charter-trainer-alive")  # container healthcheck

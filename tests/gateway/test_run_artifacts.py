@@ -6,7 +6,7 @@ from pathlib import PurePosixPath
 
 import pytest
 
-from services.gateway.runs.artifacts import OutsideStore, confine
+from charter.core.artifact_paths import OutsideStore, confine
 
 STORE = PurePosixPath("/srv/charter/artifacts")
 RUN = "a" * 32

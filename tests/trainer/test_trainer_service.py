@@ -21,9 +21,11 @@ from charter.client import CharterAPIError, CharterClient
 from charter.db.models import TrainingRun
 from charter.db.session import session_factory
 from charter.embedded import GatewayThread
-from charter.model_store import prepare_smollm2
+from charter.model_store import model_revision, prepare_smollm2
 from charter.settings import Settings
 from services.trainer.daemon import TrainerService
+from workers import heartbeat
+from workers.engine_loader import load_engines, run_model_dir
 from workers.engines.scripted import ScriptedEngine
 from workers.runner import ChunkRunner
 
@@ -128,6 +130,85 @@ def test_pm_then_ppo_through_the_api(stack):
     names = set().union(*(m["metrics"] for m in client.run_metrics(ppo["id"])))
     assert {"score", "reward", "kl", "kl_coef", "entropy"} <= names
     assert Path(ppo["artifact_uri"].removeprefix("file://")).exists()
+
+
+def test_a_trained_policy_generates_through_a_worker_that_serves_its_run(stack, engine):
+    """A DPO run's artifact served as ``run:<id>``: the worker loads it from the artifact
+    store by the run's record, the gateway knows it once the worker announces it, and a
+    generate job's labels name it with the weights' revision."""
+    client, settings = stack
+    dpo = client.create_run(
+        type="dpo",
+        dataset="prefs",
+        base_model="tiny",
+        config={"max_steps": 2, "per_device_train_batch_size": 4, "max_length": 256},
+    )
+    model = f"run:{dpo['id']}"
+    prompts = client.create_batch([{"prompt": f"Say hello {i}."} for i in range(3)])
+    spec = {"type": "generate", "batch_id": prompts["id"], "constitution": "default"}
+    with pytest.raises(CharterAPIError) as refused:  # not completed yet
+        client.submit_job(model=model, **spec)
+    assert refused.value.status_code == 422 and refused.value.field == "model"
+    assert "has not completed" in refused.value.detail
+    assert TrainerService(client, settings, owner="trainer-1").run_once()["status"] == "completed"
+    with pytest.raises(CharterAPIError) as unserved:  # no worker serves it yet
+        client.submit_job(model=model, **spec)
+    assert "unknown model" in unserved.value.detail
+
+    worker = settings.model_copy(update={"worker_models": [model], "worker_engine": "transformers"})
+    sessions = session_factory(engine)
+    engines = load_engines(worker, sessions=sessions)
+    heartbeat.register(sessions, "w-run", "transformers", sorted(engines))
+    job = client.submit_job(
+        model=model, chunk_size=3, params={"sampling": {"max_tokens": 6}}, **spec
+    )
+    assert ChunkRunner(sessions, engines, worker, "w-run").run_chunk(job["id"], 0).labelled == 3
+    artifact = Path(client.run(dpo["id"])["artifact_uri"].removeprefix("file://"))
+    results = list(client.results(job["id"]))
+    assert len(results) == 3 and all(r["model"] == model for r in results)
+    assert {r["model_revision"] for r in results} == {model_revision(artifact)}
+    assert all(isinstance(r["completion"], str) for r in results)
+
+
+def test_a_worker_loads_only_a_completed_policy_run_inside_its_folder(stack, engine, tmp_path):
+    client, settings = stack
+    sessions = session_factory(engine)
+    pm = client.create_run(type="pm", dataset="prefs", base_model="tiny", config={"max_steps": 1})
+    with pytest.raises(ValueError, match="no completed training run"):
+        run_model_dir(sessions, settings, pm["id"])
+    with pytest.raises(ValueError, match="no completed training run"):
+        run_model_dir(sessions, settings, "0" * 32)
+    assert TrainerService(client, settings, owner="trainer-1").run_once()["status"] == "completed"
+    with pytest.raises(ValueError, match="preference model"):
+        run_model_dir(sessions, settings, pm["id"])
+    prompts = client.create_batch([{"prompt": "Hello?"}])
+    spec = {"type": "generate", "batch_id": prompts["id"], "constitution": "default"}
+    for model, field, detail in (
+        (f"run:{pm['id']}", "model", "preference model"),
+        ("run:../../etc", "body.model", "should match pattern"),
+    ):
+        with pytest.raises(CharterAPIError) as refused:
+            client.submit_job(model=model, **spec)
+        assert (refused.value.status_code, refused.value.field) == (422, field)
+        assert detail in refused.value.detail
+    folder = settings.artifacts_dir.resolve() / "runs" / pm["id"]
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    (outside / "config.json").write_text("{}")
+    with sessions() as session, session.begin():
+        session.get(TrainingRun, pm["id"]).type = "sft"  # as if it were a policy
+    assert run_model_dir(sessions, settings, pm["id"]).is_relative_to(folder)
+    for uri, reason in (
+        (outside.as_uri(), "not in"),
+        ((folder / "link").as_uri(), "symlink"),
+        ((folder / "missing").as_uri(), "no config.json"),
+    ):
+        (folder / "link").unlink(missing_ok=True)
+        (folder / "link").symlink_to(outside)
+        with sessions() as session, session.begin():
+            session.get(TrainingRun, pm["id"]).artifact_uri = uri
+        with pytest.raises(ValueError, match=reason):
+            run_model_dir(sessions, settings, pm["id"])
 
 
 @pytest.mark.parametrize("kind", ["rloo", "grpo"])

@@ -5,7 +5,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from charter.core.jobs import ItemState, JobParams, JobStatus, JobType
+from charter.core.jobs import MODEL_PATTERN, ItemState, JobParams, JobStatus, JobType
 
 
 class JobCreate(BaseModel):
@@ -15,7 +15,13 @@ class JobCreate(BaseModel):
     constitution: str = Field(
         min_length=1, max_length=80, description="name or name@version; pinned at submission"
     )
-    model: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._/-]+$")
+    model: str = Field(
+        min_length=1,
+        max_length=128,
+        pattern=MODEL_PATTERN,
+        description="A model some worker serves, or run:<id>: the model a completed "
+        "training run of the project made, served by a worker that lists it.",
+    )
     params: JobParams = Field(default_factory=JobParams)
     seed: int | None = Field(default=None, ge=0, le=2**62, description="Random if omitted.")
     chunk_size: int | None = Field(default=None, ge=1, le=1024, description="Items per task.")

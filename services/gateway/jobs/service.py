@@ -29,6 +29,7 @@ from services.gateway.batches import service as batches
 from services.gateway.constitutions import service as constitutions
 from services.gateway.jobs.schemas import JobCreate
 from services.gateway.pagination import id_page, project_page
+from services.gateway.runs import service as runs
 from services.gateway.templates import service as templates
 
 
@@ -99,7 +100,14 @@ def known_models(session: Session, settings: Settings) -> set[str]:
     return _configured_models(settings) | {m for models in announced for m in models}
 
 
-def _check_model(session: Session, settings: Settings, model: str) -> None:
+def _check_model(session: Session, settings: Settings, project_id: str, model: str) -> None:
+    run = runs.model_run(session, project_id, model, field="model")
+    if run is not None and run.type == "pm":
+        raise Invalid(
+            f"{model} is a preference model: it scores text, it does not write", field="model"
+        )
+    if run is not None and not run.artifact_uri:
+        raise Invalid(f"{model} reported no model artifact", field="model")
     if model in _configured_models(settings):
         return  # no need to read the workers' announcements
     known = known_models(session, settings)
@@ -127,7 +135,7 @@ def submit(
             "injection.defences_off)",
             field="params.neutralise",
         )
-    _check_model(session, settings, spec.model)
+    _check_model(session, settings, project_id, spec.model)
     batch = batches.get(session, project_id, spec.batch_id)
     version = constitutions.resolve(session, project_id, spec.constitution)
     ref = f"{constitutions.name_of(session, version)}@{version.version}"

@@ -28,12 +28,12 @@ from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session
 
 from charter import webhook_events
-from charter.core.jobs import FINAL_RUN_STATUSES, RunStatus
+from charter.core.artifact_paths import OutsideStore, confine
+from charter.core.jobs import FINAL_RUN_STATUSES, RunStatus, run_of_model
 from charter.db.models import Dataset, DatasetVersion, RunMetric, TrainingRun, utcnow
 from charter.errors import Conflict, Invalid, NotFound
 from services.gateway.datasets import service as datasets
 from services.gateway.pagination import id_page, project_page
-from services.gateway.runs.artifacts import OutsideStore, confine
 from services.gateway.runs.schemas import (
     DATASET_KINDS,
     MetricPoint,
@@ -47,6 +47,18 @@ def get(session: Session, project_id: str, run_id: str, *, field: str = "run_id"
     run = session.get(TrainingRun, run_id)
     if run is None or run.project_id != project_id:
         raise NotFound(f"training run {run_id!r} not found", field=field)
+    return run
+
+
+def model_run(session: Session, project_id: str, model: str, *, field: str) -> TrainingRun | None:
+    """The completed run of the project that a ``run:<id>`` model names; None for a
+    named model."""
+    run_id = run_of_model(model)
+    if run_id is None:
+        return None
+    run = get(session, project_id, run_id, field=field)
+    if run.status != RunStatus.COMPLETED:
+        raise Invalid(f"{model} has not completed", field=field)
     return run
 
 
@@ -105,10 +117,8 @@ def create(session: Session, project_id: str, spec: RunSpec) -> TrainingRun:
         if reward.type != "pm" or reward.status != RunStatus.COMPLETED:
             raise Invalid("reward_run must be a completed pm run", field="reward_run")
     for field, model in (("base_model", spec.base_model), ("reference_model", reference_model)):
-        if model and model.startswith("run:"):
-            source = get(session, project_id, model[4:], field=field)
-            if source.status != RunStatus.COMPLETED:
-                raise Invalid(f"{model} has not completed", field=field)
+        if model:
+            model_run(session, project_id, model, field=field)
     config = {
         "base_model": spec.base_model,
         "reward_run": reward_run,

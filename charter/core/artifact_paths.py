@@ -10,8 +10,9 @@ decodes twice cannot see another path), with no ``..`` segment, NUL or control
 character, and must lie in the run's folder once normalised. No file system is
 touched: the gateway need not mount the store.
 
-Standard library only: the trainer applies the same rule before it loads another
-run's model (and adds a check that follows symlinks on its own disk).
+Standard library only: the gateway applies it to what a trainer reports, and the
+trainer and the workers apply it again before they load a run's model (adding a check
+that follows symlinks on their own disk).
 """
 
 from __future__ import annotations
