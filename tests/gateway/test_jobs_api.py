@@ -304,6 +304,9 @@ def test_generate_takes_a_system_prompt_and_draws_no_principle(
     assert sorted(r["completion"] for r in results["items"]) == sorted(
         label.completion for label in labels
     )
+    stats = client.get(f"/v1/stats/jobs/{job['id']}", headers=admin_headers)
+    assert stats.status_code == 200, stats.text
+    assert stats.json()["principle_draws"] == {}  # a generation draws no principle
 
 
 def test_unknown_or_bad_constitution(
