@@ -316,6 +316,27 @@ def test_bad_input_names_the_field(setup: Setup) -> None:
     sl_url = f"/v1/jobs/{setup.sl}/reviews/queues"
     body = {"size": 2, "strategy": "stratified", "by": "confidence"}
     _error(client.post(sl_url, json=body, headers=setup.headers), 422, "by")
+    generated = setup.run([{"prompt": "question?"}], type="generate")
+    [label_id] = setup.labels(generated)
+    for url, payload in (
+        (f"/v1/jobs/{generated}/reviews/queues", {"json": {"size": 1}}),
+        (
+            f"/v1/jobs/{generated}/reviews/import",
+            {
+                "content": json.dumps(
+                    {
+                        "label_id": label_id,
+                        "reviewer": {"key_id": "0" * 32, "key_prefix": "chk_x"},
+                        "verdict": {"satisfies": True},
+                    }
+                ).encode(),
+                "headers": setup.headers | NDJSON,
+            },
+        ),
+    ):
+        payload.setdefault("headers", setup.headers)
+        body_ = _error(client.post(url, **payload), 422, "job_id")
+        assert "no AI verdict" in body_["detail"]
 
     queue = setup.queue(setup.compare, size=2)
     label_id = queue["items"][0]

@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 
 from charter import webhook_events
 from charter.core import agreement, review_sampling
-from charter.core.jobs import JobType, dataset_kind
+from charter.core.jobs import JobType, dataset_kind, principle_kind
 from charter.db.models import (
     ApiKey,
     ConstitutionVersion,
@@ -59,8 +59,16 @@ def job(session: Session, project_id: str, job_id: str) -> Job:
 # --------------------------------------------------------------------------- queues
 
 
+def _reviewable(found: Job) -> None:
+    """Only a label with an AI verdict (a choice, a revision under a principle) is
+    reviewed: a policy's plain generation has none."""
+    if principle_kind(JobType(found.type)) == "none":
+        raise Invalid(f"a {found.type} job's labels carry no AI verdict to review", field="job_id")
+
+
 def open_queue(session: Session, key: ApiKey, job_id: str, spec: QueueCreate) -> ReviewQueue:
     found = job(session, key.project_id, job_id)
+    _reviewable(found)
     comparison = is_comparison(found.type)
     if spec.by in ("confidence", "swap_disagreement") and not comparison:
         raise Invalid(
@@ -466,6 +474,7 @@ def import_rows(
     nothing; a different one replaces it (keeping the old one in its history).
     """
     found = job(session, project_id, job_id)
+    _reviewable(found)
     comparison = is_comparison(found.type)
     by_id = labels(session, sorted({line.label_id for _, line in lines}))
     seen: dict[tuple[int, str, str], int] = {}
