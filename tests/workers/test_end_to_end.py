@@ -42,7 +42,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 from charter.core import prompts
 from charter.core.jobs import JobParams, JobType, feedback_template
 from charter.db.migrate import upgrade
-from charter.db.models import Label
+from charter.db.models import Label, TrainingRun
 from charter.db.session import make_engine, session_factory
 from charter.key_issuing import ensure_project, issue_key
 from charter.queue import make_celery, publish_chunk
@@ -200,6 +200,9 @@ REAL_JOBS: dict[str, dict[str, Any]] = {
     "revise": {"type": "revise", "params": {"few_shot": False}, "supplied": True},
     # Two chunks (2 + 1 items); the others run as one chunk of three.
     "compare": {"type": "compare", "params": {"swap": True}, "supplied": True, "chunk_size": 2},
+    # A policy's answers as they are, then with the constitution in the system prompt.
+    "generate": {"type": "generate", "params": {}},
+    "generate_told": {"type": "generate", "params": {"system_prompt": "constitution"}},
     # The paper's plain-text format (no chat template), with its chain of thought.
     "compare_plain": {
         "type": "compare",
@@ -368,6 +371,19 @@ class TestRealModel:
             )
             assert label.p_a_forward is not None and label.p_a_swapped is not None
 
+    def test_generate_answers_each_prompt_and_a_told_constitution_changes_them(
+        self, real_run: RealRun
+    ) -> None:
+        plain = check_provenance(real_run, "generate", principles=0)
+        told = check_provenance(real_run, "generate_told", principles=0)
+        for label in plain + told:
+            assert label.completion and label.response is None and label.rounds is None
+            assert label.sampling_hash and label.p_a is None
+        by_prompt = {label.prompt_id: label.completion for label in plain}
+        assert len(by_prompt) == len(REAL_PROMPTS) == len(told)
+        # The same seed and sampling: only the system prompt differs between the two.
+        assert {label.prompt_id: label.completion for label in told} != by_prompt
+
     def test_compare_in_the_papers_plain_format_is_faithful(self, real_run: RealRun) -> None:
         """Re-scored by plain transformers on the text alone (no chat template, no Charter
         engine code), each stored order gives the stored P(A) within 1e-5."""
@@ -406,6 +422,60 @@ class TestRealModel:
                 la, lb = (float(lp[tokenizer.convert_tokens_to_ids(x)]) for x in "AB")
                 expected = math.exp(la) / (math.exp(la) + math.exp(lb))
                 assert stored == pytest.approx(expected, abs=1e-5), (order, label.id)
+
+
+@pytest.mark.slow
+def test_a_worker_serves_a_training_runs_policy_as_run_id(
+    make_stack: Callable[..., Stack], db: Engine
+) -> None:
+    """A completed run's artifact in the artifact store, served by a real worker that
+    lists ``run:<id>``: the gateway takes jobs for it once the worker announces it."""
+    pytest.importorskip("transformers")
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    from charter.model_store import model_revision, prepare_smollm2
+
+    stack = make_stack()
+    with session_factory(db)() as session, session.begin():
+        run = TrainingRun(
+            project_id=ensure_project(session, "e2e").id, type="sft", config={}, status="completed"
+        )
+        session.add(run)
+        session.flush()
+        run_id = run.id
+    artifact = stack.settings.artifacts_dir.resolve() / "runs" / run_id / "model"
+    tokenizer = AutoTokenizer.from_pretrained(prepare_smollm2(MODELS_DIR / "smollm2"))
+    torch.manual_seed(0)
+    policy = LlamaForCausalLM(
+        LlamaConfig(
+            vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+            num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=2048,
+            eos_token_id=tokenizer.eos_token_id, bos_token_id=tokenizer.bos_token_id,
+        )
+    )  # fmt: skip
+    policy.save_pretrained(artifact)
+    tokenizer.save_pretrained(artifact)
+    with session_factory(db)() as session, session.begin():
+        session.get_one(TrainingRun, run_id).artifact_uri = artifact.as_uri()
+    model = f"run:{run_id}"
+    stack.models.append(model)  # its queue is forgotten at the end
+    stack.start_worker([model], worker_engine="transformers")
+    deadline = time.monotonic() + REAL_MODEL_TIMEOUT
+    while not any(model in w["models"] for w in stack.client.workers()):
+        assert time.monotonic() < deadline, stack.tails()
+        time.sleep(0.5)
+    batch = stack.client.create_batch(rows(3))
+    job = stack.client.submit_job(
+        type="generate", batch_id=batch["id"], constitution=stack.constitution()["ref"],
+        model=model, params={"sampling": {"max_tokens": 6}}, chunk_size=3,
+    )  # fmt: skip
+    assert stack.wait(job["id"], timeout=REAL_MODEL_TIMEOUT)["status"] == "completed"
+    labels = stack.labels(job["id"])
+    assert len(labels) == 3 and {label.kind for label in labels} == {"generate"}
+    assert {(label.model, label.model_revision, label.engine) for label in labels} == {
+        (model, model_revision(artifact), "transformers")
+    }
 
 
 # --------------------------------------------------------------------------- 2. SIGKILL
