@@ -30,7 +30,7 @@ class Periodic:
     """
 
     def __init__(
-        self, name: str, interval: float, fn: Callable[[], None], *, logger: logging.Logger = log
+        self, name: str, interval: float, fn: Callable[[], object], *, logger: logging.Logger = log
     ) -> None:
         if interval <= 0:
             raise ValueError(f"interval must be positive, got {interval}")

@@ -119,6 +119,12 @@ class Settings(ClientSettings):
     freeze_batch_rows: int = Field(
         default=50_000, ge=1, description="Dataset rows a freezer writes per transaction."
     )
+    policy_eval_advance_seconds: float = Field(
+        default=2.0,
+        gt=0,
+        description="How often a gateway looks for policy evaluations whose generations "
+        "are done, to submit their judges' compare jobs.",
+    )
     freeze_lease_seconds: float = Field(
         default=60.0,
         gt=0,

@@ -236,6 +236,8 @@ def make_settings(tmp_path: Path, database_url: str) -> Callable[..., Settings]:
             "artifacts_dir": tmp_path / "artifacts",
             # The models this test deployment serves (jobs for any other model are refused).
             "worker_models": ["smollm2", "smollm2-135m", "m", "tiny-model"],
+            # Tests advance policy evaluations by hand (Advancer.advance_all).
+            "policy_eval_advance_seconds": 3600.0,
         }
         values.update(overrides)
         return Settings(**values)

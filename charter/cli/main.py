@@ -25,6 +25,7 @@ from charter.cli import (
     evals,
     jobs,
     keys,
+    policy_evals,
     reviews,
     templates,
     training,
@@ -55,6 +56,7 @@ for sub, name in (
     (reviews.app, "reviews"),
     (templates.app, "templates"),
     (evals.app, "eval"),
+    (policy_evals.app, "policy-eval"),
 ):
     app.add_typer(sub, name=name)
 

@@ -22,8 +22,9 @@ from rich.progress import (
 )
 from rich.text import Text
 
-from charter.client import CharterClient
+from charter.client import CharterClient, _plain
 from charter.core.jobs import FINAL_JOB_STATUSES, TERMINAL_STATES, ItemState
+from charter.sdk.api import POLICY_EVAL_FINAL
 from charter.sdk.uploads import ProgressCallback
 
 
@@ -76,6 +77,25 @@ def watch_jobs(
                 return jobs
             time.sleep(poll)
             jobs = [client.job(job["id"]) for job in jobs]
+
+
+def watch_policy_eval(
+    client: CharterClient, eval_id: str, *, poll: float = 2.0, console: Console | None = None
+) -> dict[str, Any]:
+    """Follow a policy evaluation (its generations, then its comparisons) to its end."""
+    with Progress(*_counting("items"), console=console) as progress:
+        task = progress.add_task("policy evaluation", total=None, detail="")
+        while True:
+            evaluation = _plain(client.policy_evals.get(eval_id))
+            progress.update(
+                task,
+                total=evaluation["items_total"],
+                completed=evaluation["items_finished"],
+                detail=evaluation["stage"],
+            )
+            if evaluation["status"] in POLICY_EVAL_FINAL:
+                return evaluation  # type: ignore[no-any-return]
+            time.sleep(poll)
 
 
 def watch_job(client: CharterClient, job_id: str, *, poll: float = 1.0) -> dict[str, Any]:

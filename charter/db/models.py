@@ -663,6 +663,52 @@ class EvalJob(Base):
     job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), unique=True)
 
 
+class PolicyEval(Base):
+    """A policy evaluation (``charter.core.policy_eval_plans``): each policy answers one
+    prompt batch (``generate`` jobs), then each judge compares the answers pairwise
+    (``compare`` jobs on ``pairs_batch_id``), and Elo scores are fitted from the labels.
+
+    ``stage`` is ``generating`` until the gateway's advancer has built the pairs batch and
+    submitted the judges' jobs in one transaction (then ``comparing``), or found nothing
+    to compare (``failed``, with ``error``). ``judges`` are stored pinned (constitution
+    ``name@version``, template version), so the later jobs judge as submitted."""
+
+    __tablename__ = "policy_evals"
+    __table_args__ = (Index(None, "project_id", "created_at"), Index(None, "stage"))
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    project_id: Mapped[str] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(128), default="")
+    batch_id: Mapped[str] = mapped_column(ForeignKey("prompt_batches.id"))
+    policies: Mapped[list[dict[str, Any]]] = mapped_column(Json)
+    judges: Mapped[list[dict[str, Any]]] = mapped_column(Json)
+    anchor: Mapped[str] = mapped_column(String(40))
+    plot: Mapped[list[str] | None] = mapped_column(Json)
+    """The judges on the plot's x and y axes, or None (one judge)."""
+    bootstrap: Mapped[int] = mapped_column(Integer)
+    seed: Mapped[int] = mapped_column(BigInteger)
+    chunk_size: Mapped[int | None] = mapped_column(Integer)
+    stage: Mapped[str] = mapped_column(String(16), default="generating")
+    error: Mapped[str | None] = mapped_column(Text)
+    pairs_batch_id: Mapped[str | None] = mapped_column(ForeignKey("prompt_batches.id"))
+    slots: Mapped[list[list[int]] | None] = mapped_column(Json)
+    """Row ``p`` of the pairs batch: ``[prompt position, policy index as A, as B]``."""
+    created_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
+    advanced_at: Mapped[datetime | None] = mapped_column(Timestamp)
+
+
+class PolicyEvalJob(Base):
+    """A job of a policy evaluation: a policy's ``generate`` or a judge's ``compare``."""
+
+    __tablename__ = "policy_eval_jobs"
+    policy_eval_id: Mapped[str] = mapped_column(
+        ForeignKey("policy_evals.id", ondelete="CASCADE"), primary_key=True
+    )
+    role: Mapped[str] = mapped_column(String(16), primary_key=True)
+    """``generate`` (``index`` is the policy's) or ``compare`` (the judge's)."""
+    index: Mapped[int] = mapped_column(Integer, primary_key=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), unique=True)
+
+
 class CritiqueTemplateVersion(_TemplateVersion, Base):
     """One version of a project's own critique template (``charter.core.critique_templates``)."""
 

@@ -673,6 +673,57 @@ class Evals:
         return poll_(fetch, done, timeout=timeout, interval=poll, on_update=on_update)
 
 
+POLICY_EVAL_FINAL = frozenset({"completed", "cancelled", "failed"})
+
+
+class PolicyEvals:
+    """Policies rated by Elo: each answers a batch, judges compare every pair of answers."""
+
+    def create(
+        self, spec: Body = None, /, *, idempotency_key: str | None = None, **fields: Any
+    ) -> Call[m.PolicyEvalOut]:
+        """A :class:`~charter.sdk.models.PolicyEvalCreate` (or its fields: ``batch_id``,
+        ``policies``, ``judges``, ``anchor``, ``plot``, ``bootstrap``, ``name``, ``seed``)."""
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
+        return Call(
+            "POST", "/v1/policy-evals", json=_body(spec, fields), headers=headers,
+            model=m.PolicyEvalOut,
+        )  # fmt: skip
+
+    def list(self, *, limit: int | None = None) -> Call[m.PolicyEvalOut]:
+        return Call(
+            "GET", "/v1/policy-evals", params={"limit": limit}, model=m.PolicyEvalOut, paged=True
+        )
+
+    def get(self, eval_id: str) -> Call[m.PolicyEvalOut]:
+        return Call("GET", f"/v1/policy-evals/{eval_id}", model=m.PolicyEvalOut)
+
+    def report(self, eval_id: str) -> Call[m.PolicyEvalReportOut]:
+        """Elo per judge with intervals, from the labels stored so far."""
+        return Call("GET", f"/v1/policy-evals/{eval_id}/report", model=m.PolicyEvalReportOut)
+
+    def plot(self, eval_id: str) -> Call[bytes]:
+        """The plot (one judge's Elo against another's) as PNG bytes."""
+        return Call("GET", f"/v1/policy-evals/{eval_id}/plot.png", binary=True)
+
+    def cancel(self, eval_id: str) -> Call[m.PolicyEvalOut]:
+        return Call("POST", f"/v1/policy-evals/{eval_id}/cancel", model=m.PolicyEvalOut)
+
+    def wait(
+        self,
+        eval_id: str,
+        *,
+        timeout: float = 3600,
+        poll: float = 1.0,
+        on_update: Callable[[Any], None] | None = None,
+        raw: bool = False,
+    ) -> Procedure[m.PolicyEvalOut]:
+        """The evaluation once completed, cancelled or failed, or after ``timeout``."""
+        fetch = (lambda: self.get(eval_id).raw()) if raw else (lambda: self.get(eval_id))
+        done = lambda run: value(run, "status") in POLICY_EVAL_FINAL  # noqa: E731
+        return poll_(fetch, done, timeout=timeout, interval=poll, on_update=on_update)
+
+
 # The groups a client binds, by attribute name.
 RESOURCES: dict[str, type] = {
     "health": Health,
@@ -691,4 +742,5 @@ RESOURCES: dict[str, type] = {
     "critique_templates": CritiqueTemplates,
     "gold_sets": GoldSets,
     "evals": Evals,
+    "policy_evals": PolicyEvals,
 }

@@ -39,7 +39,8 @@ class Call(Generic[T]):
     ``content`` is bytes or a function returning an iterable of byte chunks (called
     again for each retry, so a streamed upload is re-read, not lost); ``model`` is
     what the JSON parses into (None: the decoded JSON as is); ``text``: the answer
-    is text (an export), returned as a string; ``paged``: the answer
+    is text (an export), returned as a string; ``binary``: the answer is returned as
+    bytes (an image); ``paged``: the answer
     is a cursor page of ``model`` items, and running the call iterates every page.
     """
 
@@ -52,6 +53,7 @@ class Call(Generic[T]):
     model: Any = None
     paged: bool = False
     text: bool = False  # the answer is text (JSONL), not JSON
+    binary: bool = False  # the answer is bytes (a PNG), not JSON
     options: Mapping[str, Any] = field(default_factory=dict)  # other httpx arguments
 
     def raw(self) -> Call[Any]:
@@ -128,6 +130,8 @@ def decode(call: Call[Any], response: httpx.Response) -> Any:
         return None
     if call.text:
         return response.text
+    if call.binary:
+        return response.content
     data = response.json()
     if call.paged:
         return Page([parse(call.model, item) for item in data["items"]], data.get("next_cursor"))

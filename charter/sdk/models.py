@@ -935,6 +935,16 @@ class GoldSetOut(BaseModel):
     created: Annotated[bool | None, Field(title="Created")] = None
 
 
+class HeadToHeadOut(BaseModel):
+    model_config = ConfigDict(
+        extra="allow",
+    )
+    a: Annotated[str, Field(title="A")]
+    b: Annotated[str, Field(title="B")]
+    comparisons: Annotated[int, Field(title="Comparisons")]
+    a_preferred: Annotated[float | None, Field(title="A Preferred")]
+
+
 class ImportOut(BaseModel):
     model_config = ConfigDict(
         extra="allow",
@@ -1658,7 +1668,85 @@ class PageMetricOut(BaseModel):
     next_cursor: Annotated[str | None, Field(title="Next Cursor")] = None
 
 
+class Plot(RootModel[tuple[str, str]]):
+    root: Annotated[tuple[str, str], Field(max_length=2, min_length=2, title="Plot")]
+    """
+    The judges on the plot's x and y axes; by default helpfulness against harmlessness when both are judged, else the first two.
+    """
+
+
 class Role1(StrEnum):
+    generate = "generate"
+    compare = "compare"
+
+
+class PolicyEvalJobOut(BaseModel):
+    model_config = ConfigDict(
+        extra="allow",
+    )
+    role: Annotated[Role1, Field(title="Role")]
+    name: Annotated[str, Field(title="Name")]
+    job_id: Annotated[str, Field(title="Job Id")]
+    status: JobStatus
+    counts: Annotated[dict[str, int], Field(title="Counts")]
+
+
+class Stage(StrEnum):
+    generating = "generating"
+    comparing = "comparing"
+    failed = "failed"
+
+
+class Status(StrEnum):
+    queued = "queued"
+    running = "running"
+    completed = "completed"
+    cancelled = "cancelled"
+    failed = "failed"
+
+
+class PolicyEvalOut(BaseModel):
+    model_config = ConfigDict(
+        extra="allow",
+    )
+    id: Annotated[str, Field(title="Id")]
+    name: Annotated[str, Field(title="Name")]
+    batch_id: Annotated[str, Field(title="Batch Id")]
+    stage: Annotated[Stage, Field(title="Stage")]
+    status: Annotated[Status, Field(title="Status")]
+    error: Annotated[str | None, Field(title="Error")]
+    policies: Annotated[list[dict[str, Any]], Field(title="Policies")]
+    judges: Annotated[list[dict[str, Any]], Field(title="Judges")]
+    anchor: Annotated[str, Field(title="Anchor")]
+    plot: Annotated[list[str] | None, Field(title="Plot")]
+    bootstrap: Annotated[int, Field(title="Bootstrap")]
+    seed: Annotated[int, Field(title="Seed")]
+    pairs_batch_id: Annotated[str | None, Field(title="Pairs Batch Id")]
+    comparisons: Annotated[int | None, Field(title="Comparisons")]
+    jobs: Annotated[list[PolicyEvalJobOut], Field(title="Jobs")]
+    items_total: Annotated[int, Field(title="Items Total")]
+    items_finished: Annotated[int, Field(title="Items Finished")]
+    created_at: Annotated[AwareDatetime, Field(title="Created At")]
+    advanced_at: Annotated[AwareDatetime | None, Field(title="Advanced At")]
+
+
+class SystemPrompt1(StrEnum):
+    """
+    'constitution': the model is told its constitution (the paper's missing baseline: the base model, prompted with the constitution).
+    """
+
+    default = "default"
+    constitution = "constitution"
+
+
+class Constitution1(RootModel[str]):
+    root: Annotated[str, Field(max_length=80, min_length=1, title="Constitution")]
+    """
+    The constitution its generate job names (and tells it, with system_prompt 'constitution'); the first judge's if omitted.
+    """
+
+
+class Role2(StrEnum):
     user = "user"
     assistant = "assistant"
     system = "system"
@@ -1668,7 +1756,7 @@ class PreviewMessage(BaseModel):
     model_config = ConfigDict(
         extra="allow",
     )
-    role: Annotated[Role1, Field(title="Role")]
+    role: Annotated[Role2, Field(title="Role")]
     content: Annotated[str, Field(max_length=65536, title="Content")]
 
 
@@ -1849,7 +1937,7 @@ class By(StrEnum):
     swap_disagreement = "swap_disagreement"
 
 
-class Seed2(RootModel[int]):
+class Seed3(RootModel[int]):
     root: Annotated[int, Field(ge=0, le=4611686018427388000, title="Seed")]
     """
     The same seed draws the same labels; default 0.
@@ -1869,7 +1957,7 @@ class QueueCreate(BaseModel):
     """
     Strata of a stratified sample: principle; confidence (bins of |P(A)-0.5|, comparison jobs); swap_disagreement (whether the two orders disagreed, swapped comparisons). With random, it only restricts the labels to those it applies to.
     """
-    seed: Annotated[Seed2 | None, Field(title="Seed")] = None
+    seed: Annotated[Seed3 | None, Field(title="Seed")] = None
     """
     The same seed draws the same labels; default 0.
     """
@@ -2066,6 +2154,18 @@ class RateOut(BaseModel):
     Wilson 95% interval.
     """
     high: Annotated[float | None, Field(title="High")]
+
+
+class RatingOut(BaseModel):
+    model_config = ConfigDict(
+        extra="allow",
+    )
+    policy: Annotated[str, Field(title="Policy")]
+    elo: Annotated[float, Field(title="Elo")]
+    low: Annotated[float, Field(title="Low")]
+    high: Annotated[float, Field(title="High")]
+    comparisons: Annotated[int, Field(title="Comparisons")]
+    wins: Annotated[float, Field(title="Wins")]
 
 
 class Ready(BaseModel):
@@ -2835,6 +2935,59 @@ class JudgeConfig(BaseModel):
     sampling: SamplingParams | None = None
 
 
+class JudgeReportOut(BaseModel):
+    model_config = ConfigDict(
+        extra="allow",
+    )
+    config: Annotated[dict[str, Any], Field(title="Config")]
+    job_id: Annotated[str | None, Field(title="Job Id")]
+    counts: Annotated[dict[str, int], Field(title="Counts")]
+    scored: Annotated[int, Field(title="Scored")]
+    abstained: Annotated[int, Field(title="Abstained")]
+    ratings: Annotated[list[RatingOut], Field(title="Ratings")]
+    head_to_head: Annotated[list[HeadToHeadOut], Field(title="Head To Head")]
+    rating_error: Annotated[str | None, Field(title="Rating Error")]
+
+
+class JudgeSpec(BaseModel):
+    """
+    A judge configuration with a required name: the axis it scores (e.g.
+    'harmlessness' under the default constitution, 'helpfulness' under helpful-balance).
+    """
+
+    model_config = ConfigDict(
+        extra="allow",
+    )
+    name: Annotated[str, Field(pattern="[A-Za-z0-9][A-Za-z0-9._-]{0,39}", title="Name")]
+    """
+    The axis the judge scores.
+    """
+    model: Annotated[
+        str | None,
+        Field(max_length=128, min_length=1, pattern="^[A-Za-z0-9._/-]+$", title="Model"),
+    ] = "smollm2"
+    constitution: Annotated[str, Field(max_length=80, min_length=1, title="Constitution")]
+    """
+    name or name@version; pinned at submission
+    """
+    feedback_template: Annotated[str | None, Field(max_length=40, title="Feedback Template")] = (
+        "charter-chat"
+    )
+    principle: Annotated[Principle1 | None, Field(title="Principle")] = None
+    """
+    Judge under this one comparison principle instead of a random draw.
+    """
+    few_shot: Annotated[bool | None, Field(title="Few Shot")] = True
+    chain_of_thought: Annotated[bool | None, Field(title="Chain Of Thought")] = False
+    cot_band: Annotated[tuple[float, float] | None, Field(title="Cot Band")] = [
+        0.4,
+        0.6,
+    ]
+    swap: Annotated[bool | None, Field(title="Swap")] = True
+    min_choice_mass: Annotated[float | None, Field(ge=0.0, le=1.0, title="Min Choice Mass")] = 0.5
+    sampling: SamplingParams | None = None
+
+
 class JudgeSummaryOut(BaseModel):
     model_config = ConfigDict(
         extra="allow",
@@ -2899,12 +3052,76 @@ class PageJobOut(BaseModel):
     next_cursor: Annotated[str | None, Field(title="Next Cursor")] = None
 
 
+class PagePolicyEvalOut(BaseModel):
+    model_config = ConfigDict(
+        extra="allow",
+    )
+    items: Annotated[list[PolicyEvalOut], Field(title="Items")]
+    next_cursor: Annotated[str | None, Field(title="Next Cursor")] = None
+
+
 class PagePromptOut(BaseModel):
     model_config = ConfigDict(
         extra="allow",
     )
     items: Annotated[list[PromptOut], Field(title="Items")]
     next_cursor: Annotated[str | None, Field(title="Next Cursor")] = None
+
+
+class PolicyEvalReportOut(BaseModel):
+    """
+    Every number of a policy evaluation; docs/EVALUATION.md defines each one.
+    """
+
+    model_config = ConfigDict(
+        extra="allow",
+    )
+    id: Annotated[str, Field(title="Id")]
+    name: Annotated[str, Field(title="Name")]
+    stage: Annotated[Stage, Field(title="Stage")]
+    status: Annotated[Status, Field(title="Status")]
+    complete: Annotated[bool, Field(title="Complete")]
+    anchor: Annotated[str, Field(title="Anchor")]
+    level: Annotated[float, Field(title="Level")]
+    bootstrap: Annotated[int, Field(title="Bootstrap")]
+    generations: Annotated[dict[str, dict[str, int]], Field(title="Generations")]
+    judges: Annotated[dict[str, JudgeReportOut], Field(title="Judges")]
+    plot: Annotated[list[str] | None, Field(title="Plot")]
+
+
+class PolicySpec(BaseModel):
+    """
+    One policy: what answers the prompts.
+    """
+
+    model_config = ConfigDict(
+        extra="allow",
+    )
+    name: Annotated[str, Field(pattern="[A-Za-z0-9][A-Za-z0-9._-]{0,39}", title="Name")]
+    """
+    How the report names it.
+    """
+    model: Annotated[
+        str,
+        Field(
+            max_length=128,
+            min_length=1,
+            pattern="^(run:[0-9a-f]{32}|[A-Za-z0-9._/-]+)$",
+            title="Model",
+        ),
+    ]
+    """
+    A model some worker serves, or run:<id> (a completed policy run).
+    """
+    system_prompt: Annotated[SystemPrompt1 | None, Field(title="System Prompt")] = "default"
+    """
+    'constitution': the model is told its constitution (the paper's missing baseline: the base model, prompted with the constitution).
+    """
+    constitution: Annotated[Constitution1 | None, Field(title="Constitution")] = None
+    """
+    The constitution its generate job names (and tells it, with system_prompt 'constitution'); the first judge's if omitted.
+    """
+    sampling: SamplingParams | None = None
 
 
 class RunCreate(
@@ -3157,3 +3374,39 @@ class PageRunOut(BaseModel):
     )
     items: Annotated[list[RunOut], Field(title="Items")]
     next_cursor: Annotated[str | None, Field(title="Next Cursor")] = None
+
+
+class PolicyEvalCreate(BaseModel):
+    model_config = ConfigDict(
+        extra="allow",
+    )
+    name: Annotated[str | None, Field(max_length=128, title="Name")] = ""
+    batch_id: Annotated[str, Field(max_length=32, min_length=1, title="Batch Id")]
+    """
+    The prompts every policy answers.
+    """
+    policies: Annotated[list[PolicySpec], Field(max_length=8, min_length=2, title="Policies")]
+    judges: Annotated[list[JudgeSpec], Field(max_length=4, min_length=1, title="Judges")]
+    """
+    Each scores every pair of answers as one compare job: e.g. 'harmlessness' under the default constitution and 'helpfulness' under helpful-balance, as the paper does.
+    """
+    anchor: Annotated[str | None, Field(title="Anchor")] = None
+    """
+    The policy at Elo 0 (the base model); the first if omitted.
+    """
+    plot: Annotated[Plot | None, Field(title="Plot")] = None
+    """
+    The judges on the plot's x and y axes; by default helpfulness against harmlessness when both are judged, else the first two.
+    """
+    bootstrap: Annotated[int | None, Field(ge=100, le=10000, title="Bootstrap")] = 1000
+    """
+    Bootstrap samples (over prompts).
+    """
+    seed: Annotated[Seed | None, Field(title="Seed")] = None
+    """
+    Random if omitted.
+    """
+    chunk_size: Annotated[ChunkSize | None, Field(title="Chunk Size")] = None
+    """
+    Items per task.
+    """

@@ -27,6 +27,8 @@ from services.gateway.jobs.endpoints import router as jobs
 from services.gateway.keys.endpoints import router as keys
 from services.gateway.limits import BodySizeLimit
 from services.gateway.outbox import Outbox
+from services.gateway.policy_evals.advancer import Advancer
+from services.gateway.policy_evals.endpoints import router as policy_evals
 from services.gateway.ratelimit import RateLimiter
 from services.gateway.request_id import CharterAPI
 from services.gateway.reviews.endpoints import router as reviews
@@ -45,7 +47,9 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.freezer.wake()  # resume versions a stopped gateway left freezing
+        app.state.policy_evals.start()
         yield
+        await asyncio.to_thread(app.state.policy_evals.stop)
         await asyncio.to_thread(app.state.freezer.stop)  # the current batch finishes
         await asyncio.to_thread(app.state.outbox.stop)  # the rest: the sweeper publishes
 
@@ -68,6 +72,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     )
     app.state.producer = make_celery(settings, name="charter-gateway")
     app.state.outbox = Outbox(app.state.sessions, app.state.producer)
+    app.state.policy_evals = Advancer(app.state.sessions, settings, app.state.outbox)
     app.state.rate_limiter = RateLimiter(settings)
     metrics.install(app, settings)  # /metrics: Charter's series and per-route HTTP metrics
     errors.install(app)
@@ -88,6 +93,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
         critique_templates,
         gold_sets,
         evals,
+        policy_evals,
         dashboard,
     ):
         app.include_router(router)

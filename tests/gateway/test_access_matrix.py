@@ -114,6 +114,12 @@ REQUIRED_SCOPE: dict[tuple[str, str], str] = {
     ("GET", "/v1/evals/{eval_id}"): "read",
     ("GET", "/v1/evals/{eval_id}/report"): "read",
     ("POST", "/v1/evals/{eval_id}/cancel"): "submit",
+    ("POST", "/v1/policy-evals"): "submit",
+    ("GET", "/v1/policy-evals"): "read",
+    ("GET", "/v1/policy-evals/{eval_id}"): "read",
+    ("GET", "/v1/policy-evals/{eval_id}/report"): "read",
+    ("GET", "/v1/policy-evals/{eval_id}/plot.png"): "read",
+    ("POST", "/v1/policy-evals/{eval_id}/cancel"): "submit",
 }
 # What a key with one scope may do: submitting or training needs to read what it made.
 GRANTS = {
@@ -147,6 +153,7 @@ BODY_REFERENCES = {
     ("POST", "/v1/runs"),
     ("POST", "/v1/datasets"),
     ("POST", "/v1/evals"),
+    ("POST", "/v1/policy-evals"),
 }
 
 NDJSON = {"Content-Type": "application/x-ndjson"}
@@ -172,6 +179,7 @@ class Owner:
     critique_template: str = ""  # a critique template of the project's own
     gold: str = ""  # a gold set
     evaluation: str = ""  # an evaluation of the gold set
+    policy_eval: str = ""  # a policy evaluation on the batch
 
     def _named(self, resource: str) -> str:
         return {
@@ -195,7 +203,7 @@ class Owner:
             "name": {"constitutions": self.constitution, "gold-sets": self.gold}.get(
                 resource, self.dataset
             ),
-            "eval_id": self.evaluation,
+            "eval_id": self.policy_eval if resource == "policy-evals" else self.evaluation,
             "queue_id": NO_QUEUE,
             "label_id": "987654321",
         }
@@ -212,6 +220,17 @@ def _missing(value: str) -> str:
     if re.fullmatch(r"[0-9a-f]{32}", name):
         return MISSING_HEX
     return f"{MISSING_NAME}{at}{version}"
+
+
+def _policy_eval(batch: str, constitution: str) -> dict[str, Any]:
+    return {
+        "batch_id": batch,
+        "policies": [
+            {"name": "base", "model": "smollm2-135m"},
+            {"name": "told", "model": "smollm2-135m", "system_prompt": "constitution"},
+        ],
+        "judges": [{"name": "harmlessness", "model": "smollm2-135m", "constitution": constitution}],
+    }
 
 
 def _request(method: str, path: str, owner: Owner, *, missing: bool = False) -> dict[str, Any]:
@@ -264,6 +283,7 @@ def _request(method: str, path: str, owner: Owner, *, missing: bool = False) -> 
             "gold_set": gold,
             "configs": [{"model": "smollm2-135m", "constitution": "matrix-default"}],
         },
+        ("POST", "/v1/policy-evals"): _policy_eval(batch, "matrix-default"),
         ("POST", "/v1/datasets"): {
             "name": "matrix-labels",
             "kind": "sft",
@@ -367,6 +387,9 @@ def _seed(
     evaluation = {"gold_set": owner.gold, "configs": [config]}
     owner.evaluation = ok(client.post("/v1/evals", json=evaluation, headers=admin))["id"]
     owner.ids |= {"gold set": owner.gold, "evaluation": owner.evaluation}
+    policy_eval = _policy_eval(batch["id"], constitution["name"])
+    owner.policy_eval = ok(client.post("/v1/policy-evals", json=policy_eval, headers=admin))["id"]
+    owner.ids |= {"policy evaluation": owner.policy_eval}
     return owner
 
 

@@ -97,6 +97,9 @@ SEMANTIC_422 = {
     "POST /v1/evals": "each configuration's model must be served and its principle exist",
     "GET /v1/gold-sets/{ref}/items": "cursor",
     "GET /v1/evals": "cursor",
+    "POST /v1/policy-evals": "the batch must hold prompts; each policy's and judge's model "
+    "must be served and its principle exist; names unique, anchor and plot among them",
+    "GET /v1/policy-evals": "cursor",
 }
 
 
@@ -190,7 +193,12 @@ def test_statuses_follow_what_each_route_does(document: dict[str, Any]) -> None:
         assert ("409" in codes) == (method == "POST" or not_ready), (method, path)
         if method == "GET":
             assert "413" not in codes, (method, path)
-        names_objects = (("POST", "/v1/jobs"), ("POST", "/v1/runs"), ("POST", "/v1/evals"))
+        names_objects = (
+            ("POST", "/v1/jobs"),
+            ("POST", "/v1/runs"),
+            ("POST", "/v1/evals"),
+            ("POST", "/v1/policy-evals"),
+        )
         if "{" not in path and (method, path) not in names_objects:
             assert "404" not in codes, (method, path)
     assert statuses[("GET", "/v1/keys")] == {"200", "401", "403", "429", "503"}

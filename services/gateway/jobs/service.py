@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import secrets
-from typing import assert_never
+from dataclasses import dataclass
+from typing import Any, assert_never
 
 from sqlalchemy import func, insert, literal, select, update
 from sqlalchemy.orm import Session
@@ -22,7 +23,7 @@ from charter.core.jobs import (
     job_status,
     principle_kind,
 )
-from charter.db.models import Job, Label, Prompt, Worker, WorkItem, utcnow
+from charter.db.models import ConstitutionVersion, Job, Label, Prompt, Worker, WorkItem, utcnow
 from charter.errors import Conflict, Invalid, NotFound
 from charter.settings import Settings
 from services.gateway.batches import service as batches
@@ -119,16 +120,26 @@ def _check_model(session: Session, settings: Settings, project_id: str, model: s
         )
 
 
-def submit(
+@dataclass(frozen=True)
+class Pinned:
+    """What a job spec resolves to: the exact constitution version and its ref, and the
+    params as stored (templates pinned, the chunk size filled in)."""
+
+    version: ConstitutionVersion
+    ref: str
+    params: dict[str, Any]
+
+
+def pin(
     session: Session,
     project_id: str,
     spec: JobCreate,
     settings: Settings,
     *,
     evaluation: bool = False,
-) -> Job:
-    """Check and store a job with all its work items. ``evaluation``: the job belongs to
-    a judge evaluation, the only kind that may turn neutralisation off."""
+) -> Pinned:
+    """Every check of a job spec but its batch's; ``evaluation``: the job belongs to a
+    judge evaluation, the only kind that may turn neutralisation off."""
     if not spec.params.neutralise and not evaluation:
         raise Invalid(
             "only a judge evaluation turns neutralisation off (POST /v1/evals with "
@@ -136,11 +147,9 @@ def submit(
             field="params.neutralise",
         )
     _check_model(session, settings, project_id, spec.model)
-    batch = batches.get(session, project_id, spec.batch_id)
     version = constitutions.resolve(session, project_id, spec.constitution)
     ref = f"{constitutions.name_of(session, version)}@{version.version}"
     _check_constitution(version.content, spec.type, ref, spec.params)
-    _check_batch(session, batch.id, spec.type)
     chunk_size = spec.chunk_size or settings.chunk_size
     params = spec.params.model_dump(mode="json") | {"chunk_size": chunk_size}
     match principle_kind(spec.type):  # the template is pinned: labels can be reproduced
@@ -163,6 +172,23 @@ def submit(
             pass  # writes with the system prompt alone
         case other:
             assert_never(other)
+    return Pinned(version, ref, params)
+
+
+def submit(
+    session: Session,
+    project_id: str,
+    spec: JobCreate,
+    settings: Settings,
+    *,
+    evaluation: bool = False,
+) -> Job:
+    """Check and store a job with all its work items (see :func:`pin`)."""
+    pinned = pin(session, project_id, spec, settings, evaluation=evaluation)
+    version, ref, params = pinned.version, pinned.ref, pinned.params
+    batch = batches.get(session, project_id, spec.batch_id)
+    _check_batch(session, batch.id, spec.type)
+    chunk_size = params["chunk_size"]
     job = Job(
         project_id=project_id,
         type=spec.type.value,
