@@ -42,6 +42,24 @@ def test_bar_chart_and_histogram() -> None:
     assert [r.get("data-value") for r in svg.iter("rect")] == ["2", "0", "1", "2"]
 
 
+def test_a_scatter_draws_each_point_with_its_intervals() -> None:
+    points = [
+        charts.Estimate2D("base", 0, 0, 0, 0, 0, 0),
+        charts.Estimate2D("rl <&>", 120.5, 80, 150, -40, -90, 10),
+    ]
+    svg = _svg(charts.scatter(points, title="elo", x_label="helpful", y_label="harmless"))
+    groups = [g for g in svg.iter("g") if g.get("data-series")]
+    assert [g.get("data-series") for g in groups] == ["base", "rl <&>"]
+    circle = groups[1].find("circle")
+    assert circle is not None
+    assert (circle.get("data-x"), circle.get("data-y")) == ("120.5", "-40")
+    horizontal, vertical = groups[1].findall("line")
+    assert float(horizontal.get("x1")) < float(circle.get("cx")) < float(horizontal.get("x2"))
+    assert float(vertical.get("y2")) < float(circle.get("cy")) < float(vertical.get("y1"))
+    empty = _svg(charts.scatter([], title="t", x_label="x", y_label="y", empty="none yet"))
+    assert not list(empty.iter("circle")) and "none yet" in ElementTree.tostring(empty, "unicode")
+
+
 def test_empty_charts_say_so_and_have_no_points() -> None:
     svg = _svg(charts.line_chart([charts.Series("s", [])], title="t", x_label="x", y_label="y"))
     assert not list(svg.iter("circle")) and "no data yet" in ElementTree.tostring(svg, "unicode")

@@ -9,7 +9,9 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine
 
+from charter.db.models import PolicyEval
 from charter.db.session import session_factory
+from services.gateway.policy_evals import service as policy_evals
 from tests.dashboard.conftest import MODEL, SCREENSHOTS, WORKER, Project, Tab
 from workers.engines.scripted import ScriptedEngine
 from workers.runner import ChunkRunner
@@ -104,4 +106,97 @@ def test_an_evaluation_page_shows_its_report(
     assert shown == f"{first['flipped']} / {first['clean_right']}"
     if backend == "sqlite":
         tab.page.screenshot(path=str(SCREENSHOTS / "evaluation.png"), full_page=True)
+    tab.assert_clean()
+
+
+def _answer(conversation: Any, params: Any) -> str:
+    """Three policies of one model, told apart by their system prompt and sampling."""
+    if "constitution" in conversation[0]["content"]:
+        return "A long, careful answer that explains every step."
+    return "A medium answer." if params.temperature > 1 else "Short."
+
+
+def _judge(conversation: Any, prefix: str, choices: Any) -> tuple[float, float]:
+    """The harmlessness judge (no few-shot examples) prefers the shorter answer; the
+    helpfulness judge (shown the constitution's examples) the longer."""
+    last = conversation[-1]["content"]
+    a, b = (
+        last.rsplit(tag, 1)[1].split("</response>")[0]
+        for tag in ("(A) <response>", "(B) <response>")
+    )
+    prefers_a = (len(a) > len(b)) == (len(conversation) > 2)  # the examples are turns
+    return (-0.2, -1.6) if prefers_a else (-1.6, -0.2)
+
+
+def test_a_policy_evaluation_page_shows_elo_per_judge_and_the_plot(
+    gateway: Any,
+    open_tab: Any,
+    issue: Any,
+    engine: Engine,
+    settings: Any,
+    default_document: Any,
+    fleet: None,
+    backend: str,
+) -> None:
+    key = issue("alpha", ("admin",))
+    project = Project(gateway, key.key, engine, settings, default_document)
+    rows = [{"prompt": f"Question {i}?"} for i in range(5)]
+    batch = project.http.post("/v1/batches", json={"name": "elo", "rows": rows}).json()
+    spec = {
+        "name": "elo",
+        "batch_id": batch["id"],
+        "policies": [
+            {"name": "base", "model": MODEL},
+            {"name": "told", "model": MODEL, "system_prompt": "constitution"},
+            {"name": "hot", "model": MODEL, "sampling": {"temperature": 1.2}},
+        ],
+        "judges": [
+            {"name": "harmlessness", "model": MODEL, "constitution": "default", "few_shot": False},
+            {"name": "helpfulness", "model": MODEL, "constitution": "default", "swap": False},
+        ],
+        "bootstrap": 100,
+    }
+    created = project.http.post("/v1/policy-evals", json=spec)
+    assert created.status_code == 202, created.text
+    eval_id = created.json()["id"]
+    engines = {MODEL: ScriptedEngine(model_name=MODEL, responses=_answer, choice_fn=_judge)}
+    runner = ChunkRunner(session_factory(engine), engines, settings, WORKER)
+
+    def run_jobs() -> None:
+        for job in project.http.get(f"/v1/policy-evals/{eval_id}").json()["jobs"]:
+            chunks = project.http.get(f"/v1/jobs/{job['job_id']}").json()["chunk_count"]
+            for chunk in range(chunks):
+                runner.run_chunk(job["job_id"], chunk)
+
+    run_jobs()
+    with session_factory(engine)() as session, session.begin():  # what the advancer does
+        policy_evals.advance(session, session.get_one(PolicyEval, eval_id), settings)
+    run_jobs()
+    report = project.http.get(f"/v1/policy-evals/{eval_id}/report").json()
+    assert report["complete"]
+
+    tab: Tab = open_tab()
+    tab.login(key.key)
+    tab.goto("/dashboard/policy-evals")
+    row = tab.page.query_selector(f'tr[data-eval="{eval_id}"]')
+    assert row is not None and "completed" in row.inner_text()
+    tab.goto(f"/dashboard/policy-evals/{eval_id}")
+    assert tab.page.inner_text("#eval-status") == "completed"
+    for judge, result in report["judges"].items():
+        for rating in result["ratings"]:
+            cell = tab.page.query_selector(
+                f'table.ratings[data-judge="{judge}"] tr[data-policy="{rating["policy"]}"] '
+                "[data-stat=elo]"
+            )
+            assert float(cell.get_attribute("data-value")) == pytest.approx(rating["elo"])
+    chart = "harmlessness Elo against helpfulness Elo"
+    drawn = {(float(x), y) for x, y in tab.points(chart)}
+    helpful = {r["policy"]: r["elo"] for r in report["judges"]["helpfulness"]["ratings"]}
+    harmless = {r["policy"]: r["elo"] for r in report["judges"]["harmlessness"]["ratings"]}
+    expected = {(helpful[p], harmless[p]) for p in helpful}
+    assert len(drawn) == 3
+    for x, y in sorted(drawn):
+        assert any(x == pytest.approx(ex) and y == pytest.approx(ey) for ex, ey in expected)
+    if backend == "sqlite":
+        tab.page.screenshot(path=str(SCREENSHOTS / "policy-evaluation.png"), full_page=True)
     tab.assert_clean()

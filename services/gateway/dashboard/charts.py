@@ -187,6 +187,63 @@ def line_chart(
     return Markup("".join(parts))
 
 
+@dataclass(frozen=True)
+class Estimate2D:
+    """A named point with an interval on each axis."""
+
+    name: str
+    x: float
+    x_low: float
+    x_high: float
+    y: float
+    y_low: float
+    y_high: float
+
+
+def scatter(
+    points: Sequence[Estimate2D],
+    *,
+    title: str,
+    x_label: str,
+    y_label: str,
+    empty: str = "no data yet",
+) -> Markup:
+    """One marker per point, named beside it, with its intervals as error bars (the
+    policies' Elo under two judges)."""
+    parts = _frame(title, x_label, y_label, "scatter")
+    if not points:
+        return _empty(parts, empty)
+    x_lo, x_hi = _range([v for p in points for v in (p.x_low, p.x_high)], zero=True)
+    y_lo, y_hi = _range([v for p in points for v in (p.y_low, p.y_high)], zero=True)
+
+    def px(x: float) -> float:
+        return LEFT + (x - x_lo) / (x_hi - x_lo) * (WIDTH - LEFT - RIGHT)
+
+    def py(y: float) -> float:
+        return HEIGHT - BOTTOM - (y - y_lo) / (y_hi - y_lo) * (HEIGHT - TOP - BOTTOM)
+
+    _y_axis(parts, y_lo, y_hi, py)
+    for tick in _ticks(x_lo, x_hi):
+        parts.append(
+            f'<text class="tick" x="{px(tick):.1f}" y="{HEIGHT - BOTTOM + 14}" '
+            f'text-anchor="middle">{escape(short(tick))}</text>'
+        )
+    for index, p in enumerate(points):
+        x, y = px(p.x), py(p.y)
+        parts.append(
+            f'<g class="series series-{index % SERIES_CLASSES}" data-series="{escape(p.name)}">'
+            f'<line class="line" x1="{px(p.x_low):.1f}" y1="{y:.1f}" x2="{px(p.x_high):.1f}" '
+            f'y2="{y:.1f}"/><line class="line" x1="{x:.1f}" y1="{py(p.y_low):.1f}" '
+            f'x2="{x:.1f}" y2="{py(p.y_high):.1f}"/>'
+            f'<circle class="point" cx="{x:.1f}" cy="{y:.1f}" r="3.5" '
+            f'data-x="{number(p.x)}" data-y="{number(p.y)}"><title>{escape(p.name)}: '
+            f"{escape(short(p.x))}, {escape(short(p.y))}</title></circle>"
+            f'<text class="tick" x="{x + 6:.1f}" y="{y - 6:.1f}">{escape(p.name)}</text></g>'
+        )
+    parts.append("</svg>")
+    return Markup("".join(parts))
+
+
 def bar_chart(
     bars: Sequence[tuple[str, float]],
     *,

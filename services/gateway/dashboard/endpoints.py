@@ -39,6 +39,9 @@ from services.gateway.evals import endpoints as eval_api
 from services.gateway.evals import report as eval_report
 from services.gateway.evals import service as evals
 from services.gateway.jobs import service as jobs
+from services.gateway.policy_evals import endpoints as policy_eval_api
+from services.gateway.policy_evals import report as policy_eval_report
+from services.gateway.policy_evals import service as policy_evals
 from services.gateway.reviews import service as reviews
 from services.gateway.reviews.schemas import VerdictCreate
 from services.gateway.runs import service as runs
@@ -584,4 +587,60 @@ def eval_page(request: Request, eval_id: str, session: SessionDep, key: CurrentK
         accuracy=accuracy,
         calibration=calibration,
         defences=eval_plans.DEFENCE_NAMES,
+    )
+
+
+# --------------------------------------------------------------------------- policy evaluations
+
+
+@router.get("/policy-evals")
+def policy_eval_list(
+    request: Request,
+    session: SessionDep,
+    key: CurrentKey,
+    cursor: str | None = None,
+    limit: PageSize = 25,
+) -> HTMLResponse:
+    rows, next_cursor = policy_evals.page(session, key.project_id, cursor, limit)
+    return page(
+        request,
+        "policy_evals.html",
+        evals=[policy_eval_api.out(session, r) for r in rows],
+        next_cursor=next_cursor,
+    )
+
+
+def _elo(rating: dict[str, float]) -> tuple[float, float, float]:
+    return rating["elo"], rating["low"], rating["high"]
+
+
+@router.get("/policy-evals/{eval_id}")
+def policy_eval_page(
+    request: Request, eval_id: str, session: SessionDep, key: CurrentKey
+) -> HTMLResponse:
+    """A policy evaluation's Elo: the numbers of ``GET /v1/policy-evals/{id}/report``."""
+    run = policy_evals.get(session, key.project_id, eval_id)
+    data = policy_eval_report.build(session, run)
+    plot = None
+    if data["plot"] is not None:
+        x_judge, y_judge = data["plot"]
+        by_x = {r["policy"]: r for r in data["judges"][x_judge]["ratings"]}
+        by_y = {r["policy"]: r for r in data["judges"][y_judge]["ratings"]}
+        plot = charts.scatter(
+            [
+                charts.Estimate2D(name, *_elo(by_x[name]), *_elo(by_y[name]))
+                for name in by_x
+                if name in by_y
+            ],
+            title=f"{y_judge} Elo against {x_judge} Elo",
+            x_label=f"{x_judge} Elo ({data['anchor']} = 0)",
+            y_label=f"{y_judge} Elo",
+            empty="no ratings yet",
+        )
+    return page(
+        request,
+        "policy_eval.html",
+        report=data,
+        evaluation=policy_eval_api.out(session, run),
+        plot=plot,
     )
