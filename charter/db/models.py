@@ -670,7 +670,8 @@ class PolicyEval(Base):
 
     ``stage`` is ``generating`` until the gateway's advancer has built the pairs batch and
     submitted the judges' jobs in one transaction (then ``comparing``), or found nothing
-    to compare (``failed``, with ``error``). ``judges`` are stored pinned (constitution
+    to compare (``failed``, with ``error``), or it or one of its generations was cancelled
+    (``cancelled``: never advanced). ``judges`` are stored pinned (constitution
     ``name@version``, template version), so the later jobs judge as submitted."""
 
     __tablename__ = "policy_evals"

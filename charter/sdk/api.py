@@ -197,12 +197,29 @@ class Jobs:
         raw: bool = False,
     ) -> Procedure[m.JobOut]:
         """The job once completed or cancelled, or as it stands after ``timeout``."""
-        fetch = (lambda: self.get(job_id).raw()) if raw else (lambda: self.get(job_id))
-        done = lambda job: value(job, "status") in FINAL_JOB_STATUSES  # noqa: E731
-        return poll_(fetch, done, timeout=timeout, interval=poll, on_update=on_update)
+        return _until_status(
+            self.get, job_id, FINAL_JOB_STATUSES, timeout=timeout, interval=poll,
+            on_update=on_update, raw=raw,
+        )  # fmt: skip
 
 
 poll_ = poll  # the name `poll` is a parameter of the wait methods
+
+
+def _until_status(
+    get: Callable[[str], Call[Any]],
+    ident: str,
+    final: frozenset[str],
+    *,
+    timeout: float,
+    interval: float,
+    on_update: Callable[[Any], None] | None,
+    raw: bool,
+) -> Procedure[Any]:
+    """Poll ``get(ident)`` until its ``status`` is one of ``final`` (or ``timeout``)."""
+    fetch = (lambda: get(ident).raw()) if raw else (lambda: get(ident))
+    done = lambda answer: value(answer, "status") in final  # noqa: E731
+    return poll_(fetch, done, timeout=timeout, interval=interval, on_update=on_update)
 
 
 class Runs:
@@ -245,9 +262,10 @@ class Runs:
         raw: bool = False,
     ) -> Procedure[m.RunOut]:
         """The run once completed, failed or cancelled, or as it stands after ``timeout``."""
-        fetch = (lambda: self.get(run_id).raw()) if raw else (lambda: self.get(run_id))
-        done = lambda run: value(run, "status") in FINAL_RUN_STATUSES  # noqa: E731
-        return poll_(fetch, done, timeout=timeout, interval=poll, on_update=on_update)
+        return _until_status(
+            self.get, run_id, FINAL_RUN_STATUSES, timeout=timeout, interval=poll,
+            on_update=on_update, raw=raw,
+        )  # fmt: skip
 
     # The trainer's side: every report presents the claim's lease_token.
     def claim(self, owner: str, types: builtins.list[str] | None = None) -> Call[m.Claimed | None]:
@@ -668,9 +686,10 @@ class Evals:
         raw: bool = False,
     ) -> Procedure[m.EvalOut]:
         """The evaluation once every job is completed or cancelled, or after ``timeout``."""
-        fetch = (lambda: self.get(eval_id).raw()) if raw else (lambda: self.get(eval_id))
-        done = lambda run: value(run, "status") in FINAL_JOB_STATUSES  # noqa: E731
-        return poll_(fetch, done, timeout=timeout, interval=poll, on_update=on_update)
+        return _until_status(
+            self.get, eval_id, FINAL_JOB_STATUSES, timeout=timeout, interval=poll,
+            on_update=on_update, raw=raw,
+        )  # fmt: skip
 
 
 POLICY_EVAL_FINAL = frozenset({"completed", "cancelled", "failed"})
@@ -719,9 +738,10 @@ class PolicyEvals:
         raw: bool = False,
     ) -> Procedure[m.PolicyEvalOut]:
         """The evaluation once completed, cancelled or failed, or after ``timeout``."""
-        fetch = (lambda: self.get(eval_id).raw()) if raw else (lambda: self.get(eval_id))
-        done = lambda run: value(run, "status") in POLICY_EVAL_FINAL  # noqa: E731
-        return poll_(fetch, done, timeout=timeout, interval=poll, on_update=on_update)
+        return _until_status(
+            self.get, eval_id, POLICY_EVAL_FINAL, timeout=timeout, interval=poll,
+            on_update=on_update, raw=raw,
+        )  # fmt: skip
 
 
 # The groups a client binds, by attribute name.

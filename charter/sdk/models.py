@@ -1695,6 +1695,7 @@ class Stage(StrEnum):
     generating = "generating"
     comparing = "comparing"
     failed = "failed"
+    cancelled = "cancelled"
 
 
 class Status(StrEnum):

@@ -267,7 +267,22 @@ def test_a_cancelled_evaluation_is_never_advanced(
     ]
     assert app.state.policy_evals.advance_all() == 0
     again = client.get(f"/v1/policy-evals/{evaluation['id']}", headers=admin_headers).json()
-    assert (again["stage"], again["status"]) == ("generating", "cancelled")
+    assert (again["stage"], again["status"]) == ("cancelled", "cancelled")
+    assert [j["role"] for j in again["jobs"]] == ["generate"] * 3  # no judge was submitted
+
+
+def test_a_generation_cancelled_on_its_own_cancels_the_evaluation(
+    app: FastAPI, client: TestClient, admin_headers: dict[str, str], setup: dict[str, Any]
+) -> None:
+    evaluation = client.post(
+        "/v1/policy-evals", json=_body(setup["id"]), headers=admin_headers
+    ).json()
+    job_id = evaluation["jobs"][1]["job_id"]
+    assert client.post(f"/v1/jobs/{job_id}/cancel", headers=admin_headers).status_code == 200
+    assert app.state.policy_evals.advance_all() == 1
+    again = client.get(f"/v1/policy-evals/{evaluation['id']}", headers=admin_headers).json()
+    assert (again["stage"], again["status"]) == ("cancelled", "cancelled")
+    assert app.state.policy_evals.advance_all() == 0  # no longer looked at
 
 
 def test_a_gateway_advances_on_its_own(

@@ -8,7 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from charter.core import policy_eval_plans as plans
 from charter.core.jobs import JobStatus
 
-Stage = Literal["generating", "comparing", "failed"]
+Stage = Literal["generating", "comparing", "failed", "cancelled"]
 Status = Literal["queued", "running", "completed", "cancelled", "failed"]
 
 

@@ -167,12 +167,12 @@ def job_statuses(rows: Sequence[EvalJobRow], counts: dict[str, dict[str, int]]) 
 def status(
     run: PolicyEval, rows: Sequence[EvalJobRow], counts: dict[str, dict[str, int]]
 ) -> Status:
-    """Failed when there was nothing to compare; cancelled when a job was; completed
-    when the judges' jobs are; queued until any job starts; else running."""
+    """Failed when there was nothing to compare; cancelled when it or a job was;
+    completed when the judges' jobs are; queued until any job starts; else running."""
     if run.stage == "failed":
         return "failed"
     statuses = job_statuses(rows, counts)
-    if JobStatus.CANCELLED in statuses:
+    if run.stage == "cancelled" or JobStatus.CANCELLED in statuses:
         return "cancelled"
     if run.stage == "comparing" and all(s == JobStatus.COMPLETED for s in statuses):
         return "completed"
@@ -190,6 +190,8 @@ def cancel(session: Session, project_id: str, eval_id: str) -> PolicyEval:
         if state not in (JobStatus.COMPLETED, JobStatus.CANCELLED):
             with contextlib.suppress(Conflict):  # it completed meanwhile: its labels stand
                 jobs.cancel(session, project_id, r.job.id)
+    if run.stage == "generating":  # the advancer never looks at it again
+        run.stage = "cancelled"
     return run
 
 
@@ -229,7 +231,11 @@ def advance(session: Session, run: PolicyEval, settings: Settings) -> list[Job]:
     fails with the reason."""
     rows = [r for r in run_jobs(session, run) if r.role == "generate"]
     counts = jobs.counts(session, [r.job.id for r in rows])
-    if any(s != JobStatus.COMPLETED for s in job_statuses(rows, counts)):
+    statuses = job_statuses(rows, counts)
+    if JobStatus.CANCELLED in statuses:  # a generation was cancelled: so is the evaluation
+        run.stage, run.advanced_at = "cancelled", utcnow()
+        return []
+    if any(s != JobStatus.COMPLETED for s in statuses):
         return []
     answers = [_generations(session, r.job.id) for r in rows]
     answered: dict[int, set[int]] = {}
