@@ -26,6 +26,7 @@ from pathlib import Path
 
 from filelock import FileLock
 
+from charter.core.artifact_paths import OutsideStore, confine
 from charter.core.jobs import BUILTIN_SMOLLM2  # the built-in name, kept importable from here
 
 log = logging.getLogger(__name__)
@@ -251,3 +252,13 @@ def resolve_model(name: str, models: Mapping[str, str], models_dir: Path) -> Pat
         return prepare_smollm2(models_dir / BUILTIN_SMOLLM2)
     known = sorted({*models, BUILTIN_SMOLLM2})
     raise ValueError(f"unknown model {name!r}; known models: {', '.join(known)}")
+
+
+def in_run_folder(value: str, folder: Path, *, plain_path: bool = False) -> Path:
+    """``value`` (a file URI, or with ``plain_path`` an absolute path) as a path inside
+    a run's artifact ``folder``, also after following symlinks: the rule the trainer and
+    the workers apply to a run's artifacts. ``OutsideStore`` saying why not."""
+    path = Path(confine(value, folder, plain_path=plain_path))
+    if not path.resolve().is_relative_to(folder.resolve()):
+        raise OutsideStore(f"{path} leads out of the folder (a symlink)")
+    return path

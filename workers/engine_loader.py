@@ -7,13 +7,13 @@ from pathlib import Path
 
 from sqlalchemy.orm import Session
 
-from charter.core.artifact_paths import OutsideStore, confine
+from charter.core.artifact_paths import OutsideStore
 from charter.core.engine import Engine
 from charter.core.engine_config import EngineConfig
 from charter.core.jobs import RUN_MODEL_PREFIX, RunStatus, run_of_model
 from charter.db.models import TrainingRun
 from charter.db.session import session_factory
-from charter.model_store import model_revision, resolve_model
+from charter.model_store import in_run_folder, model_revision, resolve_model
 from charter.settings import Settings
 
 
@@ -51,11 +51,9 @@ def run_model_dir(sessions: Callable[[], Session], settings: Settings, run_id: s
         raise ValueError(f"model {name!r} is a preference model, not one that writes")
     folder = settings.artifacts_dir.resolve() / "runs" / run_id
     try:
-        path = Path(confine(run.artifact_uri, folder))
+        path = in_run_folder(run.artifact_uri, folder)
     except OutsideStore as exc:
         raise ValueError(f"model {name!r}: its artifact is not in {folder} ({exc})") from None
-    if not path.resolve().is_relative_to(folder.resolve()):
-        raise ValueError(f"model {name!r}: {path} leads out of {folder} (a symlink)")
     if not (path / "config.json").is_file():
         raise ValueError(f"model {name!r}: {path} has no config.json (is the store mounted?)")
     return path

@@ -47,11 +47,11 @@ from typing import Any
 from transformers import TrainerCallback
 
 from charter.client import CharterAPIError, CharterClient
-from charter.core.artifact_paths import OutsideStore, confine
+from charter.core.artifact_paths import OutsideStore
 from charter.core.jobs import RunStatus
 from charter.core.run_configs import RUN_CONFIGS, RunConfig, TrainingConfig
 from charter.log_format import bound
-from charter.model_store import resolve_model
+from charter.model_store import in_run_folder, resolve_model
 from charter.periodic import Periodic
 from charter.settings import ClientSettings
 
@@ -312,15 +312,12 @@ class TrainerService:
         after following symlinks; ``RunConfigError`` otherwise."""
         folder = self.run_dir(run_id)
         try:
-            path = Path(confine(value, folder, plain_path=plain_path))
+            return in_run_folder(value, folder, plain_path=plain_path)
         except OutsideStore as exc:
             raise RunConfigError(
                 f"{value[:200]!r} is not in run {run_id}'s folder of this trainer's artifact "
                 f"store ({exc})"
             ) from None
-        if not path.resolve().is_relative_to(folder.resolve()):
-            raise RunConfigError(f"{path} leads out of run {run_id}'s folder (a symlink)")
-        return path
 
     def model_dir(self, name: str) -> Path:
         """A model name the trainer can load, or ``run:<id>``: the artifact of that run,
