@@ -37,6 +37,9 @@ MAX_POLICIES = 8
 MAX_JUDGES = 4
 MAX_PAIR_ROWS = 100_000
 """Rows of a pairs batch: prompts x pairs of policies (8 policies are 28 pairs)."""
+MAX_FIT_WORK = 10_000_000
+"""Comparisons x bootstrap samples a report may fit per judge (about 5 s on a 2-core
+CPU): every read of a report fits its scores again."""
 
 
 class PolicySpec(BaseModel):

@@ -21,7 +21,7 @@ from sqlalchemy import select
 from sqlalchemy.engine import Engine
 
 from charter.core import elo
-from charter.db.models import Label, Prompt
+from charter.db.models import Label, PolicyEval, Prompt
 from charter.db.session import session_factory
 from tests.conftest import EXAMPLE_PROMPTS, ROOT
 from workers.engines.scripted import ScriptedEngine
@@ -282,7 +282,95 @@ def test_a_generation_cancelled_on_its_own_cancels_the_evaluation(
     assert app.state.policy_evals.advance_all() == 1
     again = client.get(f"/v1/policy-evals/{evaluation['id']}", headers=admin_headers).json()
     assert (again["stage"], again["status"]) == ("cancelled", "cancelled")
+    assert {j["status"] for j in again["jobs"]} == {"cancelled"}  # its siblings too
     assert app.state.policy_evals.advance_all() == 0  # no longer looked at
+
+
+def test_cancelling_while_comparing_cancels_the_judges_jobs(
+    app: FastAPI,
+    client: TestClient,
+    admin_headers: dict[str, str],
+    engine: Engine,
+    settings: Any,
+    setup: dict[str, Any],
+) -> None:
+    evaluation = client.post(
+        "/v1/policy-evals", json=_body(setup["id"]), headers=admin_headers
+    ).json()
+    _run(engine, settings, client, admin_headers, evaluation["jobs"])
+    assert app.state.policy_evals.advance_all() == 1
+    cancelled = client.post(f"/v1/policy-evals/{evaluation['id']}/cancel", headers=admin_headers)
+    body = cancelled.json()
+    assert (body["stage"], body["status"]) == ("comparing", "cancelled")
+    assert [(j["role"], j["status"]) for j in body["jobs"]] == [("generate", "completed")] * 3 + [
+        ("compare", "cancelled")
+    ] * 2
+
+
+def test_an_anchor_that_answered_nothing_fails_the_evaluation(
+    app: FastAPI,
+    client: TestClient,
+    admin_headers: dict[str, str],
+    engine: Engine,
+    make_settings: Any,
+    setup: dict[str, Any],
+) -> None:
+    """Every item of the anchor's generation fails (its model raises): no score could be
+    given relative to it, so the evaluation says so instead of reporting nothing forever."""
+
+    def broken(conversation: Any, params: Any) -> str:
+        raise RuntimeError("the model is broken")
+
+    body = _body(setup["id"], anchor="reckless")
+    evaluation = client.post("/v1/policy-evals", json=body, headers=admin_headers).json()
+    engines = ENGINES | {"tiny-model": ScriptedEngine(model_name="tiny-model", responses=broken)}
+    runner = ChunkRunner(session_factory(engine), engines, make_settings(max_attempts=1), "h:1")
+    for job in evaluation["jobs"]:
+        chunks = client.get(f"/v1/jobs/{job['job_id']}", headers=admin_headers).json()
+        for chunk in range(chunks["chunk_count"]):
+            runner.run_chunk(job["job_id"], chunk)
+    assert app.state.policy_evals.advance_all() == 1
+    failed = client.get(f"/v1/policy-evals/{evaluation['id']}", headers=admin_headers).json()
+    assert (failed["stage"], failed["status"]) == ("failed", "failed")
+    assert failed["error"] == "the anchor policy 'reckless' answered no prompt"
+
+
+def test_a_report_too_costly_to_fit_is_refused_at_submission(
+    api: Any, client: TestClient, admin_headers: dict[str, str], setup: dict[str, Any]
+) -> None:
+    big = api.create_batch(admin_headers, [{"prompt": f"Q{i}?"} for i in range(400)], name="big")
+    response = client.post(
+        "/v1/policy-evals", json=_body(big["id"], bootstrap=10_000), headers=admin_headers
+    )
+    assert response.status_code == 422, response.text
+    assert response.json()["field"] == "body.bootstrap"
+    assert "1,200 comparisons x 10000 bootstrap samples" in response.json()["detail"]
+
+
+def test_one_evaluation_that_cannot_advance_holds_up_no_other(
+    app: FastAPI,
+    client: TestClient,
+    admin_headers: dict[str, str],
+    engine: Engine,
+    settings: Any,
+    setup: dict[str, Any],
+    caplog: Any,
+) -> None:
+    first, second = (
+        client.post("/v1/policy-evals", json=_body(setup["id"]), headers=admin_headers).json()
+        for _ in range(2)
+    )
+    _run(engine, settings, client, admin_headers, first["jobs"] + second["jobs"])
+    with session_factory(engine)() as session, session.begin():  # a config no code can read
+        broken = session.get_one(PolicyEval, first["id"])
+        broken.judges = [{"name": "harmlessness", "unknown": True}]
+    assert app.state.policy_evals.advance_all() == 1
+    assert "advancing failed" in caplog.text
+    states = {
+        e["id"]: e["stage"]
+        for e in client.get("/v1/policy-evals", headers=admin_headers).json()["items"]
+    }
+    assert states == {first["id"]: "generating", second["id"]: "comparing"}
 
 
 def test_a_gateway_advances_on_its_own(

@@ -41,23 +41,30 @@ class Advancer:
             )
         moved = 0
         for eval_id in waiting:
-            with self.sessions() as session, session.begin():
-                run = session.scalar(
-                    select(PolicyEval)
-                    .where(PolicyEval.id == eval_id, PolicyEval.stage == "generating")
-                    .with_for_update(skip_locked=True)
-                )
-                if run is None:  # another gateway has it, or advanced it
-                    continue
-                made = [
-                    (j.id, j.model, j.chunk_count)
-                    for j in service.advance(session, run, self.settings)
-                ]
-                moved += run.stage != "generating"
-                if run.stage == "failed":
-                    log.warning("policy evaluation %s failed: %s", run.id, run.error)
-            for job_id, model, chunks in made:
-                self.outbox.publish(job_id, model, chunks)
+            try:
+                moved += self._advance(eval_id)
+            except Exception:  # one evaluation's trouble never holds up the others
+                log.exception("policy evaluation %s: advancing failed; retried next pass", eval_id)
+        return moved
+
+    def _advance(self, eval_id: str) -> bool:
+        """Advance one evaluation if it can move on; True when it did."""
+        with self.sessions() as session, session.begin():
+            run = session.scalar(
+                select(PolicyEval)
+                .where(PolicyEval.id == eval_id, PolicyEval.stage == "generating")
+                .with_for_update(skip_locked=True)
+            )
+            if run is None:  # another gateway has it, or advanced it
+                return False
+            made = [
+                (j.id, j.model, j.chunk_count) for j in service.advance(session, run, self.settings)
+            ]
+            moved = run.stage != "generating"
+            if run.stage == "failed":
+                log.warning("policy evaluation %s failed: %s", run.id, run.error)
+        for job_id, model, chunks in made:
+            self.outbox.publish(job_id, model, chunks)
         return moved
 
     def start(self) -> None:

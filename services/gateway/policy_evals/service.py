@@ -76,6 +76,13 @@ def submit(
         )
     if batch.row_count == 0:
         raise Invalid("the batch has no prompts", field="body.batch_id")
+    if batch.row_count * pair_count * body.bootstrap > plans.MAX_FIT_WORK:
+        raise Invalid(
+            f"{batch.row_count * pair_count:,} comparisons x {body.bootstrap} bootstrap "
+            f"samples is more than a report fits in reasonable time "
+            f"({plans.MAX_FIT_WORK:,}): use a smaller bootstrap",
+            field="body.bootstrap",
+        )
     seed = body.seed if body.seed is not None else secrets.randbelow(2**62)
     judges = []
     for index, judge in enumerate(body.judges):
@@ -181,15 +188,29 @@ def status(
     return "running"
 
 
-def cancel(session: Session, project_id: str, eval_id: str) -> PolicyEval:
-    """Cancel every unfinished job; a cancelled evaluation is never advanced."""
-    run = get(session, project_id, eval_id)
+def _cancel_jobs(session: Session, run: PolicyEval) -> None:
+    """Cancel every job of ``run`` that has not finished (a finished one stays)."""
     rows = run_jobs(session, run)
     counts = jobs.counts(session, [r.job.id for r in rows])
     for r, state in zip(rows, job_statuses(rows, counts), strict=True):
         if state not in (JobStatus.COMPLETED, JobStatus.CANCELLED):
             with contextlib.suppress(Conflict):  # it completed meanwhile: its labels stand
-                jobs.cancel(session, project_id, r.job.id)
+                jobs.cancel(session, run.project_id, r.job.id)
+
+
+def cancel(session: Session, project_id: str, eval_id: str) -> PolicyEval:
+    """Cancel every unfinished job; a cancelled evaluation is never advanced.
+
+    The row is locked first, so a cancel and an advance are one after the other: a
+    cancel that waited for an advance sees (and cancels) the judges' new jobs."""
+    get(session, project_id, eval_id)
+    run = session.scalars(
+        select(PolicyEval)
+        .where(PolicyEval.id == eval_id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    ).one()
+    _cancel_jobs(session, run)
     if run.stage == "generating":  # the advancer never looks at it again
         run.stage = "cancelled"
     return run
@@ -233,6 +254,7 @@ def advance(session: Session, run: PolicyEval, settings: Settings) -> list[Job]:
     counts = jobs.counts(session, [r.job.id for r in rows])
     statuses = job_statuses(rows, counts)
     if JobStatus.CANCELLED in statuses:  # a generation was cancelled: so is the evaluation
+        _cancel_jobs(session, run)
         run.stage, run.advanced_at = "cancelled", utcnow()
         return []
     if any(s != JobStatus.COMPLETED for s in statuses):
@@ -244,6 +266,10 @@ def advance(session: Session, run: PolicyEval, settings: Settings) -> list[Job]:
             answered.setdefault(position, set()).add(index)
     slots = plans.slots(answered, len(rows))
     run.advanced_at = utcnow()
+    anchor = next(i for i, p in enumerate(run.policies) if p["name"] == run.anchor)
+    if not answers[anchor]:
+        run.stage, run.error = "failed", f"the anchor policy {run.anchor!r} answered no prompt"
+        return []
     if not slots:
         run.stage, run.error = (
             "failed",
