@@ -7,8 +7,6 @@ from __future__ import annotations
 import io
 from typing import Any
 
-from matplotlib.figure import Figure  # a Figure renders alone (Agg): no pyplot, no display
-
 
 def png(report: dict[str, Any]) -> bytes | None:
     """The plot of a report (``report.build``), or None when it has no plot axes or
@@ -21,6 +19,10 @@ def png(report: dict[str, Any]) -> bytes | None:
     policies = [p for p in by_x if p in by_y]
     if not policies:
         return None
+    # Imported here: matplotlib costs the gateway start-up time and memory for one route.
+    # A Figure renders alone (Agg): no pyplot, no display.
+    from matplotlib.figure import Figure
+
     figure = Figure(figsize=(6.4, 4.8), dpi=100)
     axes = figure.subplots()
     for policy in policies:
