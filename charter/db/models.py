@@ -691,8 +691,11 @@ class PolicyEval(Base):
     stage: Mapped[str] = mapped_column(String(16), default="generating")
     error: Mapped[str | None] = mapped_column(Text)
     pairs_batch_id: Mapped[str | None] = mapped_column(ForeignKey("prompt_batches.id"))
-    slots: Mapped[list[list[int]] | None] = mapped_column(Json)
-    """Row ``p`` of the pairs batch: ``[prompt position, policy index as A, as B]``."""
+    slots: Mapped[list[list[int]] | None] = mapped_column(Json, deferred=True)
+    """Row ``p`` of the pairs batch: ``[prompt position, policy index as A, as B]``
+    (up to ~2 MB: loaded only when read, by the report)."""
+    comparisons: Mapped[int | None] = mapped_column(Integer)
+    """Rows of the pairs batch, each judge's comparisons; None until it is built."""
     created_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
     advanced_at: Mapped[datetime | None] = mapped_column(Timestamp)
 

@@ -52,6 +52,7 @@ def upgrade() -> None:
         sa.Column("error", sa.Text(), nullable=True),
         sa.Column("pairs_batch_id", sa.String(32), nullable=True),
         sa.Column("slots", Json, nullable=True),
+        sa.Column("comparisons", sa.Integer(), nullable=True),
         sa.Column("created_at", Timestamp, nullable=False),
         sa.Column("advanced_at", Timestamp, nullable=True),
         _fk("policy_evals", "project_id", "projects.id", "CASCADE"),

@@ -40,7 +40,7 @@ def out(session: SessionDep, run: PolicyEval) -> PolicyEvalOut:
         bootstrap=run.bootstrap,
         seed=run.seed,
         pairs_batch_id=run.pairs_batch_id,
-        comparisons=len(run.slots) if run.slots is not None else None,
+        comparisons=run.comparisons,
         jobs=[
             PolicyEvalJobOut(
                 role=r.role,  # type: ignore[arg-type]

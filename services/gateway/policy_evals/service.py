@@ -304,4 +304,5 @@ def advance(session: Session, run: PolicyEval, settings: Settings) -> list[Job]:
         return []
     run.stage, run.pairs_batch_id = "comparing", pairs.id
     run.slots = [[s.prompt, s.a, s.b] for s in slots]
+    run.comparisons = len(slots)
     return made
