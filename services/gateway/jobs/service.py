@@ -130,16 +130,9 @@ class Pinned:
     params: dict[str, Any]
 
 
-def pin(
-    session: Session,
-    project_id: str,
-    spec: JobCreate,
-    settings: Settings,
-    *,
-    evaluation: bool = False,
-) -> Pinned:
-    """Every check of a job spec but its batch's; ``evaluation``: the job belongs to a
-    judge evaluation, the only kind that may turn neutralisation off."""
+def _check_choices(
+    session: Session, project_id: str, spec: JobCreate, settings: Settings, evaluation: bool
+) -> None:
     if not spec.params.neutralise and not evaluation:
         raise Invalid(
             "only a judge evaluation turns neutralisation off (POST /v1/evals with "
@@ -147,6 +140,9 @@ def pin(
             field="params.neutralise",
         )
     _check_model(session, settings, project_id, spec.model)
+
+
+def _pin_texts(session: Session, project_id: str, spec: JobCreate, settings: Settings) -> Pinned:
     version = constitutions.resolve(session, project_id, spec.constitution)
     ref = f"{constitutions.name_of(session, version)}@{version.version}"
     _check_constitution(version.content, spec.type, ref, spec.params)
@@ -175,6 +171,20 @@ def pin(
     return Pinned(version, ref, params)
 
 
+def pin(
+    session: Session,
+    project_id: str,
+    spec: JobCreate,
+    settings: Settings,
+    *,
+    evaluation: bool = False,
+) -> Pinned:
+    """Every check of a job spec but its batch's; ``evaluation``: the job belongs to a
+    judge evaluation, the only kind that may turn neutralisation off."""
+    _check_choices(session, project_id, spec, settings, evaluation)
+    return _pin_texts(session, project_id, spec, settings)
+
+
 def submit(
     session: Session,
     project_id: str,
@@ -183,10 +193,13 @@ def submit(
     *,
     evaluation: bool = False,
 ) -> Job:
-    """Check and store a job with all its work items (see :func:`pin`)."""
-    pinned = pin(session, project_id, spec, settings, evaluation=evaluation)
-    version, ref, params = pinned.version, pinned.ref, pinned.params
+    """Check and store a job with all its work items (see :func:`pin`). The batch is
+    looked up before the constitution: another project's batch is a 404 on ``batch_id``
+    whatever else the spec names."""
+    _check_choices(session, project_id, spec, settings, evaluation)
     batch = batches.get(session, project_id, spec.batch_id)
+    pinned = _pin_texts(session, project_id, spec, settings)
+    version, ref, params = pinned.version, pinned.ref, pinned.params
     _check_batch(session, batch.id, spec.type)
     chunk_size = params["chunk_size"]
     job = Job(
