@@ -19,6 +19,7 @@ from celery import Celery
 from kombu import Exchange, Producer, Queue
 from kombu.connection import ConnectionPool
 
+from charter.core.jobs import RUN_MODEL_PREFIX
 from charter.settings import Settings, get_settings
 
 RUN_CHUNK = "labels.run_chunk"
@@ -27,15 +28,33 @@ RUN_CHUNK = "labels.run_chunk"
 EXCHANGE = Exchange("charter", type="direct")
 
 
+RUN_QUEUE = "model.runs"
+"""The one queue of every ``run:<id>`` model (and of a worker's ``run:*``): runs finish
+after the workers started, and a worker loads their models on demand."""
+
+
 def queue_for(model: str) -> str:
-    """Work is routed by model so a worker only receives what it can serve."""
+    """Work is routed by model so a worker only receives what it can serve; every
+    training run's model shares ``RUN_QUEUE``, which a worker serving ``run:*`` takes."""
+    if model.startswith(RUN_MODEL_PREFIX):
+        return RUN_QUEUE
     return f"model.{model}"
 
 
-def model_queue(model: str) -> Queue:
-    """The queue of one model, bound the same way by producers and workers."""
-    name = queue_for(model)
+def named_queue(name: str) -> Queue:
+    """A queue by its name, bound the same way by producers and workers."""
     return Queue(name, EXCHANGE, routing_key=name, durable=True)
+
+
+def model_queue(model: str) -> Queue:
+    """The queue of one model (shared by the runs' models)."""
+    return named_queue(queue_for(model))
+
+
+def worker_queues(models: Iterable[str]) -> list[Queue]:
+    """The queues a worker serving ``models`` consumes, each once, in the models' order."""
+    names = dict.fromkeys(queue_for(m) for m in models)
+    return [named_queue(name) for name in names]
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:
@@ -139,22 +158,24 @@ def batch_producer(app: Celery, models: Iterable[str]) -> Iterator[Producer]:
     """
     with _batch_connections(app).acquire(block=True) as connection:
         producer = app.amqp.Producer(connection)
-        for model in set(models):
-            producer.maybe_declare(model_queue(model))
+        for name in {queue_for(m) for m in models}:
+            producer.maybe_declare(named_queue(name))
         with producer.batch(max_size=PUBLISH_BATCH):
             yield producer
 
 
 def queue_lengths(app: Celery, models: Iterable[str]) -> dict[str, int]:
-    """Messages waiting in each model's queue, as the broker counts them (not those a
-    worker has received and not yet acked). Raises when the broker cannot be reached.
+    """Messages waiting in the queues of ``models``, by queue name (``queue_for``: the
+    runs' models share one), as the broker counts them (not those a worker has received
+    and not yet acked). Raises when the broker cannot be reached.
 
     A plain (not passive) declare: on Redis a queue with no message has no key, and a
     passive declare of it would fail instead of answering 0; declaring changes nothing.
     """
     with _batch_connections(app).acquire(block=True) as connection:
         channel = connection.default_channel
-        return {m: channel.queue_declare(queue=queue_for(m)).message_count for m in set(models)}
+        names = {queue_for(m) for m in models}
+        return {name: channel.queue_declare(queue=name).message_count for name in names}
 
 
 def publish_chunk(

@@ -125,6 +125,12 @@ class Settings(ClientSettings):
         description="How often a gateway looks for policy evaluations whose generations "
         "are done, to submit their judges' compare jobs.",
     )
+    pipeline_advance_seconds: float = Field(
+        default=2.0,
+        gt=0,
+        description="How often a gateway polls active pipelines' stages and submits the "
+        "stages whose inputs are ready.",
+    )
     freeze_lease_seconds: float = Field(
         default=60.0,
         gt=0,
@@ -221,7 +227,17 @@ class Settings(ClientSettings):
     # Workers
     worker_engine: Literal["transformers", "vllm", "scripted"] = "transformers"
     worker_models: Annotated[list[str], NoDecode] = Field(
-        default_factory=lambda: ["smollm2"], description="Comma list of models this worker serves."
+        default_factory=lambda: ["smollm2"],
+        description="Comma list of models this worker serves; run:* loads any completed "
+        "run's model on demand, a run:<id> is loaded at start and kept.",
+    )
+    worker_run_model_slots: int = Field(
+        default=1,
+        ge=1,
+        le=64,
+        description="Run models (run:*) a worker process keeps loaded besides the ones it "
+        "lists, least recently used unloaded first. 1 on vLLM, whose memory share leaves "
+        "no room for a second model.",
     )
     worker_device: str = Field(default="cpu", description="transformers: cpu, cuda, cuda:1 ...")
     worker_dtype: str = Field(default="float32", description="Weights dtype for the engine.")

@@ -238,6 +238,7 @@ def make_settings(tmp_path: Path, database_url: str) -> Callable[..., Settings]:
             "worker_models": ["smollm2", "smollm2-135m", "m", "tiny-model"],
             # Tests advance policy evaluations by hand (Advancer.advance_all).
             "policy_eval_advance_seconds": 3600.0,
+            "pipeline_advance_seconds": 3600.0,
         }
         values.update(overrides)
         return Settings(**values)

@@ -1,7 +1,8 @@
 """The worker's Celery app: ``celery -A workers.celery_app worker``.
 
 Each worker process loads its engines once (after the fork), registers itself,
-heartbeats, and consumes only the queues of the models it serves. SIGTERM or
+heartbeats, and consumes only the queues of the models it serves (with ``run:*``, or
+any ``run:<id>``, the runs' shared queue, whose models it loads on demand). SIGTERM or
 SIGINT stops it within ``worker_shutdown_seconds``, its chunk in flight given
 back at once (workers/shutdown.py).
 """
@@ -24,9 +25,10 @@ from sqlalchemy import text
 from sqlalchemy.pool import NullPool
 
 from charter import log_format
+from charter.core.jobs import serves_any_run
 from charter.db.session import end_sessions_of, is_postgres, make_engine, session_factory
 from charter.outbox import publish_pending
-from charter.queue import make_celery, model_queue
+from charter.queue import make_celery, worker_queues
 from charter.settings import get_settings
 from workers import heartbeat, leases, shutdown
 from workers.engine_stats import EngineStats
@@ -34,7 +36,8 @@ from workers.engine_stats import EngineStats
 log = logging.getLogger(__name__)
 settings = get_settings()
 app = make_celery(settings, name="charter-worker")
-app.conf.task_queues = [model_queue(m) for m in settings.worker_models]
+# Every run model shares one queue: taken once, whichever run:<id> or run:* named it.
+app.conf.task_queues = worker_queues(settings.worker_models)
 app.conf.imports = ["workers.tasks"]
 
 _state: dict[str, Any] = {}
@@ -50,14 +53,24 @@ def worker_id(pid: int | None = None) -> str:
 def runner():  # type: ignore[no-untyped-def]
     """The process's ChunkRunner, built on first use (engines load once per process)."""
     if "runner" not in _state:
-        from workers.engine_loader import engine_config, load_engines
+        from workers.engine_cache import RunModelCache
+        from workers.engine_loader import build_engine, engine_config, load_engines, run_finder
         from workers.runner import ChunkRunner
 
         sessions = session_factory()
         config = engine_config(settings)  # once: every engine and label of the process
         engines = load_engines(settings, config, sessions)
+        run_models = None
+        if serves_any_run(settings.worker_models):  # it takes the runs' shared queue
+            find = run_finder(settings, sessions)
+            run_models = RunModelCache(
+                lambda name: build_engine(settings, config, name, find),
+                settings.worker_run_model_slots,
+                pinned=engines,
+            )
         stats = EngineStats()  # counted by the runner, written by each heartbeat
-        heartbeat.register(sessions, worker_id(), config.engine, sorted(engines))
+        models = heartbeat.announced(settings.worker_models)
+        heartbeat.register(sessions, worker_id(), config.engine, models)
         _state["heartbeat"] = heartbeat.start(
             sessions, worker_id(), settings.worker_heartbeat_seconds, stats
         )
@@ -68,10 +81,11 @@ def runner():  # type: ignore[no-untyped-def]
             worker_id(),
             republish=lambda job_id: publish_pending(sessions, app, job_id=job_id),
             stats=stats,
+            run_models=run_models,
         )
         log.info(
             "worker %s serves %s with %s (engine config %s: %s)",
-            worker_id(), sorted(engines), config.engine, config.compute_hash(),
+            worker_id(), models, config.engine, config.compute_hash(),
             config.model_dump(mode="json"),
         )  # fmt: skip
     return _state["runner"]

@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 from charter.core.artifact_paths import OutsideStore
 from charter.core.engine import Engine
 from charter.core.engine_config import EngineConfig
-from charter.core.jobs import RUN_MODEL_PREFIX, RunStatus, run_of_model
+from charter.core.jobs import RUN_MODEL_PREFIX, RUN_MODELS, RunStatus, run_of_model
 from charter.db.models import TrainingRun
 from charter.db.session import session_factory
 from charter.model_store import in_run_folder, model_revision, resolve_model
@@ -66,26 +66,46 @@ def load_engines(
 ) -> dict[str, Engine]:
     """One engine per model of ``settings.worker_models``, all built with ``config``
     (by default :func:`engine_config` of the settings). A ``run:<id>`` model is that
-    run's artifact, found with ``sessions`` (by default the settings' database)."""
+    run's artifact, found with ``sessions`` (by default the settings' database);
+    ``run:*`` loads nothing here (the runner's ``RunModelCache`` loads on demand)."""
     config = config or engine_config(settings)
+    find = run_finder(settings, sessions)
+    return {
+        name: build_engine(settings, config, name, find)
+        for name in dict.fromkeys(settings.worker_models)
+        if name != RUN_MODELS
+    }
+
+
+def run_finder(
+    settings: Settings, sessions: Callable[[], Session] | None = None
+) -> Callable[[str], Path]:
+    """Run id -> its model directory (:func:`run_model_dir`), on ``sessions`` (by default
+    the settings' database)."""
 
     def find(run_id: str) -> Path:
         return run_model_dir(sessions or session_factory(), settings, run_id)
 
-    engines = {name: _load(settings, config, name, find) for name in settings.worker_models}
+    return find
+
+
+def build_engine(
+    settings: Settings, config: EngineConfig, name: str, find_run: Callable[[str], Path]
+) -> Engine:
+    """The engine of model ``name``, built with ``config``; a ``run:<id>`` model's
+    directory comes from ``find_run``. Wrapped in the settings' fault injection when
+    there is any."""
+    engine = _load(settings, config, name, find_run)
     if settings.fault_delay_seconds or settings.fault_poison:
         from workers.engines.faults import FaultyEngine
 
-        engines = {
-            name: FaultyEngine(
-                engine,
-                delay_seconds=settings.fault_delay_seconds,
-                poison=settings.fault_poison,
-                poison_mode=settings.fault_poison_mode,
-            )
-            for name, engine in engines.items()
-        }
-    return engines
+        engine = FaultyEngine(
+            engine,
+            delay_seconds=settings.fault_delay_seconds,
+            poison=settings.fault_poison,
+            poison_mode=settings.fault_poison_mode,
+        )
+    return engine
 
 
 def _load(

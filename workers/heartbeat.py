@@ -9,17 +9,28 @@ from __future__ import annotations
 import logging
 import os
 import socket
+from collections.abc import Iterable
 from pathlib import Path
 
 from sqlalchemy import update
 from sqlalchemy.orm import Session, sessionmaker
 
+from charter.core.jobs import RUN_MODELS, serves_any_run
 from charter.db.models import Worker, utcnow
 from charter.periodic import Periodic
 from workers.engine_stats import EngineStats
 
 log = logging.getLogger(__name__)
 ALIVE_FILE = Path("/tmp/charter-worker-alive")
+
+
+def announced(worker_models: Iterable[str]) -> list[str]:
+    """The models a worker's row announces: those it lists, and ``run:*`` when it serves
+    the runs' shared queue (any ``run:<id>`` listed takes it), which it loads on demand."""
+    models = set(worker_models)
+    if serves_any_run(models):
+        models.add(RUN_MODELS)
+    return sorted(models)
 
 
 def register(

@@ -40,6 +40,7 @@ from charter.core.jobs import (
     JobType,
     critique_template,
     feedback_template,
+    run_of_model,
     samples,
 )
 from charter.db.models import (
@@ -57,6 +58,7 @@ from charter.log_format import bound
 from charter.periodic import Periodic
 from charter.settings import Settings
 from workers import leases
+from workers.engine_cache import RunModelCache
 from workers.engine_stats import EngineStats, MeteredEngine
 
 log = logging.getLogger(__name__)
@@ -93,6 +95,9 @@ class ChunkRunner:
     """Called after items were given back, so they are retried without waiting for the sweeper."""
     stats: EngineStats = field(default_factory=EngineStats)
     """Engine calls, seconds, batch sizes and tokens; the heartbeat writes them."""
+    run_models: RunModelCache | None = None
+    """Loads the ``run:<id>`` models not in ``engines`` on demand (a worker serving
+    ``run:*``); None: only ``engines`` are served."""
     _constitutions: dict[str, Constitution] = field(default_factory=dict, init=False, repr=False)
     _templates: dict[tuple[str, str, str], Any] = field(
         default_factory=dict, init=False, repr=False
@@ -130,8 +135,9 @@ class ChunkRunner:
                 job = session.get(Job, job_id)
                 if job is None or job.status in FINAL_JOB_STATUSES:
                     break
+                # None for a run model to load: after the claim, not in this transaction
                 engine = self.engines.get(job.model)
-                if engine is None:
+                if engine is None and not self._loads(job.model):
                     log.error("job %s wants model %s, not served here", job_id, job.model)
                     break
                 constitution = self._constitution(session, job.constitution_version_id)
@@ -193,6 +199,10 @@ class ChunkRunner:
                 break
         if report.released:
             self.republish(job_id)
+
+    def _loads(self, model: str) -> bool:
+        """Whether ``run_models`` loads ``model`` on demand."""
+        return self.run_models is not None and run_of_model(model) is not None
 
     def _chunk_items(self, job: Job, chunk: int) -> int:
         """How many items the chunk has (prompt position // chunk size, as submitted)."""
@@ -264,17 +274,17 @@ class ChunkRunner:
         job: Job,
         constitution: Constitution,
         params: JobParams,
-        engine: Engine,
+        engine: Engine | None,
         chunk: int,
         claimed: list[leases.Claimed],
         items: list[pipelines.Item],
         report: ChunkReport,
     ) -> None:
+        """Run the claimed items and write their outcomes; ``engine`` None: the job's run
+        model, loaded here under the lease (``run_models``)."""
         timer = pipelines.Timer()
-        metered = MeteredEngine(engine, self.stats)
         resolve = functools.partial(self._template, job.project_id)
         critiques = functools.partial(self._critique_template, job.project_id)
-        ctx = pipelines.Context(metered, constitution, params, job.seed, timer, resolve, critiques)
         # Isolated retries get their own sampling key so they do not depend on the old batch.
         chunk_key = (
             chunk
@@ -283,6 +293,13 @@ class ChunkRunner:
         )
         try:
             with self._lease_keeper(claimed):
+                # A load takes minutes on a GPU: the lease is kept meanwhile, and a load
+                # that fails gives the items back with its error, as an engine error does.
+                served = engine if engine is not None else self._run_model(job.model)
+                metered = MeteredEngine(served, self.stats)
+                ctx = pipelines.Context(
+                    metered, constitution, params, job.seed, timer, resolve, critiques
+                )
                 outcomes = timer(
                     "total", lambda: pipelines.run(ctx, JobType(job.type), items, chunk_key)
                 )
@@ -297,7 +314,7 @@ class ChunkRunner:
             )
             self._complete_if_done(job.id)
             return
-        provenance = self._provenance(job, engine, params, timer, len(claimed))
+        provenance = self._provenance(job, served, params, timer, len(claimed))
         self._record_sampling(JobType(job.type), params, outcomes)
         # One fenced UPDATE per outcome (all done, or abstained for one reason), one
         # INSERT of the labels: a chunk's write is a few statements, not one per item.
@@ -324,6 +341,10 @@ class ChunkRunner:
         self._complete_if_done(job.id)
         report.labelled += labelled
         report.abstained += abstained
+
+    def _run_model(self, model: str) -> Engine:
+        assert self.run_models is not None  # checked by _loads before the claim
+        return self.run_models.get(model)
 
     def _write(
         self,

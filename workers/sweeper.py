@@ -29,7 +29,7 @@ from charter import idempotency
 from charter.core.jobs import FINAL_JOB_STATUSES, ItemState
 from charter.db.models import AuditEvent, Job, WorkItem, utcnow
 from charter.outbox import publish_pending
-from charter.queue import queue_lengths
+from charter.queue import queue_for, queue_lengths
 from charter.settings import Settings
 from workers import leases, webhook_delivery
 
@@ -105,17 +105,28 @@ def _stale(cutoff: ColumnElement[datetime] | datetime) -> ColumnElement[bool]:
     return and_(WorkItem.status == ItemState.QUEUED, WorkItem.published_at < cutoff)
 
 
-def _of_model(model: str) -> ColumnElement[bool]:
-    return WorkItem.job_id.in_(select(Job.id).where(Job.model == model))
+def _of_models(models: list[str]) -> ColumnElement[bool]:
+    return WorkItem.job_id.in_(select(Job.id).where(Job.model.in_(models)))
 
 
-def _sent_chunks(session: Session, model: str, before: datetime) -> int:
-    """Queued chunks of ``model`` whose message went out before ``before``: each
+def _queued_models(session: Session, condition: ColumnElement[bool]) -> list[str]:
+    """The models of the jobs that have queued items matching ``condition``."""
+    return sorted(
+        session.scalars(
+            select(Job.model).join(WorkItem, WorkItem.job_id == Job.id).where(condition).distinct()
+        )
+    )
+
+
+def _sent_chunks(session: Session, models: list[str], before: datetime) -> int:
+    """Queued chunks of ``models`` whose message went out before ``before``: each
     should have its message in the queue still."""
     chunks = (
         select(WorkItem.job_id, WorkItem.chunk)
         .where(
-            _of_model(model), WorkItem.status == ItemState.QUEUED, WorkItem.published_at < before
+            _of_models(models),
+            WorkItem.status == ItemState.QUEUED,
+            WorkItem.published_at < before,
         )
         .distinct()
         .subquery()
@@ -130,13 +141,18 @@ def unmark_lost(sessions: sessionmaker[Session], app: Celery, after_seconds: flo
     A chunk still queued ``after_seconds`` after its message went out either waits
     behind others or lost its message (Redis restarted empty; a message dropped
     between a worker's pop and its bookkeeping). The broker tells them apart: a
-    model's queue holding ``missing`` fewer messages than the model has queued chunks
+    queue holding ``missing`` fewer messages than its models have queued chunks
     already sent has lost that many, and the ``missing`` chunks sent longest ago go
     out again. Those are the lost ones: the queue is first in, first out, so what
     is still in it was sent after what was taken or wiped from it. A queue holding
     as many messages as it should is a backlog and is left alone. (Re-sending every
     old chunk each period instead added a copy of a waiting backlog to the queue per
     period: 168 deliveries for 60 chunks after a one-minute outage.)
+
+    Compared per queue, not per model: every run's model shares one queue
+    (``charter.queue.RUN_QUEUE``), so its count is set against all their sent chunks
+    (stale or not), and the oldest of them across the runs go out again; per model,
+    one run's backlog would hide another's lost message.
 
     The queue is counted before the chunks, and only chunks sent before that count
     are compared with it, so a submission in between is not mistaken for a loss. A
@@ -145,33 +161,35 @@ def unmark_lost(sessions: sessionmaker[Session], app: Celery, after_seconds: flo
     """
     with sessions() as session:
         cutoff = leases.db_now(session) - timedelta(seconds=after_seconds)
-        models = sorted(
-            session.scalars(
-                select(Job.model)
-                .join(WorkItem, WorkItem.job_id == Job.id)
-                .where(_stale(cutoff))
-                .distinct()
-            )
-        )
-    if not models:
+        stale = _queued_models(session, _stale(cutoff))
+    if not stale:
         return 0
     counted_at = utcnow()
     try:
-        waiting = queue_lengths(app, models)
+        waiting = queue_lengths(app, stale)
     except Exception as exc:  # broker down: nothing can be sent either
         log.warning("cannot count the broker's queues, not publishing: %s", exc)
         return None
     unmarked = 0
     with sessions() as session, session.begin():
-        for model in models:
-            missing = _sent_chunks(session, model, counted_at) - waiting[model]
+        # Every model whose sent chunks may be in those queues, stale or not: the open
+        # jobs' (a short read of jobs, not of their items).
+        open_models = session.scalars(
+            select(Job.model).where(Job.status.not_in(FINAL_JOB_STATUSES)).distinct()
+        )
+        groups: dict[str, list[str]] = {}
+        for model in sorted(set(stale) | set(open_models)):
+            if queue_for(model) in waiting:
+                groups.setdefault(queue_for(model), []).append(model)
+        for queue, models in sorted(groups.items()):
+            missing = _sent_chunks(session, models, counted_at) - waiting[queue]
             if missing <= 0:
                 continue
             oldest = [
                 tuple(row)
                 for row in session.execute(
                     select(WorkItem.job_id, WorkItem.chunk)
-                    .where(_of_model(model), _stale(cutoff))
+                    .where(_of_models(models), _stale(cutoff))
                     .group_by(WorkItem.job_id, WorkItem.chunk)
                     .order_by(func.min(WorkItem.published_at))
                     .limit(missing)
@@ -187,7 +205,7 @@ def unmark_lost(sessions: sessionmaker[Session], app: Celery, after_seconds: flo
             unmarked += result.rowcount
             log.warning(
                 "%s: %d message(s) missing from the queue, re-sending %d old chunk(s)",
-                model,
+                queue,
                 missing,
                 len(oldest),
             )

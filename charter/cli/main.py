@@ -25,6 +25,7 @@ from charter.cli import (
     evals,
     jobs,
     keys,
+    pipelines,
     policy_evals,
     reviews,
     templates,
@@ -57,6 +58,7 @@ for sub, name in (
     (templates.app, "templates"),
     (evals.app, "eval"),
     (policy_evals.app, "policy-eval"),
+    (pipelines.app, "pipeline"),
 ):
     app.add_typer(sub, name=name)
 

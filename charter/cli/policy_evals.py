@@ -72,7 +72,7 @@ def run(
         final = watch_policy_eval(c, evaluation["id"], poll=poll, console=errors)
         if final["status"] == "failed":
             raise Failure(f"policy evaluation {final['id']} failed: {final['error']}")
-        _print_report(_plain(c.policy_evals.report(evaluation["id"])), as_json=as_json)
+        print_report(_plain(c.policy_evals.report(evaluation["id"])), as_json=as_json)
 
 
 @app.command("list")
@@ -120,7 +120,7 @@ def cancel(eval_id: str, as_json: JsonOption = False) -> None:
 def report(eval_id: str, as_json: JsonOption = False) -> None:
     """Elo with bootstrap intervals per judge, and each pair's head-to-head."""
     with client() as c:
-        _print_report(_plain(c.policy_evals.report(eval_id)), as_json=as_json)
+        print_report(_plain(c.policy_evals.report(eval_id)), as_json=as_json)
 
 
 @app.command("plot")
@@ -135,7 +135,9 @@ def plot(
     console.print(f"wrote {out} ({len(image):,} bytes)")
 
 
-def _print_report(data: dict[str, Any], *, as_json: bool) -> None:
+def print_report(data: dict[str, Any], *, as_json: bool) -> None:
+    """A policy evaluation's report: per judge, Elo with intervals and the head-to-head
+    shares (also ``charter pipeline report``'s, for its elo stage)."""
     if as_json:
         emit_json(data)
         return

@@ -1,13 +1,15 @@
-"""Progress bars (with rate and time left) over jobs, runs and transfers."""
+"""Progress bars (with rate and time left) over jobs, runs, transfers and pipelines."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from typing import Any
 
 from rich.console import Console
+from rich.live import Live
 from rich.progress import (
     BarColumn,
     DownloadColumn,
@@ -20,11 +22,13 @@ from rich.progress import (
     TimeRemainingColumn,
     TransferSpeedColumn,
 )
+from rich.spinner import Spinner
+from rich.table import Table
 from rich.text import Text
 
 from charter.client import CharterClient, _plain
 from charter.core.jobs import FINAL_JOB_STATUSES, TERMINAL_STATES, ItemState
-from charter.sdk.api import POLICY_EVAL_FINAL
+from charter.sdk.api import PIPELINE_FINAL, POLICY_EVAL_FINAL
 from charter.sdk.uploads import ProgressCallback
 
 
@@ -96,6 +100,71 @@ def watch_policy_eval(
             if evaluation["status"] in POLICY_EVAL_FINAL:
                 return evaluation  # type: ignore[no-any-return]
             time.sleep(poll)
+
+
+STAGE_STYLES = {
+    "pending": "dim",
+    "submitted": "cyan",
+    "completed": "green",
+    "failed": "red",
+    "cancelled": "yellow",
+    "superseded": "dim",
+}
+
+
+def _utc(text: str) -> datetime:
+    moment = datetime.fromisoformat(text)
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _elapsed(stage: dict[str, Any], now: datetime) -> str:
+    if not stage.get("created_at"):
+        return ""
+    began = _utc(stage["created_at"])
+    ended = _utc(stage["finished_at"]) if stage.get("finished_at") else now
+    seconds = max(0, int((ended - began).total_seconds()))
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
+def pipeline_table(pipeline: dict[str, Any]) -> Table:
+    """One line per stage: its status (a spinner while submitted), attempt, what it made
+    (or why it failed) and how long it took."""
+    now = datetime.now(UTC)
+    out = Table(
+        "stage", "status", "attempt", "output", "elapsed",
+        title=f"pipeline {pipeline['id']} {pipeline['state']}", title_justify="left",
+    )  # fmt: skip
+    for stage in pipeline["stages"]:
+        status = Text(stage["status"], style=STAGE_STYLES.get(stage["status"], ""))
+        made = stage["output"] or stage["job_id"] or stage["run_id"] or stage["policy_eval_id"]
+        if stage["status"] == "failed" and stage["error"]:
+            shown = Text(stage["error"], style="red")
+        else:
+            shown = Text(made or "")
+        out.add_row(
+            stage["name"],
+            Spinner("dots", text=status) if stage["status"] == "submitted" else status,
+            str(stage["attempt"] or ""),
+            shown,
+            _elapsed(stage, now),
+        )
+    return out
+
+
+def watch_pipeline(
+    client: CharterClient, pipeline_id: str, *, poll: float = 5.0, console: Console | None = None
+) -> dict[str, Any]:
+    """Follow a pipeline to a final state (completed, failed or cancelled), its stages'
+    lines updated each poll; returns the pipeline as it ended."""
+    pipeline = _plain(client.pipelines.get(pipeline_id))
+    with Live(pipeline_table(pipeline), console=console, refresh_per_second=4) as live:
+        while pipeline["state"] not in PIPELINE_FINAL:
+            time.sleep(poll)
+            pipeline = _plain(client.pipelines.get(pipeline_id))
+            live.update(pipeline_table(pipeline))
+    if not live.console.is_terminal:  # a file sees the last display: end its line
+        live.console.line()
+    return pipeline  # type: ignore[no-any-return]
 
 
 def watch_job(client: CharterClient, job_id: str, *, poll: float = 1.0) -> dict[str, Any]:

@@ -90,7 +90,8 @@ class ChoiceLogprobs:
 
 @runtime_checkable
 class Engine(Protocol):
-    """A loaded model that serves batched requests. One per worker process."""
+    """A loaded model that serves batched requests. One per model a worker process
+    serves."""
 
     engine_name: str
     """Backend name recorded with labels: ``transformers``, ``vllm`` or ``scripted``."""
@@ -133,4 +134,9 @@ class Engine(Protocol):
         (or, for :func:`plain_prompt`, its text), followed by the prefix (e.g.
         ``"The answer is: ("``). Nothing is sampled.
         """
+        ...
+
+    def close(self) -> None:
+        """Release the model's memory, host and accelerator: the engine serves nothing
+        after. A worker unloads an on-demand model so before it loads another."""
         ...

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from enum import StrEnum
 from typing import Literal, assert_never
 
@@ -37,9 +37,30 @@ MODEL_PATTERN = r"^(run:[0-9a-f]{32}|[A-Za-z0-9._/-]+)$"
 """A model a job names: a configured name, or ``run:<id>``."""
 
 
+RUN_MODELS = "run:*"
+"""In a worker's models: it loads any completed run's model on demand (never a job's model:
+``MODEL_PATTERN`` refuses the ``*``)."""
+
+
 def run_of_model(model: str) -> str | None:
-    """The run id of a ``run:<id>`` model; None for a named model."""
-    return model[len(RUN_MODEL_PREFIX) :] if model.startswith(RUN_MODEL_PREFIX) else None
+    """The run id of a ``run:<id>`` model; None for a named model (and for ``RUN_MODELS``)."""
+    if not model.startswith(RUN_MODEL_PREFIX) or model == RUN_MODELS:
+        return None
+    return model[len(RUN_MODEL_PREFIX) :]
+
+
+def serves_any_run(models: Iterable[str]) -> bool:
+    """Whether a worker that lists ``models`` serves every run's model: it lists
+    ``RUN_MODELS`` or any ``run:<id>``. All of them share one queue, so a worker that
+    takes it for one run gets the others' chunks too, and must load them on demand
+    rather than drop them."""
+    return any(m.startswith(RUN_MODEL_PREFIX) for m in models)
+
+
+def serves(models: Iterable[str], model: str) -> bool:
+    """Whether a worker that announced ``models`` serves a job's ``model``."""
+    models = set(models)
+    return model in models or (run_of_model(model) is not None and RUN_MODELS in models)
 
 
 # What each job type needs and makes. Every choice made on a job type goes through one

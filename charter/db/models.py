@@ -713,6 +713,59 @@ class PolicyEvalJob(Base):
     job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), unique=True)
 
 
+class Pipeline(Base):
+    """The whole recipe as one object (``charter.core.pipeline_plans``): SL-CAI, the SFT
+    data and run, RL-CAI with the SFT model, the preference data, the PM, the RL runs and
+    an Elo evaluation, each a stage submitted by the gateway's advancer once the stages
+    it needs have completed.
+
+    ``spec`` is stored pinned (constitutions as ``name@version``, a seed), so a stage
+    submitted later, resumed or re-run is built from exactly what was submitted.
+    ``state`` is ``active`` while the advancer moves it on, then ``completed``,
+    ``failed`` (``error`` names the stage and why; resumable) or ``cancelled``."""
+
+    __tablename__ = "pipelines"
+    __table_args__ = (Index(None, "project_id", "created_at"), Index(None, "state"))
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    project_id: Mapped[str] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(128), default="")
+    spec: Mapped[dict[str, Any]] = mapped_column(Json)
+    state: Mapped[str] = mapped_column(String(16), default="active")
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
+    advanced_at: Mapped[datetime | None] = mapped_column(Timestamp)
+
+
+class PipelineStage(Base):
+    """One attempt of one stage of a pipeline: what it was submitted with (``inputs``:
+    the exact request body and the upstream attempts it read) and what it made. The
+    latest attempt of a stage is its current one."""
+
+    __tablename__ = "pipeline_stages"
+    pipeline_id: Mapped[str] = mapped_column(
+        ForeignKey("pipelines.id", ondelete="CASCADE"), primary_key=True
+    )
+    name: Mapped[str] = mapped_column(String(16), primary_key=True)
+    attempt: Mapped[int] = mapped_column(Integer, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    status: Mapped[str] = mapped_column(String(16), default="submitted")
+    inputs: Mapped[dict[str, Any]] = mapped_column(Json)
+    output: Mapped[str | None] = mapped_column(String(200))
+    """What later stages read: the job's id, the dataset's ``name@version``, the run's
+    id or the evaluation's id."""
+    job_id: Mapped[str | None] = mapped_column(ForeignKey("jobs.id", ondelete="SET NULL"))
+    dataset_version_id: Mapped[str | None] = mapped_column(
+        ForeignKey("dataset_versions.id", ondelete="SET NULL")
+    )
+    run_id: Mapped[str | None] = mapped_column(ForeignKey("training_runs.id", ondelete="SET NULL"))
+    policy_eval_id: Mapped[str | None] = mapped_column(
+        ForeignKey("policy_evals.id", ondelete="SET NULL")
+    )
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(Timestamp)
+
+
 class CritiqueTemplateVersion(_TemplateVersion, Base):
     """One version of a project's own critique template (``charter.core.critique_templates``)."""
 

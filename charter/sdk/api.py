@@ -215,10 +215,12 @@ def _until_status(
     interval: float,
     on_update: Callable[[Any], None] | None,
     raw: bool,
+    field: str = "status",
 ) -> Procedure[Any]:
-    """Poll ``get(ident)`` until its ``status`` is one of ``final`` (or ``timeout``)."""
+    """Poll ``get(ident)`` until its ``field`` (``status``) is one of ``final`` (or
+    ``timeout``)."""
     fetch = (lambda: get(ident).raw()) if raw else (lambda: get(ident))
-    done = lambda answer: value(answer, "status") in final  # noqa: E731
+    done = lambda answer: value(answer, field) in final  # noqa: E731
     return poll_(fetch, done, timeout=timeout, interval=interval, on_update=on_update)
 
 
@@ -744,6 +746,69 @@ class PolicyEvals:
         )  # fmt: skip
 
 
+PIPELINE_FINAL = frozenset({"completed", "failed", "cancelled"})
+
+
+class Pipelines:
+    """The whole recipe as one object: SL-CAI, SFT, RL-CAI, PM, the policy runs and an
+    Elo evaluation, advanced stage by stage by the gateway (docs/PIPELINES.md)."""
+
+    def create(
+        self, spec: Body = None, /, *, idempotency_key: str | None = None, **fields: Any
+    ) -> Call[m.PipelineOut]:
+        """A :class:`~charter.sdk.models.PipelineCreate` (or its fields: ``base_model``,
+        ``constitution``, ``prompts``, ``rl_prompts``, ``eval_prompts``, ``name``,
+        ``seed``, and one section per stage: ``sl_cai``, ``sft``, ``pm``, ``ppo``, ...)."""
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
+        return Call(
+            "POST", "/v1/pipelines", json=_body(spec, fields), headers=headers,
+            model=m.PipelineOut,
+        )  # fmt: skip
+
+    def list(self, *, limit: int | None = None) -> Call[m.PipelineOut]:
+        return Call(
+            "GET", "/v1/pipelines", params={"limit": limit}, model=m.PipelineOut, paged=True
+        )
+
+    def get(self, pipeline_id: str) -> Call[m.PipelineOut]:
+        """Its state and each stage's current attempt."""
+        return Call("GET", f"/v1/pipelines/{pipeline_id}", model=m.PipelineOut)
+
+    def stages(self, pipeline_id: str) -> Call[builtins.list[m.StageOut]]:
+        """Every attempt of every stage, oldest first, with the inputs each read."""
+        return Call("GET", f"/v1/pipelines/{pipeline_id}/stages", model=builtins.list[m.StageOut])
+
+    def cancel(self, pipeline_id: str) -> Call[m.PipelineOut]:
+        """Cancel the stages in flight; what finished stays."""
+        return Call("POST", f"/v1/pipelines/{pipeline_id}/cancel", model=m.PipelineOut)
+
+    def resume(self, pipeline_id: str) -> Call[m.PipelineOut]:
+        """A failed or cancelled pipeline goes on (a failed run from its checkpoint)."""
+        return Call("POST", f"/v1/pipelines/{pipeline_id}/resume", model=m.PipelineOut)
+
+    def rerun(self, pipeline_id: str, stage: str) -> Call[m.PipelineOut]:
+        """Run ``stage`` and every stage downstream of it again."""
+        return Call(
+            "POST", f"/v1/pipelines/{pipeline_id}/rerun", json={"stage": stage},
+            model=m.PipelineOut,
+        )  # fmt: skip
+
+    def wait(
+        self,
+        pipeline_id: str,
+        *,
+        timeout: float = 24 * 3600,
+        poll: float = 5.0,
+        on_update: Callable[[Any], None] | None = None,
+        raw: bool = False,
+    ) -> Procedure[m.PipelineOut]:
+        """The pipeline once completed, failed or cancelled, or after ``timeout``."""
+        return _until_status(
+            self.get, pipeline_id, PIPELINE_FINAL, timeout=timeout, interval=poll,
+            on_update=on_update, raw=raw, field="state",
+        )  # fmt: skip
+
+
 # The groups a client binds, by attribute name.
 RESOURCES: dict[str, type] = {
     "health": Health,
@@ -763,4 +828,5 @@ RESOURCES: dict[str, type] = {
     "gold_sets": GoldSets,
     "evals": Evals,
     "policy_evals": PolicyEvals,
+    "pipelines": Pipelines,
 }

@@ -83,6 +83,11 @@ class _Binds:
     audit: Any
     reviews: Any
     templates: Any
+    critique_templates: Any
+    gold_sets: Any
+    evals: Any
+    policy_evals: Any
+    pipelines: Any
 
     def _bind(self, run: Callable[[Any], Any]) -> None:
         for name, group in api.RESOURCES.items():

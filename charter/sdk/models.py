@@ -601,6 +601,10 @@ class DeliveryOut(BaseModel):
     delivered_at: Annotated[AwareDatetime | None, Field(title="Delivered At")]
 
 
+class Plot(RootModel[tuple[str, str]]):
+    root: Annotated[tuple[str, str], Field(max_length=2, min_length=2, title="Plot")]
+
+
 class Event(StrEnum):
     job_completed = "job.completed"
     job_failed = "job.failed"
@@ -1668,7 +1672,28 @@ class PageMetricOut(BaseModel):
     next_cursor: Annotated[str | None, Field(title="Next Cursor")] = None
 
 
-class Plot(RootModel[tuple[str, str]]):
+class RlPrompts(RootModel[str]):
+    root: Annotated[str, Field(max_length=32, min_length=1, title="Rl Prompts")]
+    """
+    The RL-CAI batch (the SFT model answers each twice and compares); default: prompts.
+    """
+
+
+class EvalPrompts(RootModel[str]):
+    root: Annotated[str, Field(max_length=32, min_length=1, title="Eval Prompts")]
+    """
+    The Elo evaluation's batch (held-out prompts); default: rl_prompts.
+    """
+
+
+class PipelineState(StrEnum):
+    active = "active"
+    completed = "completed"
+    failed = "failed"
+    cancelled = "cancelled"
+
+
+class Plot1(RootModel[tuple[str, str]]):
     root: Annotated[tuple[str, str], Field(max_length=2, min_length=2, title="Plot")]
     """
     The judges on the plot's x and y axes; by default helpfulness against harmlessness when both are judged, else the first two.
@@ -1745,6 +1770,24 @@ class Constitution1(RootModel[str]):
     """
     The constitution its generate job names (and tells it, with system_prompt 'constitution'); the first judge's if omitted.
     """
+
+
+class MinConfidence1(RootModel[float]):
+    root: Annotated[float, Field(ge=0.5, le=1.0, title="Min Confidence")]
+
+
+class PreferenceDataStage(BaseModel):
+    """
+    The preference dataset: the RL-CAI labels, optionally filtered.
+    """
+
+    model_config = ConfigDict(
+        extra="allow",
+    )
+    min_confidence: Annotated[MinConfidence1 | None, Field(title="Min Confidence")] = None
+    exclude_swap_disagreements: Annotated[
+        bool | None, Field(title="Exclude Swap Disagreements")
+    ] = False
 
 
 class Role2(StrEnum):
@@ -1938,7 +1981,7 @@ class By(StrEnum):
     swap_disagreement = "swap_disagreement"
 
 
-class Seed3(RootModel[int]):
+class Seed4(RootModel[int]):
     root: Annotated[int, Field(ge=0, le=4611686018427388000, title="Seed")]
     """
     The same seed draws the same labels; default 0.
@@ -1958,7 +2001,7 @@ class QueueCreate(BaseModel):
     """
     Strata of a stratified sample: principle; confidence (bins of |P(A)-0.5|, comparison jobs); swap_disagreement (whether the two orders disagreed, swapped comparisons). With random, it only restricts the labels to those it applies to.
     """
-    seed: Annotated[Seed3 | None, Field(title="Seed")] = None
+    seed: Annotated[Seed4 | None, Field(title="Seed")] = None
     """
     The same seed draws the same labels; default 0.
     """
@@ -2215,6 +2258,51 @@ class RenderRequest(BaseModel):
     chain_of_thought: Annotated[bool | None, Field(title="Chain Of Thought")] = False
 
 
+class RerunRequest(BaseModel):
+    model_config = ConfigDict(
+        extra="allow",
+    )
+    stage: Annotated[str, Field(max_length=16, min_length=1, title="Stage")]
+    """
+    Supersede this stage and every stage downstream of it, and run them again from the current outputs of the others.
+    """
+
+
+class RunStageDPOConfig(BaseModel):
+    model_config = ConfigDict(
+        extra="allow",
+    )
+    config: DPOConfig
+
+
+class RunStageGRPOConfig(BaseModel):
+    model_config = ConfigDict(
+        extra="allow",
+    )
+    config: GRPOConfig
+
+
+class RunStagePMConfig(BaseModel):
+    model_config = ConfigDict(
+        extra="allow",
+    )
+    config: PMConfig
+
+
+class RunStagePPOConfig(BaseModel):
+    model_config = ConfigDict(
+        extra="allow",
+    )
+    config: PPOConfig
+
+
+class RunStageRLOOConfig(BaseModel):
+    model_config = ConfigDict(
+        extra="allow",
+    )
+    config: RLOOConfig
+
+
 class RunStatus(StrEnum):
     """
     A training run's status.
@@ -2331,6 +2419,20 @@ class SFTConfig(BaseModel):
     """
 
 
+class SFTDataStage(BaseModel):
+    """
+    The SFT dataset: the SL-CAI revisions, optionally mixed with helpfulness data.
+    """
+
+    model_config = ConfigDict(
+        extra="allow",
+    )
+    mix: MixSpec | None = None
+    """
+    Rows of another SFT dataset (e.g. uploaded helpful conversations) mixed in at a share, as the paper mixes helpfulness data into SL-CAI's.
+    """
+
+
 class SFTRunCreate(BaseModel):
     """
     A supervised fine-tuning run on an SFT dataset.
@@ -2385,6 +2487,25 @@ class SamplingParams(BaseModel):
     """
     Nucleus sampling mass; 1.0 disables it.
     """
+
+
+class Kind2(StrEnum):
+    job = "job"
+    dataset = "dataset"
+    run = "run"
+    policy_eval = "policy_eval"
+
+
+class StageStatus(StrEnum):
+    """
+    One attempt of a stage. A stage with no attempt yet is pending.
+    """
+
+    submitted = "submitted"
+    completed = "completed"
+    failed = "failed"
+    cancelled = "cancelled"
+    superseded = "superseded"
 
 
 class Format(StrEnum):
@@ -2898,6 +3019,17 @@ class JobParams(BaseModel):
     sampling: SamplingParams | None = None
 
 
+class JobStage(BaseModel):
+    """
+    A labelling stage: the job's params, as ``POST /v1/jobs`` takes them.
+    """
+
+    model_config = ConfigDict(
+        extra="allow",
+    )
+    params: JobParams | None = None
+
+
 class JudgeConfig(BaseModel):
     """
     One judge: model, template, constitution (or one principle of it) and knobs.
@@ -3170,6 +3302,33 @@ class RunOut(BaseModel):
     last_metrics: Annotated[dict[str, float] | None, Field(title="Last Metrics")] = None
 
 
+class RunStageSFTConfig(BaseModel):
+    model_config = ConfigDict(
+        extra="allow",
+    )
+    config: SFTConfig
+
+
+class StageOut(BaseModel):
+    model_config = ConfigDict(
+        extra="allow",
+    )
+    name: Annotated[str, Field(title="Name")]
+    kind: Annotated[Kind2, Field(title="Kind")]
+    needs: Annotated[list[str], Field(title="Needs")]
+    status: Annotated[Literal["pending"] | StageStatus, Field(title="Status")]
+    attempt: Annotated[int, Field(title="Attempt")]
+    output: Annotated[str | None, Field(title="Output")]
+    error: Annotated[str | None, Field(title="Error")]
+    inputs: Annotated[dict[str, Any] | None, Field(title="Inputs")]
+    job_id: Annotated[str | None, Field(title="Job Id")]
+    dataset_version_id: Annotated[str | None, Field(title="Dataset Version Id")]
+    run_id: Annotated[str | None, Field(title="Run Id")]
+    policy_eval_id: Annotated[str | None, Field(title="Policy Eval Id")]
+    created_at: Annotated[AwareDatetime | None, Field(title="Created At")]
+    finished_at: Annotated[AwareDatetime | None, Field(title="Finished At")]
+
+
 class Stuck(BaseModel):
     model_config = ConfigDict(
         extra="allow",
@@ -3212,6 +3371,37 @@ class AgreementOut(BaseModel):
     Comparisons: agreement by AI confidence max(P(A), 1-P(A)).
     """
     kappa: KappaOut
+
+
+class Judges(RootModel[list[JudgeSpec]]):
+    root: Annotated[list[JudgeSpec], Field(max_length=4, min_length=1, title="Judges")]
+    """
+    As POST /v1/policy-evals takes them; by default one 'harmlessness' judge: the base model under the pipeline's constitution.
+    """
+
+
+class EloStage(BaseModel):
+    """
+    The closing Elo evaluation of the base, SFT and RL policies.
+    """
+
+    model_config = ConfigDict(
+        extra="allow",
+    )
+    judges: Annotated[Judges | None, Field(title="Judges")] = None
+    """
+    As POST /v1/policy-evals takes them; by default one 'harmlessness' judge: the base model under the pipeline's constitution.
+    """
+    baseline: Annotated[bool | None, Field(title="Baseline")] = True
+    """
+    Also rate the base model told the constitution as its system prompt (the baseline the paper left out).
+    """
+    sampling: SamplingParams | None = None
+    """
+    How every policy samples its answers.
+    """
+    bootstrap: Annotated[int | None, Field(ge=100, le=10000, title="Bootstrap")] = 1000
+    plot: Annotated[Plot | None, Field(title="Plot")] = None
 
 
 class EvalCreate(BaseModel):
@@ -3377,6 +3567,81 @@ class PageRunOut(BaseModel):
     next_cursor: Annotated[str | None, Field(title="Next Cursor")] = None
 
 
+class PipelineCreate(BaseModel):
+    """
+    The whole recipe: SL-CAI -> SFT -> RL-CAI -> PM -> RL -> Elo (docs/PIPELINES.md).
+    """
+
+    model_config = ConfigDict(
+        extra="allow",
+    )
+    name: Annotated[str | None, Field(max_length=128, title="Name")] = ""
+    base_model: Annotated[
+        str,
+        Field(
+            max_length=128,
+            min_length=1,
+            pattern="^(run:[0-9a-f]{32}|[A-Za-z0-9._/-]+)$",
+            title="Base Model",
+        ),
+    ]
+    """
+    The model SL-CAI critiques and revises with, the SFT and PM runs start from, and the Elo evaluation's anchor.
+    """
+    constitution: Annotated[str, Field(max_length=80, min_length=1, title="Constitution")]
+    """
+    name or name@version; pinned at submission, for every stage.
+    """
+    prompts: Annotated[str, Field(max_length=32, min_length=1, title="Prompts")]
+    """
+    Red-team prompts: the SL-CAI batch.
+    """
+    rl_prompts: Annotated[RlPrompts | None, Field(title="Rl Prompts")] = None
+    """
+    The RL-CAI batch (the SFT model answers each twice and compares); default: prompts.
+    """
+    eval_prompts: Annotated[EvalPrompts | None, Field(title="Eval Prompts")] = None
+    """
+    The Elo evaluation's batch (held-out prompts); default: rl_prompts.
+    """
+    seed: Annotated[Seed | None, Field(title="Seed")] = None
+    """
+    Random if omitted.
+    """
+    chunk_size: Annotated[ChunkSize | None, Field(title="Chunk Size")] = None
+    """
+    Items per task.
+    """
+    sl_cai: JobStage | None = None
+    sft_data: SFTDataStage | None = None
+    sft: RunStageSFTConfig | None = None
+    rl_cai: JobStage | None = None
+    pref_data: PreferenceDataStage | None = None
+    pm: RunStagePMConfig | None = None
+    ppo: RunStagePPOConfig | None = None
+    """
+    Policy training stages: any of ppo, dpo, rloo, grpo; ppo if none.
+    """
+    dpo: RunStageDPOConfig | None = None
+    rloo: RunStageRLOOConfig | None = None
+    grpo: RunStageGRPOConfig | None = None
+    elo: EloStage | None = None
+
+
+class PipelineOut(BaseModel):
+    model_config = ConfigDict(
+        extra="allow",
+    )
+    id: Annotated[str, Field(title="Id")]
+    name: Annotated[str, Field(title="Name")]
+    state: PipelineState
+    error: Annotated[str | None, Field(title="Error")]
+    spec: Annotated[dict[str, Any], Field(title="Spec")]
+    stages: Annotated[list[StageOut], Field(title="Stages")]
+    created_at: Annotated[AwareDatetime, Field(title="Created At")]
+    advanced_at: Annotated[AwareDatetime | None, Field(title="Advanced At")]
+
+
 class PolicyEvalCreate(BaseModel):
     model_config = ConfigDict(
         extra="allow",
@@ -3395,7 +3660,7 @@ class PolicyEvalCreate(BaseModel):
     """
     The policy at Elo 0 (the base model); the first if omitted.
     """
-    plot: Annotated[Plot | None, Field(title="Plot")] = None
+    plot: Annotated[Plot1 | None, Field(title="Plot")] = None
     """
     The judges on the plot's x and y axes; by default helpfulness against harmlessness when both are judged, else the first two.
     """
@@ -3411,3 +3676,11 @@ class PolicyEvalCreate(BaseModel):
     """
     Items per task.
     """
+
+
+class PagePipelineOut(BaseModel):
+    model_config = ConfigDict(
+        extra="allow",
+    )
+    items: Annotated[list[PipelineOut], Field(title="Items")]
+    next_cursor: Annotated[str | None, Field(title="Next Cursor")] = None

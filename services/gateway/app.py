@@ -27,6 +27,8 @@ from services.gateway.jobs.endpoints import router as jobs
 from services.gateway.keys.endpoints import router as keys
 from services.gateway.limits import BodySizeLimit
 from services.gateway.outbox import Outbox
+from services.gateway.pipelines.advancer import Advancer as PipelineAdvancer
+from services.gateway.pipelines.endpoints import router as pipelines
 from services.gateway.policy_evals.advancer import Advancer
 from services.gateway.policy_evals.endpoints import router as policy_evals
 from services.gateway.ratelimit import RateLimiter
@@ -48,7 +50,9 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.freezer.wake()  # resume versions a stopped gateway left freezing
         app.state.policy_evals.start()
+        app.state.pipelines.start()
         yield
+        await asyncio.to_thread(app.state.pipelines.stop)
         await asyncio.to_thread(app.state.policy_evals.stop)
         await asyncio.to_thread(app.state.freezer.stop)  # the current batch finishes
         await asyncio.to_thread(app.state.outbox.stop)  # the rest: the sweeper publishes
@@ -73,6 +77,9 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     app.state.producer = make_celery(settings, name="charter-gateway")
     app.state.outbox = Outbox(app.state.sessions, app.state.producer)
     app.state.policy_evals = Advancer(app.state.sessions, settings, app.state.outbox)
+    app.state.pipelines = PipelineAdvancer(
+        app.state.sessions, settings, app.state.outbox, app.state.freezer
+    )
     app.state.rate_limiter = RateLimiter(settings)
     metrics.install(app, settings)  # /metrics: Charter's series and per-route HTTP metrics
     errors.install(app)
@@ -94,6 +101,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
         gold_sets,
         evals,
         policy_evals,
+        pipelines,
         dashboard,
     ):
         app.include_router(router)

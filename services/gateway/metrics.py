@@ -351,9 +351,10 @@ class CharterCollector(Collector):
         yield GaugeMetricFamily("charter_broker_up", "Whether the broker answered.", value=1)
         yield _gauge(
             "charter_queue_depth",
-            "Messages waiting in each model's queue (not those a worker holds).",
+            "Messages waiting in each model's queue (not those a worker holds); the runs' "
+            "models share one.",
             ["queue"],
-            ((f"model.{m}", n) for m, n in sorted(depths.items())),
+            sorted(depths.items()),  # by queue name: every run:<id> is one model.runs series
         )
 
 

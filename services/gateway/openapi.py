@@ -108,6 +108,10 @@ RAISES: dict[tuple[str, str], dict[int, str]] = {
     ("POST", "/v1/policy-evals"): {
         404: "The batch, or a constitution or feedback template a judge names, does not exist."
     },
+    ("POST", "/v1/pipelines"): {
+        404: "A batch, the constitution, or a template or constitution a stage or judge "
+        "names does not exist."
+    },
     ("GET", "/v1/constitutions/{ref}"): {422: "The ref is not name or name@version."},
     ("GET", "/v1/datasets/{ref}/export"): {409: "The version is not ready: freezing or failed."},
 }

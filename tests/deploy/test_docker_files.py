@@ -506,6 +506,10 @@ def test_celery_workers() -> None:
         test = " ".join(worker["healthcheck"]["test"])
         assert "find /tmp/charter-worker-alive -mmin -2 | grep -q ." in test
         assert any(str(v).endswith(":/models:ro") for v in worker["volumes"]), name
+        # The trainer's checkpoints, read only, served as run:<id> models loaded on demand.
+        assert "artifacts:/artifacts:ro" in worker["volumes"], name
+        default = env["CHARTER_WORKER_MODELS"].rsplit(":-", 1)[-1].rstrip("}")
+        assert "run:*" in default.split(","), name
     assert s["worker-cpu"]["build"]["dockerfile"] == "docker/worker-cpu.Dockerfile"
 
 

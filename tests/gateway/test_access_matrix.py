@@ -120,8 +120,21 @@ REQUIRED_SCOPE: dict[tuple[str, str], str] = {
     ("GET", "/v1/policy-evals/{eval_id}/report"): "read",
     ("GET", "/v1/policy-evals/{eval_id}/plot.png"): "read",
     ("POST", "/v1/policy-evals/{eval_id}/cancel"): "submit",
+    ("POST", "/v1/pipelines"): "train",
+    ("GET", "/v1/pipelines"): "read",
+    ("GET", "/v1/pipelines/{pipeline_id}"): "read",
+    ("GET", "/v1/pipelines/{pipeline_id}/stages"): "read",
+    ("POST", "/v1/pipelines/{pipeline_id}/cancel"): "train",
+    ("POST", "/v1/pipelines/{pipeline_id}/resume"): "train",
+    ("POST", "/v1/pipelines/{pipeline_id}/rerun"): "train",
 }
 # What a key with one scope may do: submitting or training needs to read what it made.
+# A pipeline submits labelling jobs and training runs: it needs both scopes.
+ALSO_NEEDS = {
+    (method, path): "submit"
+    for method, path in REQUIRED_SCOPE
+    if path.startswith("/v1/pipelines") and method == "POST"
+}
 GRANTS = {
     "admin": {"admin", "submit", "read", "train", "review"},
     "submit": {"submit", "read"},
@@ -154,6 +167,7 @@ BODY_REFERENCES = {
     ("POST", "/v1/datasets"),
     ("POST", "/v1/evals"),
     ("POST", "/v1/policy-evals"),
+    ("POST", "/v1/pipelines"),
 }
 
 NDJSON = {"Content-Type": "application/x-ndjson"}
@@ -180,6 +194,7 @@ class Owner:
     gold: str = ""  # a gold set
     evaluation: str = ""  # an evaluation of the gold set
     policy_eval: str = ""  # a policy evaluation on the batch
+    pipeline: str = ""  # a pipeline on the batch
 
     def _named(self, resource: str) -> str:
         return {
@@ -204,6 +219,7 @@ class Owner:
                 resource, self.dataset
             ),
             "eval_id": self.policy_eval if resource == "policy-evals" else self.evaluation,
+            "pipeline_id": self.pipeline,
             "queue_id": NO_QUEUE,
             "label_id": "987654321",
         }
@@ -231,6 +247,10 @@ def _policy_eval(batch: str, constitution: str) -> dict[str, Any]:
         ],
         "judges": [{"name": "harmlessness", "model": "smollm2-135m", "constitution": constitution}],
     }
+
+
+def _pipeline(batch: str, constitution: str) -> dict[str, Any]:
+    return {"base_model": "smollm2-135m", "constitution": constitution, "prompts": batch}
 
 
 def _request(method: str, path: str, owner: Owner, *, missing: bool = False) -> dict[str, Any]:
@@ -284,6 +304,8 @@ def _request(method: str, path: str, owner: Owner, *, missing: bool = False) -> 
             "configs": [{"model": "smollm2-135m", "constitution": "matrix-default"}],
         },
         ("POST", "/v1/policy-evals"): _policy_eval(batch, "matrix-default"),
+        ("POST", "/v1/pipelines"): _pipeline(batch, "matrix-default"),
+        ("POST", "/v1/pipelines/{pipeline_id}/rerun"): {"stage": "sl_cai"},
         ("POST", "/v1/datasets"): {
             "name": "matrix-labels",
             "kind": "sft",
@@ -390,6 +412,9 @@ def _seed(
     policy_eval = _policy_eval(batch["id"], constitution["name"])
     owner.policy_eval = ok(client.post("/v1/policy-evals", json=policy_eval, headers=admin))["id"]
     owner.ids |= {"policy evaluation": owner.policy_eval}
+    pipeline = _pipeline(batch["id"], constitution["name"])
+    owner.pipeline = ok(client.post("/v1/pipelines", json=pipeline, headers=admin))["id"]
+    owner.ids |= {"pipeline": owner.pipeline}
     return owner
 
 
@@ -427,7 +452,11 @@ def test_the_table_names_every_operation(make_client: Callable[..., TestClient])
 def matrix_client(make_client: Callable[..., TestClient]) -> TestClient:
     # Rate limits off: the matrix sends hundreds of bad keys from one address on purpose,
     # and a 429 would hide the 401 under test (test_rate_limits.py covers the limits).
-    return make_client(rate_limits={scope: "" for scope in keys.SCOPES}, auth_failure_limit="")
+    return make_client(
+        rate_limits={scope: "" for scope in keys.SCOPES},
+        auth_failure_limit="",
+        worker_models=["smollm2", "smollm2-135m", "m", "tiny-model", "run:*"],  # pipelines
+    )
 
 
 def test_access_matrix(
@@ -510,10 +539,11 @@ def test_access_matrix(
             response = _send(client, request, key)
             unauthorized = response.status_code == 401 and _code(response) == "unauthorized"
             expect(unauthorized, caller, method, path, response)
-        required = REQUIRED_SCOPE.get((method, path), "admin")
+        required = {REQUIRED_SCOPE.get((method, path), "admin")}
+        required |= {ALSO_NEEDS[(method, path)]} if (method, path) in ALSO_NEEDS else set()
         for scope, key in scoped.items():
             response = _send(client, request, key)
-            if required in GRANTS[scope]:
+            if required <= GRANTS[scope]:
                 expect(response.status_code not in (401, 403), scope, method, path, response)
             else:
                 forbidden = response.status_code == 403 and _code(response) == "forbidden"

@@ -19,8 +19,9 @@ from sqlalchemy.exc import OperationalError
 import charter.outbox
 import services.gateway.outbox
 from charter.core.jobs import ITEM_STATES
-from charter.db.models import Job, Label, Prompt, Worker, WorkItem, utcnow
+from charter.db.models import Job, Label, Prompt, TrainingRun, Worker, WorkItem, utcnow
 from charter.db.session import session_factory
+from charter.key_issuing import ensure_project
 from charter.outbox import publish_pending
 from charter.queue import queue_for
 from workers.engines.scripted import ScriptedEngine
@@ -748,6 +749,66 @@ def test_unknown_models_are_refused(
     for model in ("big-7b", "smollm2", "m"):
         response = client.post("/v1/jobs", json={**spec, "model": model}, headers=admin_headers)
         assert response.status_code == 202, response.text
+
+
+def _run(engine: Engine, project: str, type: str, status: str, artifact: bool = True) -> str:
+    """A training run of ``project`` as the trainer leaves it (an artifact when asked)."""
+    with session_factory(engine)() as session, session.begin():
+        run = TrainingRun(
+            project_id=ensure_project(session, project).id,
+            type=type,
+            config={},
+            status=status,
+            artifact_uri=f"file:///artifacts/runs/{type}/model" if artifact else None,
+        )
+        session.add(run)
+        session.flush()
+        return run.id
+
+
+def test_a_run_model_is_taken_once_a_worker_serves_run_models(
+    client: TestClient, admin_headers: dict[str, str], ready: Batches, engine: Engine
+) -> None:
+    """A completed run finished after the workers started: a worker that announces
+    ``run:*`` loads it on demand, so the gateway takes jobs on it from then on."""
+    spec = {"type": "generate", "batch_id": ready["prompts"], "constitution": "default"}
+    sft, pm = _run(engine, "alpha", "sft", "completed"), _run(engine, "alpha", "pm", "completed")
+    queued = _run(engine, "alpha", "sft", "queued", artifact=False)
+
+    def post(run_id: str) -> Any:
+        return client.post(
+            "/v1/jobs", json={**spec, "model": f"run:{run_id}"}, headers=admin_headers
+        )
+
+    body = _error(post(sft), 422, "model")
+    assert "unknown model" in body["detail"] and "run:*" in body["detail"], body
+    with session_factory(engine)() as session, session.begin():  # serves only what it lists
+        session.add(Worker(id="gpu:1", hostname="gpu", pid=1, engine="vllm", models=["big-7b"]))
+    _error(post(sft), 422, "model")
+    with session_factory(engine)() as session, session.begin():
+        session.add(Worker(id="gpu:2", hostname="gpu", pid=2, engine="vllm", models=["run:*"]))
+    job = post(sft)
+    assert job.status_code == 202, job.text
+    assert job.json()["model"] == f"run:{sft}"
+    assert "preference model" in _error(post(pm), 422, "model")["detail"]
+    assert f"run:{queued} is queued" in _error(post(queued), 422, "model")["detail"]
+    # run:* names no model a job can be put on.
+    _error(client.post("/v1/jobs", json={**spec, "model": "run:*"}, headers=admin_headers), 422)
+
+
+def test_the_gateways_own_worker_list_counts_for_run_models(
+    make_client: Any, admin_headers: dict[str, str], default_document: Any, engine: Engine
+) -> None:
+    client = make_client(worker_models=["smollm2", "run:*"])
+    pushed = client.post("/v1/constitutions", json=default_document, headers=admin_headers)
+    assert pushed.status_code in (200, 201), pushed.text
+    batch = client.post(
+        "/v1/batches", json={"name": "b", "rows": PROMPTS[:2]}, headers=admin_headers
+    ).json()
+    sft = _run(engine, "alpha", "sft", "completed")
+    spec = {"type": "generate", "batch_id": batch["id"], "constitution": "default"}
+    job = client.post("/v1/jobs", json={**spec, "model": f"run:{sft}"}, headers=admin_headers)
+    assert job.status_code == 202, job.text
 
 
 def test_scopes_for_jobs(api: Any, client: TestClient, make_headers: Any, ready: Batches) -> None:

@@ -100,6 +100,10 @@ SEMANTIC_422 = {
     "POST /v1/policy-evals": "the batch must hold prompts; each policy's and judge's model "
     "must be served and its principle exist; names unique, anchor and plot among them",
     "GET /v1/policy-evals": "cursor",
+    "POST /v1/pipelines": "the batches must hold prompts; the models must be served (run:* "
+    "among them); a mix source must be an SFT dataset; judges' names unique",
+    "GET /v1/pipelines": "cursor",
+    "POST /v1/pipelines/{pipeline_id}/rerun": "the stage must be one of the pipeline's",
 }
 
 
@@ -198,6 +202,7 @@ def test_statuses_follow_what_each_route_does(document: dict[str, Any]) -> None:
             ("POST", "/v1/runs"),
             ("POST", "/v1/evals"),
             ("POST", "/v1/policy-evals"),
+            ("POST", "/v1/pipelines"),
         )
         if "{" not in path and (method, path) not in names_objects:
             assert "404" not in codes, (method, path)

@@ -97,6 +97,7 @@ class ScriptedEngine:
         self.choice_fn = choice_fn
         self.calls: list[tuple[str, int]] = []
         """One ``(operation, batch size)`` entry per call, for tests."""
+        self.closed = False
 
     def _respond(self, conversation: Conversation, params: SamplingParams, seed: int | None) -> str:
         text: Any = None
@@ -137,3 +138,7 @@ class ScriptedEngine:
                 res = ChoiceLogprobs(a=float(res[0]), b=float(res[1]))
             out.append(res)
         return out
+
+    def close(self) -> None:
+        """Nothing to release: there is no model (``closed`` tells tests it was called)."""
+        self.closed = True

@@ -25,6 +25,7 @@ Prompts, answer-letter ids and stop ids follow the rules shared with the vLLM en
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -180,6 +181,15 @@ class TransformersEngine:
             raise ValueError(f"{sorted(fixed)} take effect only when the model loads")
         self.config = self.config.replace(**changes)
         return self.config
+
+    def close(self) -> None:
+        """Drop the model and hand its freed CUDA memory back: unusable afterwards."""
+        if getattr(self, "model", None) is None:
+            return
+        self.model = None
+        gc.collect()  # the weights go only once nothing refers to them
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
 
     # ------------------------------------------------------------------ tokenisation
 

@@ -26,7 +26,11 @@ so under ``if __name__ == "__main__":``.
 
 from __future__ import annotations
 
+import contextlib
+import gc
+import importlib
 import json
+import logging
 import math
 import os
 from collections.abc import Sequence
@@ -36,6 +40,8 @@ from typing import Any
 from charter.core.engine import ChoiceLogprobs, Conversation, SamplingParams
 from charter.core.engine_config import EngineConfig
 from workers.engines.chat_tokens import ChatTokens
+
+log = logging.getLogger(__name__)
 
 TOP_LOGPROBS = 20
 """Top-k log-probs requested per scored position (vLLM's default ``max_logprobs``)."""
@@ -267,15 +273,46 @@ class VLLMEngine:
         }
 
     def close(self) -> None:
-        """Stop vLLM's engine process (best effort); the engine is unusable afterwards."""
+        """Stop vLLM's engine and free what it held (best effort); the engine is unusable
+        afterwards.
+
+        The engine-core process that ``shutdown`` ends holds the weights and KV cache;
+        run in-process, they go with the last reference to the ``LLM``, and the
+        distributed state vLLM set up is torn down so that another model can load.
+        """
         llm = getattr(self, "_llm", None)
         if llm is None:
             return
+        self._llm = None
         core = getattr(getattr(llm, "llm_engine", None), "engine_core", None)
         shutdown = getattr(core, "shutdown", None)
         if callable(shutdown):
-            shutdown()
-        self._llm = None
+            try:
+                shutdown()
+            except Exception:  # the memory is freed below all the same, if it can be
+                log.exception("vLLM's engine core did not shut down cleanly")
+        del llm, core, shutdown
+        try:
+            parallel_state = importlib.import_module("vllm.distributed.parallel_state")
+        except ImportError:
+            parallel_state = None
+        for name in ("destroy_model_parallel", "destroy_distributed_environment"):
+            teardown = getattr(parallel_state, name, None)
+            if callable(teardown):
+                with contextlib.suppress(Exception):  # nothing was set up: nothing to undo
+                    teardown()
+        gc.collect()
+        empty_cuda_cache()
+
+
+def empty_cuda_cache() -> None:
+    """Hand the CUDA caching allocator's free blocks back to the device, if torch has one."""
+    try:
+        import torch
+    except ImportError:
+        return
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def _lookup(step: Any, token_id: int) -> float:

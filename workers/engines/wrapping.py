@@ -27,5 +27,9 @@ class WrappedEngine:
         results."""
         return self.inner.config
 
+    def close(self) -> None:
+        """Closes the wrapped engine: a wrapper holds no model of its own."""
+        self.inner.close()
+
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)

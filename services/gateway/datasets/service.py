@@ -319,6 +319,12 @@ def require_ready(dataset: Dataset, version: DatasetVersion, *, field: str = "re
     raise Conflict(f"dataset {ref} is {version.state}: {version.error}", field=field)
 
 
+def check_mix(session: Session, project_id: str, kind: str, mix: MixSpec) -> str:
+    """The ``name@version`` a ``kind`` dataset mixing ``mix`` in would read, after the
+    checks :func:`create` makes of it (errors name ``mix.<field>``)."""
+    return _mix_source(session, project_id, kind, mix)[1]["source"]
+
+
 def _mix_source(
     session: Session, project_id: str, kind: str, mix: MixSpec
 ) -> tuple[DatasetVersion, dict[str, Any]]:

@@ -15,6 +15,7 @@ from charter.core.jobs import (
     ACTIVE_STATES,
     BUILTIN_SMOLLM2,
     FINAL_JOB_STATUSES,
+    RUN_MODELS,
     ItemState,
     JobParams,
     JobStatus,
@@ -101,6 +102,15 @@ def known_models(session: Session, settings: Settings) -> set[str]:
     return _configured_models(settings) | {m for models in announced for m in models}
 
 
+def serves_run_models(session: Session, settings: Settings) -> bool:
+    """Whether some worker loads any completed run's model on demand: one registered
+    worker announced ``run:*``, or the gateway's own worker list has it (as known models
+    count the configured ones)."""
+    if RUN_MODELS in settings.worker_models:
+        return True
+    return any(RUN_MODELS in models for models in session.scalars(select(Worker.models)))
+
+
 def _check_model(session: Session, settings: Settings, project_id: str, model: str) -> None:
     run = runs.model_run(session, project_id, model, field="model")
     if run is not None and run.type == "pm":
@@ -111,10 +121,13 @@ def _check_model(session: Session, settings: Settings, project_id: str, model: s
         raise Invalid(f"{model} reported no model artifact", field="model")
     if model in _configured_models(settings):
         return  # no need to read the workers' announcements
+    if run is not None and serves_run_models(session, settings):
+        return
     known = known_models(session, settings)
     if model not in known:
+        hint = f"; none serves {RUN_MODELS}" if run is not None else ""
         raise Invalid(
-            f"unknown model {model!r}: no configuration or worker serves it "
+            f"unknown model {model!r}: no configuration or worker serves it{hint} "
             f"(known: {', '.join(sorted(known))})",
             field="model",
         )

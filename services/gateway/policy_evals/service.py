@@ -63,6 +63,17 @@ def _compare_spec(judge: plans.JudgeSpec, batch_id: str, seed: int, chunk: int |
     )
 
 
+def pin_judge(
+    session: Session, project_id: str, judge: plans.JudgeSpec, settings: Settings
+) -> plans.JudgeSpec:
+    """The judge with its constitution as ``name@version`` and its template version
+    pinned, after every check its compare job will meet (but its batch's)."""
+    pinned = jobs.pin(session, project_id, _compare_spec(judge, "-", 0, None), settings)
+    return judge.model_copy(
+        update={"constitution": pinned.ref, "feedback_template": pinned.params["feedback_template"]}
+    )
+
+
 def submit(
     session: Session, project_id: str, body: PolicyEvalCreate, settings: Settings
 ) -> tuple[PolicyEval, list[Job]]:
@@ -86,15 +97,10 @@ def submit(
     seed = body.seed if body.seed is not None else secrets.randbelow(2**62)
     judges = []
     for index, judge in enumerate(body.judges):
-        spec = _compare_spec(judge, batch.id, seed, body.chunk_size)
         try:
-            pinned = jobs.pin(session, project_id, spec, settings)
+            judges.append(pin_judge(session, project_id, judge, settings).model_dump(mode="json"))
         except CharterError as exc:
             raise _field_of(exc, f"body.judges.{index}") from exc
-        judges.append(
-            judge.model_dump(mode="json")
-            | {"constitution": pinned.ref, "feedback_template": pinned.params["feedback_template"]}
-        )
     policies = [
         p.model_copy(update={"constitution": p.constitution or judges[0]["constitution"]})
         for p in body.policies

@@ -58,7 +58,7 @@ def model_run(session: Session, project_id: str, model: str, *, field: str) -> T
         return None
     run = get(session, project_id, run_id, field=field)
     if run.status != RunStatus.COMPLETED:
-        raise Invalid(f"{model} has not completed", field=field)
+        raise Invalid(f"{model} is {run.status}: it has not completed", field=field)
     return run
 
 

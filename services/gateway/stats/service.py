@@ -27,6 +27,7 @@ from charter.core.jobs import (
     JobType,
     dataset_kind,
     job_status,
+    serves,
 )
 from charter.db.models import EvalJob, Job, Label, WorkItem, utcnow
 from charter.settings import Settings
@@ -213,7 +214,7 @@ def overview(
         session.scalars(select(Job.model).where(Job.project_id == project_id).distinct())
     )
     live = live_workers(session, project_id, now - timedelta(seconds=live_seconds))
-    served = {m for w in live for m in w.models}
+    served = [m for w in live for m in w.models]
 
     minute = _bucket(session, Label.created_at, 60)
     per_minute = dict(
@@ -275,7 +276,7 @@ def overview(
         now=now,
         hours=hours,
         queue=queue,
-        workers=[w for w in live if used_models & set(w.models)],
+        workers=[w for w in live if any(serves(w.models, m) for m in used_models)],
         live_seconds=live_seconds,
         labels_per_minute=labels_per_minute,
         finished_items=total,
@@ -289,7 +290,7 @@ def overview(
                     job_id=j.id, type=JobType(j.type), model=j.model, created_at=j.created_at
                 )
                 for j in active_jobs
-                if j.model not in served
+                if not serves(served, j.model)
             ],
         ),
     )
