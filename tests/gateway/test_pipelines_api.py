@@ -384,3 +384,19 @@ def test_two_advancers_never_submit_a_stage_twice(
         ).all()
         assert sorted((p, n, c) for p, n, c in rows) == sorted((p, "sl_cai", 1) for p in pipelines)
         assert s.scalar(select(func.count()).select_from(TrainingRun)) == 0
+
+
+def test_a_stage_that_cannot_be_submitted_fails_the_pipeline_with_the_reason(
+    client: TestClient, admin_headers: dict[str, str], harness: Harness, batches: dict[str, str]
+) -> None:
+    # No RL-CAI label is certain: the preference dataset's filter selects nothing.
+    body = _body(batches, pref_data={"min_confidence": 1.0})
+    pipeline = client.post("/v1/pipelines", json=body, headers=admin_headers).json()
+    failed = harness.until(pipeline["id"], "failed")
+    assert failed["error"] == "stage pref_data cannot be submitted: the filter matches no labels"
+    stage = _stages(failed)["pref_data"]
+    assert (stage["status"], stage["attempt"], stage["dataset_version_id"]) == ("failed", 1, None)
+    assert stage["inputs"]["body"]["filter"]["min_confidence"] == 1.0
+    assert _stages(failed)["pm"]["status"] == "pending"
+    listed = client.get("/v1/datasets", headers=admin_headers).json()["items"]
+    assert not [d for d in listed if d["kind"] == "preference"]  # nothing half-made
