@@ -13,7 +13,7 @@ from charter.cli.output import (
     UsageError,
     client,
     console,
-    details,
+    details_and_table,
     emit_json,
     errors,
     parse_json,
@@ -146,11 +146,8 @@ def status(eval_id: str, as_json: JsonOption = False) -> None:
     """An evaluation's jobs and their progress."""
     with client() as c:
         evaluation = _plain(c.evals.get(eval_id))
-    if as_json:
-        emit_json(evaluation)
-        return
-    details(evaluation, as_json=False, skip=("jobs", "configs"))
-    table(evaluation["jobs"], ["config", "variant", "job_id", "status", "counts"], as_json=False)
+    columns = ["config", "variant", "job_id", "status", "counts"]
+    details_and_table(evaluation, "jobs", columns, as_json=as_json, skip=("configs",))
 
 
 @app.command("cancel")

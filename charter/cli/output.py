@@ -139,3 +139,20 @@ def details(resource: Any, *, as_json: bool, skip: Sequence[str] = ()) -> None:
         if name not in skip:
             out.add_row(name, escape(cell(value)))
     console.print(out)
+
+
+def details_and_table(
+    resource: Any,
+    rows: str,
+    columns: Sequence[str | tuple[str, Callable[[Any], Any]]],
+    *,
+    as_json: bool,
+    skip: Sequence[str] = (),
+) -> None:
+    """One resource's fields, then its list ``rows`` as a table (``skip`` and ``rows``
+    left out of the fields); or its JSON."""
+    if as_json:
+        emit_json(resource)
+        return
+    details(resource, as_json=False, skip=(*skip, rows))
+    table(_plain(resource)[rows], columns, as_json=False)

@@ -15,7 +15,7 @@ from charter.cli.output import (
     UsageError,
     client,
     console,
-    details,
+    details_and_table,
     emit_json,
     errors,
     table,
@@ -169,11 +169,7 @@ def status(pipeline_id: str, as_json: JsonOption = False) -> None:
     """Its state and each stage's current attempt: status, attempt, output, error."""
     with client() as c:
         pipeline = _plain(c.pipelines.get(pipeline_id))
-    if as_json:
-        emit_json(pipeline)
-        return
-    details(pipeline, as_json=False, skip=("spec", "stages"))
-    table(pipeline["stages"], STAGE_COLUMNS, as_json=False)
+    details_and_table(pipeline, "stages", STAGE_COLUMNS, as_json=as_json, skip=("spec",))
 
 
 @app.command("watch")

@@ -14,7 +14,7 @@ from charter.cli.output import (
     UsageError,
     client,
     console,
-    details,
+    details_and_table,
     emit_json,
     errors,
     table,
@@ -98,11 +98,8 @@ def status(eval_id: str, as_json: JsonOption = False) -> None:
     """Its stage, its jobs and their progress."""
     with client() as c:
         evaluation = _plain(c.policy_evals.get(eval_id))
-    if as_json:
-        emit_json(evaluation)
-        return
-    details(evaluation, as_json=False, skip=("jobs", "policies", "judges"))
-    table(evaluation["jobs"], ["role", "name", "job_id", "status", "counts"], as_json=False)
+    columns = ["role", "name", "job_id", "status", "counts"]
+    details_and_table(evaluation, "jobs", columns, as_json=as_json, skip=("policies", "judges"))
 
 
 @app.command("cancel")

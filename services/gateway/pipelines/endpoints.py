@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from fastapi import APIRouter, status
 
-from charter.db.models import Pipeline
+from charter.core.pipeline_plans import Stage
+from charter.db.models import Pipeline, PipelineStage
 from services.gateway.deps import (
     Cursor,
     Limit,
@@ -26,29 +27,27 @@ _BOTH = (
 )
 
 
+_ATTEMPT = (
+    "status", "attempt", "output", "error", "inputs", "job_id", "dataset_version_id",
+    "run_id", "policy_eval_id", "created_at", "finished_at",
+)  # fmt: skip
+
+
+def _stage(stage: Stage, row: PipelineStage | None) -> StageOut:
+    """A stage with one attempt of it (None: pending, attempt 0)."""
+    attempt = (
+        dict.fromkeys(_ATTEMPT) | {"status": "pending", "attempt": 0}
+        if row is None
+        else {name: getattr(row, name) for name in _ATTEMPT}
+    )
+    return StageOut.model_validate(
+        attempt | {"name": stage.name, "kind": stage.kind, "needs": list(stage.needs)}
+    )
+
+
 def out(session: SessionDep, pipeline: Pipeline) -> PipelineOut:
     rows = service.current(session, pipeline.id)
-    stages = []
-    for stage in service.graph(pipeline):
-        row = rows.get(stage.name)
-        stages.append(
-            StageOut(
-                name=stage.name,
-                kind=stage.kind,
-                needs=list(stage.needs),
-                status=row.status if row else "pending",  # type: ignore[arg-type]
-                attempt=row.attempt if row else 0,
-                output=row.output if row else None,
-                error=row.error if row else None,
-                inputs=row.inputs if row else None,
-                job_id=row.job_id if row else None,
-                dataset_version_id=row.dataset_version_id if row else None,
-                run_id=row.run_id if row else None,
-                policy_eval_id=row.policy_eval_id if row else None,
-                created_at=row.created_at if row else None,
-                finished_at=row.finished_at if row else None,
-            )
-        )
+    stages = [_stage(stage, rows.get(stage.name)) for stage in service.graph(pipeline)]
     return PipelineOut(
         id=pipeline.id,
         name=pipeline.name,
@@ -95,26 +94,8 @@ def get_pipeline(pipeline_id: str, session: SessionDep, key: ReadKey) -> Pipelin
 def pipeline_attempts(pipeline_id: str, session: SessionDep, key: ReadKey) -> list[StageOut]:
     """Every attempt of every stage, oldest first: what each was submitted with and made."""
     pipeline = service.get(session, key.project_id, pipeline_id)
-    kinds = {s.name: s for s in service.graph(pipeline)}
-    return [
-        StageOut(
-            name=row.name,
-            kind=row.kind,  # type: ignore[arg-type]
-            needs=list(kinds[row.name].needs) if row.name in kinds else [],
-            status=row.status,  # type: ignore[arg-type]
-            attempt=row.attempt,
-            output=row.output,
-            error=row.error,
-            inputs=row.inputs,
-            job_id=row.job_id,
-            dataset_version_id=row.dataset_version_id,
-            run_id=row.run_id,
-            policy_eval_id=row.policy_eval_id,
-            created_at=row.created_at,
-            finished_at=row.finished_at,
-        )
-        for row in service.attempts(session, pipeline.id)
-    ]
+    graph = {s.name: s for s in service.graph(pipeline)}
+    return [_stage(graph[row.name], row) for row in service.attempts(session, pipeline.id)]
 
 
 @router.post("/{pipeline_id}/cancel", response_model=PipelineOut, description=_BOTH)
