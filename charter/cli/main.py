@@ -20,6 +20,7 @@ import typer
 from charter.cli import (
     audit,
     batches,
+    collective,
     constitutions,
     datasets,
     evals,
@@ -59,6 +60,7 @@ for sub, name in (
     (evals.app, "eval"),
     (policy_evals.app, "policy-eval"),
     (pipelines.app, "pipeline"),
+    (collective.app, "collective"),
 ):
     app.add_typer(sub, name=name)
 

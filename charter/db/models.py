@@ -770,3 +770,25 @@ class CritiqueTemplateVersion(_TemplateVersion, Base):
     """One version of a project's own critique template (``charter.core.critique_templates``)."""
 
     __tablename__ = "critique_templates"
+
+
+class PublicInputSet(Base):
+    """One immutable version of a public input for a collective constitution: statements
+    and who voted what on them (``charter.core.public_input``). ``data`` holds
+    ``statements`` ([{id, text, author}]), ``participants`` ([id]) and ``votes``
+    ([participant index, statement index, vote] for each vote cast); ``content_hash`` is
+    the sha256 of its canonical JSON, and the same input again answers this version."""
+
+    __tablename__ = "public_inputs"
+    __table_args__ = (UniqueConstraint("project_id", "name", "version"),)
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    project_id: Mapped[str] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(64))
+    version: Mapped[int] = mapped_column(Integer)
+    source_format: Mapped[str] = mapped_column(String(16))
+    statement_count: Mapped[int] = mapped_column(Integer)
+    participant_count: Mapped[int] = mapped_column(Integer)
+    vote_count: Mapped[int] = mapped_column(Integer)
+    content_hash: Mapped[str] = mapped_column(String(64))
+    data: Mapped[dict[str, Any]] = mapped_column(Json)
+    created_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)

@@ -650,6 +650,40 @@ class GoldSets:
         )  # fmt: skip
 
 
+class PublicInputs:
+    """Statements and votes for a collective constitution; versioned by content."""
+
+    def push(self, name: str, spec: Body = None, /, **fields: Any) -> Call[m.PublicInputOut]:
+        """A :class:`~charter.sdk.models.JsonUpload`, ``CsvUpload`` or ``PolisUpload``
+        (or its fields, ``format`` first); the same input as the latest version answers
+        that version (``created`` false)."""
+        return Call(
+            "POST", f"/v1/public-inputs/{name}", json=_body(spec, fields), model=m.PublicInputOut
+        )
+
+    def list(self) -> Call[builtins.list[m.PublicInputOut]]:
+        return Call("GET", "/v1/public-inputs", model=builtins.list[m.PublicInputOut])
+
+    def get(self, ref: str) -> Call[m.PublicInputOut]:
+        """``name`` (the latest version) or ``name@version``."""
+        return Call("GET", f"/v1/public-inputs/{ref}", model=m.PublicInputOut)
+
+    def analysis(self, ref: str, **params: Any) -> Call[m.AnalysisOut]:
+        """Opinion groups and each statement's consensus; ``params`` as the query
+        (``min_votes``, ``max_groups``, ``seed``, ``min_group_agreement``,
+        ``divisive_threshold``, ``participants``)."""
+        query = {k: v for k, v in params.items() if v is not None}
+        return Call("GET", f"/v1/public-inputs/{ref}/analysis", params=query, model=m.AnalysisOut)
+
+    def publish(self, ref: str, spec: Body = None, /, **fields: Any) -> Call[m.DraftOut]:
+        """A constitution version drafted from the statements every group agreed on
+        (a :class:`~charter.sdk.models.DraftRequest` or its fields: ``name`` first)."""
+        return Call(
+            "POST", f"/v1/public-inputs/{ref}/constitution", json=_body(spec, fields),
+            model=m.DraftOut,
+        )  # fmt: skip
+
+
 class Evals:
     """Judge evaluations: a gold set scored by judge configurations on the workers."""
 
@@ -829,4 +863,5 @@ RESOURCES: dict[str, type] = {
     "evals": Evals,
     "policy_evals": PolicyEvals,
     "pipelines": Pipelines,
+    "public_inputs": PublicInputs,
 }

@@ -88,6 +88,7 @@ class _Binds:
     evals: Any
     policy_evals: Any
     pipelines: Any
+    public_inputs: Any
 
     def _bind(self, run: Callable[[Any], Any]) -> None:
         for name, group in api.RESOURCES.items():

@@ -248,6 +248,21 @@ class CritiqueTemplateCreate(BaseModel):
     delimiters: Annotated[list[str] | None, Field(max_length=32, title="Delimiters")] = None
 
 
+class CsvUpload(BaseModel):
+    model_config = ConfigDict(
+        extra="allow",
+    )
+    format: Annotated[Literal["csv"], Field(title="Format")]
+    statements: Annotated[str, Field(title="Statements")]
+    """
+    statement,text[,author] rows. The file's text. A string is held to the gateway's max_string_chars (1 MB by 
+    """
+    votes: Annotated[str, Field(title="Votes")]
+    """
+    participant,statement,vote rows. The file's text. A string is held to the gateway's max_string_chars (1 MB by 
+    """
+
+
 class LrSchedulerType(StrEnum):
     """
     Learning-rate schedule after warm-up.
@@ -601,6 +616,42 @@ class DeliveryOut(BaseModel):
     delivered_at: Annotated[AwareDatetime | None, Field(title="Delivered At")]
 
 
+class Statements(RootModel[list[str]]):
+    root: Annotated[list[str], Field(max_length=256, min_length=1, title="Statements")]
+    """
+    Statement ids to draft from, in this order; default: the candidates.
+    """
+
+
+class DraftRequest(BaseModel):
+    model_config = ConfigDict(
+        extra="allow",
+    )
+    min_votes: Annotated[int | None, Field(ge=1, le=10000, title="Min Votes")] = 7
+    """
+    Votes a participant needs to be grouped.
+    """
+    max_groups: Annotated[int | None, Field(ge=1, le=10, title="Max Groups")] = 5
+    """
+    Most opinion groups tried.
+    """
+    seed: Annotated[int | None, Field(ge=0, le=2147483647, title="Seed")] = 0
+    name: Annotated[str, Field(pattern="^[a-z0-9][a-z0-9_-]{0,62}$", title="Name")]
+    """
+    The constitution's name.
+    """
+    description: Annotated[str | None, Field(max_length=4000, title="Description")] = ""
+    statements: Annotated[Statements | None, Field(title="Statements")] = None
+    """
+    Statement ids to draft from, in this order; default: the candidates.
+    """
+    min_group_agreement: Annotated[
+        float | None, Field(ge=0.0, le=1.0, title="Min Group Agreement")
+    ] = 0.6
+    max_divisiveness: Annotated[float | None, Field(gt=0.0, le=1.0, title="Max Divisiveness")] = 0.5
+    max_statements: Annotated[int | None, Field(ge=1, le=256, title="Max Statements")] = 64
+
+
 class Plot(RootModel[tuple[str, str]]):
     root: Annotated[tuple[str, str], Field(max_length=2, min_length=2, title="Plot")]
 
@@ -939,6 +990,28 @@ class GoldSetOut(BaseModel):
     created: Annotated[bool | None, Field(title="Created")] = None
 
 
+class GroupOut(BaseModel):
+    model_config = ConfigDict(
+        extra="allow",
+    )
+    index: Annotated[int, Field(title="Index")]
+    size: Annotated[int, Field(title="Size")]
+    x: Annotated[float, Field(title="X")]
+    y: Annotated[float, Field(title="Y")]
+
+
+class GroupVotesOut(BaseModel):
+    model_config = ConfigDict(
+        extra="allow",
+    )
+    agree: Annotated[int, Field(title="Agree")]
+    disagree: Annotated[int, Field(title="Disagree")]
+    passed: Annotated[int, Field(title="Passed")]
+    seen: Annotated[int, Field(title="Seen")]
+    p_agree: Annotated[float, Field(title="P Agree")]
+    p_disagree: Annotated[float, Field(title="P Disagree")]
+
+
 class HeadToHeadOut(BaseModel):
     model_config = ConfigDict(
         extra="allow",
@@ -1031,6 +1104,21 @@ class JobType(StrEnum):
     revise = "revise"
     compare = "compare"
     generate = "generate"
+
+
+class JsonUpload(BaseModel):
+    model_config = ConfigDict(
+        extra="allow",
+    )
+    format: Annotated[Literal["json"], Field(title="Format")]
+    statements: Annotated[list[Any], Field(max_length=10000, title="Statements")]
+    """
+    [{id, text, author?}]; ids are strings or integers.
+    """
+    votes: Annotated[list[Any], Field(title="Votes")]
+    """
+    [{participant, statement, vote}]; a vote is 1, -1, 0 or agree, disagree, pass.
+    """
 
 
 class Name(RootModel[str]):
@@ -1672,6 +1760,17 @@ class PageMetricOut(BaseModel):
     next_cursor: Annotated[str | None, Field(title="Next Cursor")] = None
 
 
+class ParticipantOut(BaseModel):
+    model_config = ConfigDict(
+        extra="allow",
+    )
+    id: Annotated[str, Field(title="Id")]
+    group: Annotated[int | None, Field(title="Group")]
+    x: Annotated[float | None, Field(title="X")]
+    y: Annotated[float | None, Field(title="Y")]
+    n_votes: Annotated[int, Field(title="N Votes")]
+
+
 class RlPrompts(RootModel[str]):
     root: Annotated[str, Field(max_length=32, min_length=1, title="Rl Prompts")]
     """
@@ -1769,6 +1868,21 @@ class Constitution1(RootModel[str]):
     root: Annotated[str, Field(max_length=80, min_length=1, title="Constitution")]
     """
     The constitution its generate job names (and tells it, with system_prompt 'constitution'); the first judge's if omitted.
+    """
+
+
+class PolisUpload(BaseModel):
+    model_config = ConfigDict(
+        extra="allow",
+    )
+    format: Annotated[Literal["polis"], Field(title="Format")]
+    comments: Annotated[str, Field(title="Comments")]
+    """
+    A Polis export's comments.csv. The file's text. A string is held to the gateway's max_string_chars (1 MB by 
+    """
+    participants_votes: Annotated[str, Field(title="Participants Votes")]
+    """
+    A Polis export's participants-votes.csv. The file's text. A string is held to the gateway's max_string_chars (1 MB by 
     """
 
 
@@ -1964,6 +2078,23 @@ class PromptRow(RootModel[PromptRow5 | PromptRow6 | PromptRow7 | PromptRow8]):
     """
     A prompt (plain text or chat messages) with optional supplied responses.
     """
+
+
+class PublicInputOut(BaseModel):
+    model_config = ConfigDict(
+        extra="allow",
+    )
+    id: Annotated[str, Field(title="Id")]
+    name: Annotated[str, Field(title="Name")]
+    version: Annotated[int, Field(title="Version")]
+    ref: Annotated[str, Field(title="Ref")]
+    source_format: Annotated[str, Field(title="Source Format")]
+    statement_count: Annotated[int, Field(title="Statement Count")]
+    participant_count: Annotated[int, Field(title="Participant Count")]
+    vote_count: Annotated[int, Field(title="Vote Count")]
+    content_hash: Annotated[str, Field(title="Content Hash")]
+    created_at: Annotated[AwareDatetime, Field(title="Created At")]
+    created: Annotated[bool | None, Field(title="Created")] = None
 
 
 class Strategy(StrEnum):
@@ -2508,6 +2639,32 @@ class StageStatus(StrEnum):
     superseded = "superseded"
 
 
+class StatementOut(BaseModel):
+    model_config = ConfigDict(
+        extra="allow",
+    )
+    id: Annotated[str, Field(title="Id")]
+    text: Annotated[str, Field(title="Text")]
+    consensus: Annotated[float, Field(title="Consensus")]
+    """
+    Product over groups of P(agree).
+    """
+    disagree_consensus: Annotated[float, Field(title="Disagree Consensus")]
+    divisiveness: Annotated[float, Field(title="Divisiveness")]
+    """
+    Half the spread of the groups' net lean, [0, 1).
+    """
+    groups: Annotated[list[GroupVotesOut], Field(title="Groups")]
+    candidate: Annotated[bool, Field(title="Candidate")]
+    """
+    Every group agrees at least min_group_agreement.
+    """
+    divisive: Annotated[bool, Field(title="Divisive")]
+    """
+    divisiveness >= divisive_threshold.
+    """
+
+
 class Format(StrEnum):
     chat = "chat"
     plain = "plain"
@@ -2742,6 +2899,118 @@ class ServicesGatewayReviewsSchemasItemOut(BaseModel):
     """
 
 
+class Reasoning(RootModel[str]):
+    root: Annotated[str, Field(max_length=8000, title="Reasoning")] = None
+
+
+class ComparisonExample(BaseModel):
+    """
+    A worked comparison: the answer letter the feedback model should give.
+    """
+
+    model_config = ConfigDict(
+        extra="allow",
+    )
+    prompt: Annotated[str, Field(max_length=8000, min_length=1, title="Prompt")]
+    response_a: Annotated[str, Field(max_length=8000, min_length=1, title="Response A")]
+    response_b: Annotated[str, Field(max_length=8000, min_length=1, title="Response B")]
+    principle: Annotated[str, Field(max_length=4000, min_length=1, title="Principle")]
+    answer: Annotated[str, Field(pattern="^[AB]$", title="Answer")]
+    reasoning: Annotated[Reasoning | None, Field(title="Reasoning")] = None
+
+
+class ComparisonPrinciple(BaseModel):
+    """
+    An RL-CAI principle: the question the feedback model answers with (A) or (B).
+    """
+
+    model_config = ConfigDict(
+        extra="allow",
+    )
+    id: Annotated[str, Field(pattern="^[a-z0-9][a-z0-9_-]{0,62}$", title="Id")]
+    text: Annotated[str, Field(max_length=4000, min_length=1, title="Text")]
+
+
+class CritiqueExample(BaseModel):
+    """
+    A worked critique/revision round shown to the model before the real one.
+    """
+
+    model_config = ConfigDict(
+        extra="allow",
+    )
+    prompt: Annotated[str, Field(max_length=8000, min_length=1, title="Prompt")]
+    response: Annotated[str, Field(max_length=8000, min_length=1, title="Response")]
+    critique_request: Annotated[str, Field(max_length=4000, min_length=1, title="Critique Request")]
+    critique: Annotated[str, Field(max_length=8000, min_length=1, title="Critique")]
+    revision_request: Annotated[str, Field(max_length=4000, min_length=1, title="Revision Request")]
+    revision: Annotated[str, Field(max_length=8000, min_length=1, title="Revision")]
+
+
+class CritiquePrinciple(BaseModel):
+    """
+    An SL-CAI principle: a critique request paired with its revision request.
+    """
+
+    model_config = ConfigDict(
+        extra="allow",
+    )
+    id: Annotated[str, Field(pattern="^[a-z0-9][a-z0-9_-]{0,62}$", title="Id")]
+    critique: Annotated[str, Field(max_length=4000, min_length=1, title="Critique")]
+    revision: Annotated[str, Field(max_length=4000, min_length=1, title="Revision")]
+
+
+class Constitution2(BaseModel):
+    """
+    A written constitution: the two principle sets of Bai et al. (2022).
+    """
+
+    model_config = ConfigDict(
+        extra="allow",
+    )
+    name: Annotated[str, Field(pattern="^[a-z0-9][a-z0-9_-]{0,62}$", title="Name")]
+    description: Annotated[str | None, Field(max_length=4000, title="Description")] = ""
+    critique_principles: Annotated[
+        list[CritiquePrinciple] | None,
+        Field(max_length=256, title="Critique Principles", validate_default=True),
+    ] = []
+    comparison_principles: Annotated[
+        list[ComparisonPrinciple] | None,
+        Field(max_length=256, title="Comparison Principles", validate_default=True),
+    ] = []
+    critique_examples: Annotated[
+        list[CritiqueExample] | None,
+        Field(max_length=32, title="Critique Examples", validate_default=True),
+    ] = []
+    comparison_examples: Annotated[
+        list[ComparisonExample] | None,
+        Field(max_length=32, title="Comparison Examples", validate_default=True),
+    ] = []
+    metadata: Annotated[dict[str, Any] | None, Field(title="Metadata")] = None
+
+
+class AnalysisOut(BaseModel):
+    model_config = ConfigDict(
+        extra="allow",
+    )
+    public_input: Annotated[str, Field(title="Public Input")]
+    parameters: Annotated[dict[str, Any], Field(title="Parameters")]
+    k: Annotated[int, Field(title="K")]
+    groups: Annotated[list[GroupOut], Field(title="Groups")]
+    silhouettes: Annotated[dict[str, float], Field(title="Silhouettes")]
+    explained_variance_ratio: Annotated[list[float], Field(title="Explained Variance Ratio")]
+    grouped: Annotated[int, Field(title="Grouped")]
+    excluded: Annotated[int, Field(title="Excluded")]
+    statements: Annotated[list[StatementOut], Field(title="Statements")]
+    """
+    By consensus, highest first.
+    """
+    participants: Annotated[list[ParticipantOut] | None, Field(title="Participants")] = None
+    """
+    With participants=true: each one's group and position.
+    """
+
+
 class BatchCreate(BaseModel):
     model_config = ConfigDict(
         extra="allow",
@@ -2863,6 +3132,21 @@ class DiffOut(BaseModel):
     from_version: Annotated[int, Field(title="From Version")]
     to_version: Annotated[int, Field(title="To Version")]
     diff: ConstitutionDiff
+
+
+class DraftOut(BaseModel):
+    model_config = ConfigDict(
+        extra="allow",
+    )
+    constitution: Annotated[str, Field(title="Constitution")]
+    """
+    The version published, name@version.
+    """
+    created: Annotated[bool, Field(title="Created")]
+    statements: Annotated[list[StatementOut], Field(title="Statements")]
+    """
+    The statements drafted from, in order.
+    """
 
 
 class ErrorBody(BaseModel):

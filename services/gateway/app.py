@@ -31,6 +31,7 @@ from services.gateway.pipelines.advancer import Advancer as PipelineAdvancer
 from services.gateway.pipelines.endpoints import router as pipelines
 from services.gateway.policy_evals.advancer import Advancer
 from services.gateway.policy_evals.endpoints import router as policy_evals
+from services.gateway.public_inputs.endpoints import router as public_inputs
 from services.gateway.ratelimit import RateLimiter
 from services.gateway.request_id import CharterAPI
 from services.gateway.reviews.endpoints import router as reviews
@@ -102,6 +103,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
         evals,
         policy_evals,
         pipelines,
+        public_inputs,
         dashboard,
     ):
         app.include_router(router)

@@ -38,6 +38,7 @@ from fastapi.routing import APIRoute, iter_route_contexts
 from fastapi.utils import create_model_field
 from pydantic import BaseModel, ConfigDict, Field
 
+from charter.core.constitution import Constitution
 from charter.settings import Settings
 
 
@@ -125,7 +126,11 @@ ALSO_ANSWERS: dict[tuple[str, str], tuple[int, int, str]] = {
 }
 # Routes whose path parameter names what the request creates, so it is never "not found".
 NO_404: frozenset[tuple[str, str]] = frozenset(
-    {("POST", "/v1/datasets/{name}/upload"), ("POST", "/v1/gold-sets/{name}")}
+    {
+        ("POST", "/v1/datasets/{name}/upload"),
+        ("POST", "/v1/gold-sets/{name}"),
+        ("POST", "/v1/public-inputs/{name}"),
+    }
 )
 
 # (source method, path, status) -> [(target method, path, link parameters)].
@@ -259,8 +264,20 @@ def _operation_ids(schema: dict[str, Any]) -> dict[tuple[str, str], str]:
     }
 
 
+def _document_constitution(schema: dict[str, Any]) -> None:
+    """The constitution route reads its body itself (JSON or YAML): declare the JSON
+    body's real shape, so clients (and generated requests) see what is accepted."""
+    body = Constitution.model_json_schema(ref_template="#/components/schemas/{model}")
+    components = schema["components"].setdefault("schemas", {})
+    components.update(body.pop("$defs", {}))
+    components["Constitution"] = body
+    content = schema["paths"]["/v1/constitutions"]["post"]["requestBody"]["content"]
+    content["application/json"]["schema"] = {"$ref": "#/components/schemas/Constitution"}
+
+
 def _post_process(schema: dict[str, Any], settings: Settings) -> None:
     schema.setdefault("components", {})["securitySchemes"] = SECURITY_SCHEMES
+    _document_constitution(schema)
     for path, operations in schema["paths"].items():
         for operation in operations.values():
             if path.startswith("/v1/"):

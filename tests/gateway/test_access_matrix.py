@@ -108,6 +108,11 @@ REQUIRED_SCOPE: dict[tuple[str, str], str] = {
     ("GET", "/v1/gold-sets"): "read",
     ("GET", "/v1/gold-sets/{ref}"): "read",
     ("GET", "/v1/gold-sets/{ref}/items"): "read",
+    ("POST", "/v1/public-inputs/{name}"): "submit",
+    ("GET", "/v1/public-inputs"): "read",
+    ("GET", "/v1/public-inputs/{ref}"): "read",
+    ("GET", "/v1/public-inputs/{ref}/analysis"): "read",
+    ("POST", "/v1/public-inputs/{ref}/constitution"): "submit",
     ("POST", "/v1/evals"): "submit",
     ("GET", "/v1/evals"): "read",
     ("GET", "/v1/evals/attacks"): "read",
@@ -144,7 +149,11 @@ GRANTS = {
 }
 # The path names what the request creates in the caller's own project, not an object:
 # another project's key gets what a never-used name gets (not a 404).
-CREATES_BY_NAME = {("POST", "/v1/datasets/{name}/upload"), ("POST", "/v1/gold-sets/{name}")}
+CREATES_BY_NAME = {
+    ("POST", "/v1/datasets/{name}/upload"),
+    ("POST", "/v1/gold-sets/{name}"),
+    ("POST", "/v1/public-inputs/{name}"),
+}
 # The fleet is shared by design: every project sees the same workers (items_done counts
 # the caller's own labels only), so there are no owner rows to hide.
 SHARED = {("GET", "/v1/workers")}
@@ -173,6 +182,12 @@ BODY_REFERENCES = {
 NDJSON = {"Content-Type": "application/x-ndjson"}
 LEASE = {"lease_token": "not-the-lease-token", "owner": "matrix"}
 GOLD_ROW = {"prompt": "Owner's gold?", "response_a": "yes", "response_b": "no", "answer": "a"}
+OWNER_VOTE = {"participant": "owner-voter", "statement": "owner-statement", "vote": 1}
+PUBLIC_INPUT = {
+    "format": "json",
+    "statements": [{"id": "owner-statement", "text": "Owner's statement."}],
+    "votes": [OWNER_VOTE],
+}
 
 
 @dataclass
@@ -195,6 +210,7 @@ class Owner:
     evaluation: str = ""  # an evaluation of the gold set
     policy_eval: str = ""  # a policy evaluation on the batch
     pipeline: str = ""  # a pipeline on the batch
+    public_input: str = ""  # statements and votes
 
     def _named(self, resource: str) -> str:
         return {
@@ -203,6 +219,7 @@ class Owner:
             "critique-templates": self.critique_template,
             "gold-sets": self.gold,
             "evals": self.gold,
+            "public-inputs": self.public_input,
         }.get(resource, self.dataset)
 
     def path_values(self, path: str) -> dict[str, str]:
@@ -215,9 +232,11 @@ class Owner:
             "webhook_id": self.webhook,
             "delivery_id": self.delivery,
             "ref": f"{self._named(resource)}@1",
-            "name": {"constitutions": self.constitution, "gold-sets": self.gold}.get(
-                resource, self.dataset
-            ),
+            "name": {
+                "constitutions": self.constitution,
+                "gold-sets": self.gold,
+                "public-inputs": self.public_input,
+            }.get(resource, self.dataset),
             "eval_id": self.policy_eval if resource == "policy-evals" else self.evaluation,
             "pipeline_id": self.pipeline,
             "queue_id": NO_QUEUE,
@@ -306,6 +325,10 @@ def _request(method: str, path: str, owner: Owner, *, missing: bool = False) -> 
         ("POST", "/v1/policy-evals"): _policy_eval(batch, "matrix-default"),
         ("POST", "/v1/pipelines"): _pipeline(batch, "matrix-default"),
         ("POST", "/v1/pipelines/{pipeline_id}/rerun"): {"stage": "sl_cai"},
+        # Refused after authorisation (a vote that is no vote): names are per project, as
+        # for gold sets below.
+        ("POST", "/v1/public-inputs/{name}"): PUBLIC_INPUT | {"votes": [OWNER_VOTE | {"vote": 2}]},
+        ("POST", "/v1/public-inputs/{ref}/constitution"): {"name": "matrix-collective"},
         ("POST", "/v1/datasets"): {
             "name": "matrix-labels",
             "kind": "sft",
@@ -415,6 +438,9 @@ def _seed(
     pipeline = _pipeline(batch["id"], constitution["name"])
     owner.pipeline = ok(client.post("/v1/pipelines", json=pipeline, headers=admin))["id"]
     owner.ids |= {"pipeline": owner.pipeline}
+    owner.public_input = f"owner-public-{tag}"
+    ok(client.post(f"/v1/public-inputs/{owner.public_input}", json=PUBLIC_INPUT, headers=admin))
+    owner.ids |= {"public input": owner.public_input}
     return owner
 
 

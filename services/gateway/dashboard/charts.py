@@ -136,10 +136,12 @@ def line_chart(
     empty: str = "no data yet",
     width: int = WIDTH,
     x_time: bool = False,
+    lines: bool = True,
 ) -> Markup:
     """One polyline per series with a marker per point; ``x_format`` labels the x ticks
     and ``x_data`` writes each point's ``data-x`` (times: :func:`clock`, :func:`iso`, with
-    ``x_time`` for ticks on round clock times)."""
+    ``x_time`` for ticks on round clock times). ``lines=False`` draws the markers only
+    (a scatter of groups)."""
     parts = _frame(title, x_label, y_label, "line", width)
     xs = [x for s in series for x, _ in s.points]
     ys = [y for s in series for _, y in s.points]
@@ -166,7 +168,8 @@ def line_chart(
         radius = 2.5 if len(points) <= DENSE else 1.0  # markers of a dense series: a line
         path = " ".join(f"{px(x):.1f},{py(y):.1f}" for x, y in points)
         parts.append(f'<g class="series {css}" data-series="{escape(s.name)}">')
-        parts.append(f'<polyline class="line" points="{path}"/>')
+        if lines:
+            parts.append(f'<polyline class="line" points="{path}"/>')
         for x, y in points:
             parts.append(
                 f'<circle class="point" cx="{px(x):.1f}" cy="{py(y):.1f}" r="{radius}" '

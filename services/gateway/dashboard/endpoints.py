@@ -42,6 +42,9 @@ from services.gateway.jobs import service as jobs
 from services.gateway.policy_evals import endpoints as policy_eval_api
 from services.gateway.policy_evals import report as policy_eval_report
 from services.gateway.policy_evals import service as policy_evals
+from services.gateway.public_inputs import endpoints as public_input_api
+from services.gateway.public_inputs import service as public_inputs
+from services.gateway.public_inputs.schemas import AnalysisQuery
 from services.gateway.reviews import service as reviews
 from services.gateway.reviews.schemas import VerdictCreate
 from services.gateway.runs import service as runs
@@ -643,4 +646,54 @@ def policy_eval_page(
         report=data,
         evaluation=policy_eval_api.out(session, run),
         plot=plot,
+    )
+
+
+# --------------------------------------------------------------------------- public inputs
+
+
+@router.get("/public-inputs")
+def public_input_list(request: Request, session: SessionDep, key: CurrentKey) -> HTMLResponse:
+    rows = public_inputs.listing(session, key.project_id)
+    return page(request, "public_inputs.html", inputs=[public_input_api.out(r) for r in rows])
+
+
+@router.get("/public-inputs/{ref}")
+def public_input_page(
+    request: Request,
+    ref: str,
+    session: SessionDep,
+    key: CurrentKey,
+    query: Annotated[AnalysisQuery, Query()],
+) -> HTMLResponse:
+    """The opinion map, the consensus ranking and the divisive statements: the numbers
+    of ``GET /v1/public-inputs/{ref}/analysis``, drawn."""
+    row = public_inputs.resolve(session, key.project_id, ref)
+    query = query.model_copy(update={"participants": True})
+    analysis = public_input_api.analysis_out(row, public_inputs.analyse(row, query), query)
+    members = analysis.participants or []
+    placed = [p for p in members if p.x is not None and p.y is not None]
+    groups = [(f"group {g.index} ({g.size})", g.index) for g in analysis.groups]
+    series = [
+        charts.Series(name, [(p.x, p.y) for p in placed if p.group == index])
+        for name, index in [*groups, ("too few votes", None)]
+    ]
+    opinion_map = charts.line_chart(
+        [s for s in series if s.points],
+        title="Opinion map: each participant on the votes' first two components",
+        x_label="component 1",
+        y_label="component 2",
+        y_zero=False,
+        lines=False,
+    )
+    return page(
+        request,
+        "public_input.html",
+        public_input=public_input_api.out(row),
+        analysis=analysis,
+        query=query,
+        opinion_map=opinion_map,
+        divisive=sorted(
+            (s for s in analysis.statements if s.divisive), key=lambda s: -s.divisiveness
+        ),
     )
