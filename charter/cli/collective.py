@@ -10,6 +10,7 @@ from typing import Annotated, Any
 import typer
 
 from charter.cli.output import JsonOption, UsageError, client, console, emit_json, table
+from charter.cli.progress import watch_jobs
 
 app = typer.Typer(
     help="Collective constitutions: public statements and votes.", no_args_is_help=True
@@ -125,16 +126,106 @@ def analyse(
     )  # fmt: skip
 
 
+Statements = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--statement",
+        help="A statement id to draft from (repeatable, in order); default: the candidates.",
+    ),
+]
+WordingJob = Annotated[
+    str | None, typer.Option(help="A finished wording job whose answers word the principles.")
+]
+WordingFile = Annotated[
+    Path | None,
+    typer.Option(
+        "--wording", help="YAML/JSON: statement id -> {comparison, critique, revision}, your edits."
+    ),
+]
+
+
+def _wording(path: Path | None) -> dict[str, Any] | None:
+    if path is None:
+        return None
+    import yaml
+
+    try:
+        loaded = yaml.safe_load(_text(path))
+    except yaml.YAMLError as exc:
+        raise UsageError(f"{path}: not YAML or JSON ({exc})") from exc
+    if not isinstance(loaded, dict):
+        raise UsageError(f"{path}: a mapping of statement id -> {{comparison, critique, revision}}")
+    return {str(k): v for k, v in loaded.items()}
+
+
+def _draft_body(
+    name: str, statement: list[str] | None, wording_job: str | None, wording: Path | None,
+    min_votes: int | None, max_groups: int | None, seed: int | None,
+    min_group_agreement: float | None,
+) -> dict[str, Any]:  # fmt: skip
+    return {
+        "name": name, "statements": statement or None, "min_votes": min_votes,
+        "max_groups": max_groups, "seed": seed, "min_group_agreement": min_group_agreement,
+        "wording_job": wording_job, "wording": _wording(wording),
+    }  # fmt: skip
+
+
+@app.command("draft")
+def draft(
+    ref: Annotated[str, typer.Argument(help="name or name@version.")],
+    name: Annotated[str, typer.Option(help="The constitution's name.")],
+    statement: Statements = None,
+    wording_job: WordingJob = None,
+    wording: WordingFile = None,
+    min_votes: MinVotes = None,
+    max_groups: MaxGroups = None,
+    seed: Seed = None,
+    min_group_agreement: Agreement = None,
+) -> None:
+    """Print the constitution a publish with these options would make (YAML), to review;
+    nothing is stored."""
+    import yaml
+
+    body = _draft_body(
+        name, statement, wording_job, wording, min_votes, max_groups, seed, min_group_agreement
+    )
+    with client() as c:
+        preview = c.public_inputs.draft(ref, **body)
+    document = preview.constitution
+    typer.echo(yaml.safe_dump(document, sort_keys=False, allow_unicode=True, width=100), nl=False)
+
+
+@app.command("word")
+def word(
+    ref: Annotated[str, typer.Argument(help="name or name@version.")],
+    constitution: Annotated[
+        str, typer.Option(help="A constitution drafted from REF (name@version): its statements.")
+    ],
+    model: Annotated[str | None, typer.Option(help="The model that words them.")] = None,
+    watch: Annotated[bool, typer.Option(help="Follow the job until it ends.")] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Ask a model to word the statements as principles (a generate job)."""
+    with client() as c:
+        job = c.public_inputs.wording_job(ref, constitution, model)
+        if watch:
+            watch_jobs(c, [job.id], console=console)
+    if as_json:
+        emit_json(job)
+        return
+    console.print(
+        f"job {job.id} ({job.item_count} prompts); then: charter collective publish {ref} "
+        f"--name NAME --wording-job {job.id} [--wording EDITS.yaml]"
+    )
+
+
 @app.command("publish")
 def publish(
     ref: Annotated[str, typer.Argument(help="name or name@version.")],
     name: Annotated[str, typer.Option(help="The constitution's name.")],
-    statement: Annotated[
-        list[str] | None,
-        typer.Option(
-            help="A statement id to draft from (repeatable, in order); default: the candidates."
-        ),
-    ] = None,
+    statement: Statements = None,
+    wording_job: WordingJob = None,
+    wording: WordingFile = None,
     min_votes: MinVotes = None,
     max_groups: MaxGroups = None,
     seed: Seed = None,
@@ -142,10 +233,9 @@ def publish(
     as_json: JsonOption = False,
 ) -> None:
     """Publish a constitution version drafted from the statements every group agreed on."""
-    body = {
-        "name": name, "statements": statement or None, "min_votes": min_votes,
-        "max_groups": max_groups, "seed": seed, "min_group_agreement": min_group_agreement,
-    }  # fmt: skip
+    body = _draft_body(
+        name, statement, wording_job, wording, min_votes, max_groups, seed, min_group_agreement
+    )
     with client() as c:
         result = c.public_inputs.publish(ref, **body)
     if as_json:

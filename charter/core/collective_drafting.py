@@ -8,14 +8,20 @@ templates that quote the statement verbatim, so the public's words reach the fee
 model unedited. The constitution's ``metadata.provenance`` records where each principle
 came from: the public input's version and hash, the analysis parameters, and each
 statement's per-group agreement, so a label can be traced to the votes behind it.
+
+The wording can be the model's: :func:`wording_prompts` asks a model, as an ordinary
+``generate`` job, to word each statement three ways; :func:`wording_from_completions`
+reads its answers back; a person may then edit any of them before publishing. Each
+principle's provenance says whose wording it carries (``template``, ``model`` or
+``edited``).
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Any, Literal
 
 from charter.core.collective import Analysis, StatementResult
 from charter.core.constitution import (
@@ -36,8 +42,34 @@ REVISION_TEMPLATE = (
     'Rewrite the assistant\'s response so that it follows this principle: "{statement}", '
     "keeping whatever in it was helpful."
 )
+KINDS: tuple[WordingKind, ...] = ("comparison", "critique", "revision")
+WORDING_REQUESTS: dict[str, str] = {
+    "comparison": "Rewrite the statement below as one question that asks which of two AI "
+    "assistant responses better follows it. Keep its meaning exactly. Answer with the question "
+    "only.",
+    "critique": "Rewrite the statement below as one instruction to point out every way in which "
+    "an AI assistant's last response fails to follow it. Keep its meaning exactly. Answer with "
+    "the instruction only.",
+    "revision": "Rewrite the statement below as one instruction to rewrite an AI assistant's "
+    "response so that it follows the statement. Keep its meaning exactly. Answer with the "
+    "instruction only.",
+}
+MAX_WORDING_CHARS = 4000  # a principle's text limit
 _SLUG = re.compile(r"[^a-z0-9_-]+")
 _ID_BUDGET = 56  # PRINCIPLE_ID_PATTERN allows 63 characters; room for "public-" and a suffix
+
+
+WordingKind = Literal["comparison", "critique", "revision"]
+WordingOrigin = Literal["template", "model", "edited"]
+
+
+@dataclass(frozen=True)
+class Wording:
+    """One statement's principle texts; None keeps the template's."""
+
+    comparison: str | None = None
+    critique: str | None = None
+    revision: str | None = None
 
 
 @dataclass(frozen=True)
@@ -65,6 +97,50 @@ def _quoted(text: str) -> str:
     return " ".join(text.split()).replace('"', "'")
 
 
+def wording_prompts(statements: Sequence[str]) -> list[str]:
+    """The prompts of a wording job: for each statement, in order, one per :data:`KINDS`."""
+    return [
+        f"{WORDING_REQUESTS[kind]}\n\nStatement: {_quoted(text)}"
+        for text in statements
+        for kind in KINDS
+    ]
+
+
+def _clean(completion: str | None) -> str | None:
+    """A model's answer as a principle text: its first paragraph, unquoted; None when
+    nothing usable is left (the template is kept)."""
+    if completion is None:
+        return None
+    text = " ".join(completion.strip().split("\n\n", 1)[0].split()).strip("\"'` ")
+    return text[:MAX_WORDING_CHARS] or None
+
+
+def wording_from_completions(
+    statement_ids: Sequence[str], completions: Mapping[int, str | None]
+) -> dict[str, Wording]:
+    """Each statement's wording from a wording job's answers, by prompt position
+    (:func:`wording_prompts`' order); a missing or empty answer keeps the template."""
+    return {
+        sid: Wording(
+            **{
+                kind: _clean(completions.get(index * len(KINDS) + k))
+                for k, kind in enumerate(KINDS)
+            }
+        )
+        for index, sid in enumerate(statement_ids)
+    }
+
+
+def _merge(base: Wording | None, edits: Wording | None) -> tuple[Wording, dict[str, WordingOrigin]]:
+    merged, origin = Wording(), dict[str, WordingOrigin]()
+    for kind in KINDS:
+        edited, suggested = getattr(edits or Wording(), kind), getattr(base or Wording(), kind)
+        text = edited or suggested
+        merged = replace(merged, **{kind: text})
+        origin[kind] = "edited" if edited else "model" if suggested else "template"
+    return merged, origin
+
+
 def draft(
     name: str,
     statements: Sequence[StatementResult],
@@ -73,24 +149,32 @@ def draft(
     *,
     parameters: dict[str, Any],
     description: str = "",
+    suggested: Mapping[str, Wording] | None = None,
+    edits: Mapping[str, Wording] | None = None,
 ) -> Constitution:
     """The constitution of ``statements`` (in the given order), with their provenance.
+    A statement's texts are its ``edits``, else its ``suggested`` (a wording job's)
+    texts, else the templates'.
 
     Raises ``ValueError`` (pydantic's) when the result is no valid constitution, e.g. no
     statement given or a statement too long for a principle."""
     taken: set[str] = set()
     ids = [principle_id(s.id, taken) for s in statements]
+    wordings = [_merge((suggested or {}).get(s.id), (edits or {}).get(s.id)) for s in statements]
     comparison = tuple(
-        ComparisonPrinciple(id=pid, text=COMPARISON_TEMPLATE.format(statement=_quoted(s.text)))
-        for pid, s in zip(ids, statements, strict=True)
+        ComparisonPrinciple(
+            id=pid,
+            text=w.comparison or COMPARISON_TEMPLATE.format(statement=_quoted(s.text)),
+        )
+        for pid, s, (w, _) in zip(ids, statements, wordings, strict=True)
     )
     critique = tuple(
         CritiquePrinciple(
             id=pid,
-            critique=CRITIQUE_TEMPLATE.format(statement=_quoted(s.text)),
-            revision=REVISION_TEMPLATE.format(statement=_quoted(s.text)),
+            critique=w.critique or CRITIQUE_TEMPLATE.format(statement=_quoted(s.text)),
+            revision=w.revision or REVISION_TEMPLATE.format(statement=_quoted(s.text)),
         )
-        for pid, s in zip(ids, statements, strict=True)
+        for pid, s, (w, _) in zip(ids, statements, wordings, strict=True)
     )
     provenance = {
         "kind": "collective",
@@ -108,8 +192,13 @@ def draft(
                 "consensus": round(s.consensus, 6),
                 "divisiveness": round(s.divisiveness, 6),
                 "group_agreement": [round(g.p_agree, 6) for g in s.groups],
+                "votes": [
+                    {"agree": g.agree, "disagree": g.disagree, "passed": g.passed, "seen": g.seen}
+                    for g in s.groups
+                ],
+                "wording": origin,
             }
-            for pid, s in zip(ids, statements, strict=True)
+            for pid, s, (_, origin) in zip(ids, statements, wordings, strict=True)
         ],
     }
     return Constitution(

@@ -775,8 +775,9 @@ class CritiqueTemplateVersion(_TemplateVersion, Base):
 class PublicInputSet(Base):
     """One immutable version of a public input for a collective constitution: statements
     and who voted what on them (``charter.core.public_input``). ``data`` holds
-    ``statements`` ([{id, text, author}]), ``participants`` ([id]) and ``votes``
-    ([participant index, statement index, vote] for each vote cast); ``content_hash`` is
+    ``statements`` ([{id, text, author}]), ``participants`` ([id]) and ``votes`` (the
+    votes cast as packed arrays, ``services.gateway.public_inputs.service.to_data``);
+    ``content_hash`` is
     the sha256 of its canonical JSON, and the same input again answers this version."""
 
     __tablename__ = "public_inputs"

@@ -675,6 +675,20 @@ class PublicInputs:
         query = {k: v for k, v in params.items() if v is not None}
         return Call("GET", f"/v1/public-inputs/{ref}/analysis", params=query, model=m.AnalysisOut)
 
+    def draft(self, ref: str, spec: Body = None, /, **fields: Any) -> Call[m.DraftPreview]:
+        """The constitution :meth:`publish` would make with these fields, to review and
+        edit (``wording``); nothing is stored."""
+        return Call(
+            "POST", f"/v1/public-inputs/{ref}/draft", json=_body(spec, fields),
+            model=m.DraftPreview,
+        )  # fmt: skip
+
+    def wording_job(self, ref: str, constitution: str, model: str | None = None) -> Call[m.JobOut]:
+        """A ``generate`` job in which ``model`` words the statements of ``constitution``
+        (drafted from ``ref``); pass its id as ``wording_job`` once it has finished."""
+        body = _body(None, {"constitution": constitution, "model": model})
+        return Call("POST", f"/v1/public-inputs/{ref}/wording-jobs", json=body, model=m.JobOut)
+
     def publish(self, ref: str, spec: Body = None, /, **fields: Any) -> Call[m.DraftOut]:
         """A constitution version drafted from the statements every group agreed on
         (a :class:`~charter.sdk.models.DraftRequest` or its fields: ``name`` first)."""

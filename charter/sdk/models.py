@@ -623,33 +623,11 @@ class Statements(RootModel[list[str]]):
     """
 
 
-class DraftRequest(BaseModel):
-    model_config = ConfigDict(
-        extra="allow",
-    )
-    min_votes: Annotated[int | None, Field(ge=1, le=10000, title="Min Votes")] = 7
+class WordingJob(RootModel[str]):
+    root: Annotated[str, Field(max_length=32, min_length=1, title="Wording Job")]
     """
-    Votes a participant needs to be grouped.
+    A completed wording job of this input: its answers word the principles.
     """
-    max_groups: Annotated[int | None, Field(ge=1, le=10, title="Max Groups")] = 5
-    """
-    Most opinion groups tried.
-    """
-    seed: Annotated[int | None, Field(ge=0, le=2147483647, title="Seed")] = 0
-    name: Annotated[str, Field(pattern="^[a-z0-9][a-z0-9_-]{0,62}$", title="Name")]
-    """
-    The constitution's name.
-    """
-    description: Annotated[str | None, Field(max_length=4000, title="Description")] = ""
-    statements: Annotated[Statements | None, Field(title="Statements")] = None
-    """
-    Statement ids to draft from, in this order; default: the candidates.
-    """
-    min_group_agreement: Annotated[
-        float | None, Field(ge=0.0, le=1.0, title="Min Group Agreement")
-    ] = 0.6
-    max_divisiveness: Annotated[float | None, Field(gt=0.0, le=1.0, title="Max Divisiveness")] = 0.5
-    max_statements: Annotated[int | None, Field(ge=1, le=256, title="Max Statements")] = 64
 
 
 class Plot(RootModel[tuple[str, str]]):
@@ -2804,6 +2782,58 @@ class VerdictOut(BaseModel):
     updated_at: Annotated[AwareDatetime, Field(title="Updated At")]
 
 
+class Comparison(RootModel[str]):
+    root: Annotated[str, Field(max_length=4000, min_length=1, title="Comparison")]
+
+
+class Critique(RootModel[str]):
+    root: Annotated[str, Field(max_length=4000, min_length=1, title="Critique")]
+
+
+class Revision(RootModel[str]):
+    root: Annotated[str, Field(max_length=4000, min_length=1, title="Revision")]
+
+
+class WordingIn(BaseModel):
+    """
+    A statement's principle texts as a person edited them; omitted ones are kept.
+    """
+
+    model_config = ConfigDict(
+        extra="allow",
+    )
+    comparison: Annotated[Comparison | None, Field(title="Comparison")] = None
+    critique: Annotated[Critique | None, Field(title="Critique")] = None
+    revision: Annotated[Revision | None, Field(title="Revision")] = None
+
+
+class Seed5(RootModel[int]):
+    root: Annotated[int, Field(ge=0, le=4611686018427388000, title="Seed")]
+
+
+class WordingJobCreate(BaseModel):
+    model_config = ConfigDict(
+        extra="allow",
+    )
+    constitution: Annotated[str, Field(max_length=80, min_length=1, title="Constitution")]
+    """
+    A constitution version drafted from this public input (name@version): its statements are worded, and the job runs under it.
+    """
+    model: Annotated[
+        str | None,
+        Field(
+            max_length=128,
+            min_length=1,
+            pattern="^(run:[0-9a-f]{32}|[A-Za-z0-9._/-]+)$",
+            title="Model",
+        ),
+    ] = "smollm2"
+    """
+    The model that words the principles.
+    """
+    seed: Annotated[Seed5 | None, Field(title="Seed")] = None
+
+
 class WorkerOnline(BaseModel):
     model_config = ConfigDict(
         extra="allow",
@@ -3146,6 +3176,54 @@ class DraftOut(BaseModel):
     statements: Annotated[list[StatementOut], Field(title="Statements")]
     """
     The statements drafted from, in order.
+    """
+
+
+class DraftPreview(BaseModel):
+    model_config = ConfigDict(
+        extra="allow",
+    )
+    constitution: Annotated[dict[str, Any], Field(title="Constitution")]
+    """
+    The constitution document as it would be published; edit the wording with `wording`, or push an edited copy to POST /v1/constitutions.
+    """
+    statements: Annotated[list[StatementOut], Field(title="Statements")]
+
+
+class DraftRequest(BaseModel):
+    model_config = ConfigDict(
+        extra="allow",
+    )
+    min_votes: Annotated[int | None, Field(ge=1, le=10000, title="Min Votes")] = 7
+    """
+    Votes a participant needs to be grouped.
+    """
+    max_groups: Annotated[int | None, Field(ge=1, le=10, title="Max Groups")] = 5
+    """
+    Most opinion groups tried.
+    """
+    seed: Annotated[int | None, Field(ge=0, le=2147483647, title="Seed")] = 0
+    name: Annotated[str, Field(pattern="^[a-z0-9][a-z0-9_-]{0,62}$", title="Name")]
+    """
+    The constitution's name.
+    """
+    description: Annotated[str | None, Field(max_length=4000, title="Description")] = ""
+    statements: Annotated[Statements | None, Field(title="Statements")] = None
+    """
+    Statement ids to draft from, in this order; default: the candidates.
+    """
+    min_group_agreement: Annotated[
+        float | None, Field(ge=0.0, le=1.0, title="Min Group Agreement")
+    ] = 0.6
+    max_divisiveness: Annotated[float | None, Field(gt=0.0, le=1.0, title="Max Divisiveness")] = 0.5
+    max_statements: Annotated[int | None, Field(ge=1, le=256, title="Max Statements")] = 64
+    wording_job: Annotated[WordingJob | None, Field(title="Wording Job")] = None
+    """
+    A completed wording job of this input: its answers word the principles.
+    """
+    wording: Annotated[dict[str, WordingIn] | None, Field(title="Wording")] = None
+    """
+    Statement id -> edited texts; they win over the wording job's and the templates'.
     """
 
 

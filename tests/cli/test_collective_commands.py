@@ -43,6 +43,18 @@ def test_push_analyse_and_publish(live: str, tmp_path: Path) -> None:  # noqa: F
     )
     assert published["constitution"] == "town-charter@1"
     assert [s["id"] for s in published["statements"]] == top
+    drafted = run("collective", "draft", "town", "--name", "town-three", "--min-votes", "4")
+    assert "comparison_principles:" in drafted and "public-1" in drafted
+    assert "town-three" not in [c["name"] for c in as_json("constitutions", "list")]
+    edits = tmp_path / "edits.yaml"
+    edits.write_text("'8':\n  comparison: Which response explains itself better?\n")
+    edited = as_json(
+        "collective", "publish", "town", "--name", "town-three", "--min-votes", "4",
+        "--wording", str(edits),
+    )  # fmt: skip
+    assert edited["constitution"] == "town-three@1"
+    word = as_json("collective", "word", "town", "--constitution", "town-three@1", "--model", "m")
+    assert word["type"] == "generate" and word["item_count"] == 3 * len(AGREED)
     chosen = run(
         "collective", "publish", "town", "--name", "town-two", "--min-votes", "4",
         "--statement", "4", "--statement", "1",

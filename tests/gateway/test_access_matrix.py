@@ -113,6 +113,8 @@ REQUIRED_SCOPE: dict[tuple[str, str], str] = {
     ("GET", "/v1/public-inputs/{ref}"): "read",
     ("GET", "/v1/public-inputs/{ref}/analysis"): "read",
     ("POST", "/v1/public-inputs/{ref}/constitution"): "submit",
+    ("POST", "/v1/public-inputs/{ref}/draft"): "submit",
+    ("POST", "/v1/public-inputs/{ref}/wording-jobs"): "submit",
     ("POST", "/v1/evals"): "submit",
     ("GET", "/v1/evals"): "read",
     ("GET", "/v1/evals/attacks"): "read",
@@ -329,6 +331,8 @@ def _request(method: str, path: str, owner: Owner, *, missing: bool = False) -> 
         # for gold sets below.
         ("POST", "/v1/public-inputs/{name}"): PUBLIC_INPUT | {"votes": [OWNER_VOTE | {"vote": 2}]},
         ("POST", "/v1/public-inputs/{ref}/constitution"): {"name": "matrix-collective"},
+        ("POST", "/v1/public-inputs/{ref}/draft"): {"name": "matrix-collective"},
+        ("POST", "/v1/public-inputs/{ref}/wording-jobs"): {"constitution": "matrix-default"},
         ("POST", "/v1/datasets"): {
             "name": "matrix-labels",
             "kind": "sft",

@@ -109,6 +109,9 @@ SEMANTIC_422 = {
     "GET /v1/public-inputs/{ref}/analysis": "someone must have cast min_votes votes",
     "POST /v1/public-inputs/{ref}/constitution": "the statements must be the input's, or some "
     "must pass the thresholds; someone must have cast min_votes votes",
+    "POST /v1/public-inputs/{ref}/draft": "as the constitution route",
+    "POST /v1/public-inputs/{ref}/wording-jobs": "the constitution must be one drafted from "
+    "this input; the model must be served",
 }
 
 

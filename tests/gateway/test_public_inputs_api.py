@@ -14,6 +14,10 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from charter.db.session import session_factory
+from workers.engines.scripted import ScriptedEngine
+from workers.runner import ChunkRunner
+
 STATEMENTS = [
     ("1", "The AI should not help anyone cause physical harm."),
     ("2", "The AI should be honest about what it does not know."),
@@ -276,3 +280,120 @@ def test_another_projects_public_input_is_not_found(
     assert client.get("/v1/public-inputs/town/analysis", headers=other).status_code == 404
     response = client.post("/v1/public-inputs/town/constitution", json={"name": "x"}, headers=other)
     assert response.status_code == 404
+
+
+def test_a_draft_is_previewed_and_edited_before_anything_is_stored(
+    client: TestClient, admin_headers: dict[str, str]
+) -> None:
+    _push(client, admin_headers, json_upload())
+    body = {"name": "town-charter", "min_votes": 4}
+    preview = client.post("/v1/public-inputs/town/draft", json=body, headers=admin_headers)
+    assert preview.status_code == 200, preview.text
+    document = preview.json()["constitution"]
+    assert len(document["comparison_principles"]) == len(AGREED)
+    assert client.get("/v1/constitutions", headers=admin_headers).json() == []  # nothing stored
+    edited = {"8": {"comparison": "Which response explains its reasoning better?"}}
+    published = client.post(
+        "/v1/public-inputs/town/constitution",
+        json=body | {"wording": edited},
+        headers=admin_headers,
+    )
+    assert published.status_code == 201, published.text
+    content = client.get("/v1/constitutions/town-charter@1", headers=admin_headers).json()[
+        "content"
+    ]
+    texts = {p["id"]: p["text"] for p in content["comparison_principles"]}
+    assert texts["public-8"] == "Which response explains its reasoning better?"
+    assert STATEMENTS[0][1] in texts["public-1"]  # the others keep the template's wording
+    origins = {
+        p["statement_id"]: p["wording"] for p in content["metadata"]["provenance"]["principles"]
+    }
+    assert origins["8"] == {"comparison": "edited", "critique": "template", "revision": "template"}
+    assert origins["1"]["comparison"] == "template"
+    stray = client.post(
+        "/v1/public-inputs/town/draft",
+        json=body | {"wording": {"4": {"critique": "x"}}},  # a divisive statement: not drafted
+        headers=admin_headers,
+    )
+    assert stray.status_code == 422 and stray.json()["field"] == "wording"
+
+
+def test_a_model_words_the_principles_as_a_job_and_a_person_edits_them(
+    client: TestClient, admin_headers: dict[str, str], engine: Any, settings: Any
+) -> None:
+    _push(client, admin_headers, json_upload())
+    body = {"name": "town-charter", "min_votes": 4}
+    assert (
+        client.post(
+            "/v1/public-inputs/town/constitution", json=body, headers=admin_headers
+        ).status_code
+        == 201
+    )
+    not_drafted = client.post(
+        "/v1/public-inputs/town/wording-jobs",
+        json={"constitution": "nowhere"},
+        headers=admin_headers,
+    )
+    assert not_drafted.status_code == 404 and not_drafted.json()["field"] == "constitution"
+    created = client.post(
+        "/v1/public-inputs/town/wording-jobs",
+        json={"constitution": "town-charter@1", "model": "m"},
+        headers=admin_headers,
+    )
+    assert created.status_code == 202, created.text
+    job = created.json()
+    assert job["type"] == "generate" and job["item_count"] == 3 * len(AGREED)
+    too_soon = client.post(
+        "/v1/public-inputs/town/draft",
+        json=body | {"wording_job": job["id"]},
+        headers=admin_headers,
+    )
+    assert too_soon.status_code == 409 and too_soon.json()["field"] == "wording_job"
+
+    def word(conversation: Any, params: Any) -> str | None:
+        asked = conversation[-1]["content"]
+        statement = asked.rsplit("Statement: ", 1)[1]
+        if "reasoning" in statement:
+            return ""  # nothing usable: the template stays
+        kind = "question" if "question" in asked else "instruction"
+        return f'"A {kind} about: {statement}"\n\nI hope this helps.'
+
+    runner = ChunkRunner(
+        session_factory(engine),
+        {"m": ScriptedEngine(model_name="m", responses=word)},
+        settings,
+        "w",
+    )
+    for chunk in range(job["chunk_count"]):
+        runner.run_chunk(job["id"], chunk)
+    edits = {"2": {"revision": "Rewrite the response so it admits what it does not know."}}
+    published = client.post(
+        "/v1/public-inputs/town/constitution",
+        json=body | {"wording_job": job["id"], "wording": edits},
+        headers=admin_headers,
+    )
+    assert published.status_code == 201, published.text
+    assert published.json()["constitution"] == "town-charter@2"
+    content = client.get("/v1/constitutions/town-charter@2", headers=admin_headers).json()[
+        "content"
+    ]
+    comparison = {p["id"]: p["text"] for p in content["comparison_principles"]}
+    critique = {p["id"]: p for p in content["critique_principles"]}
+    assert (
+        comparison["public-1"] == f"A question about: {STATEMENTS[0][1]}"
+    )  # first paragraph, unquoted
+    assert critique["public-1"]["critique"] == f"A instruction about: {STATEMENTS[0][1]}"
+    assert critique["public-2"]["revision"] == edits["2"]["revision"]
+    assert STATEMENTS[7][1] in comparison["public-8"]  # the model gave nothing: the template's
+    origins = {
+        p["statement_id"]: p["wording"] for p in content["metadata"]["provenance"]["principles"]
+    }
+    assert origins["1"] == {"comparison": "model", "critique": "model", "revision": "model"}
+    assert origins["2"]["revision"] == "edited" and origins["8"]["comparison"] == "template"
+    assert content["metadata"]["provenance"]["parameters"]["wording_job"] == job["id"]
+    not_wording = client.post(
+        "/v1/public-inputs/town/draft",
+        json=body | {"wording_job": "0" * 32},
+        headers=admin_headers,
+    )
+    assert not_wording.status_code == 404

@@ -15,11 +15,11 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from charter.core import refs
 from charter.core.constitution import canonical_json
 from charter.core.documents import Bounds
 from charter.db.models import GoldItem, GoldSet, Prompt
-from charter.errors import CharterError, Invalid, NotFound
+from charter.errors import CharterError, Invalid
+from services.gateway import versioned
 from services.gateway.batches import service as batches
 from services.gateway.gold.schemas import MAX_ROWS, NAME_PATTERN, GoldRow
 from services.gateway.jsonl import MAX_LINE_BYTES, parse_stream
@@ -49,17 +49,12 @@ def content_hash(rows: Sequence[GoldRow]) -> str:
     return digest.hexdigest()
 
 
-def _latest(session: Session, project_id: str, name: str) -> GoldSet | None:
-    query = select(GoldSet).filter_by(project_id=project_id, name=name)
-    return session.scalar(query.order_by(GoldSet.version.desc()).limit(1))
-
-
 def push(
     session: Session, project_id: str, name: str, rows: Sequence[GoldRow]
 ) -> tuple[GoldSet, bool]:
     """A new version of ``name`` with ``rows``, or the latest when its rows are these."""
     digest = content_hash(rows)
-    latest = _latest(session, project_id, name)
+    latest = versioned.latest(session, GoldSet, project_id, name)
     if latest is not None and latest.content_hash == digest:
         return latest, False
     batch = batches.create(
@@ -119,19 +114,10 @@ def resolve(
     malformed: type[CharterError] = Invalid,
 ) -> GoldSet:
     """``name`` (latest version) or ``name@version`` of the project's gold sets."""
-    try:
-        name, version = refs.parse_ref(ref, NAME_PATTERN, what="gold set")
-    except ValueError as exc:
-        raise malformed(str(exc), field=field) from exc
-    if version is None:
-        gold = _latest(session, project_id, name)
-    else:
-        gold = session.scalar(
-            select(GoldSet).filter_by(project_id=project_id, name=name, version=version)
-        )
-    if gold is None:
-        raise NotFound(f"gold set {ref!r} not found", field=field)
-    return gold
+    return versioned.resolve(
+        session, GoldSet, project_id, ref, name_pattern=NAME_PATTERN, what="gold set",
+        field=field, malformed=malformed,
+    )  # fmt: skip
 
 
 def listing(session: Session, project_id: str) -> Sequence[GoldSet]:

@@ -17,7 +17,7 @@ def job_status_of(job: Job, counts: dict[str, int]) -> JobStatus:
     return job_status(counts, job.status == JobStatus.CANCELLED)
 
 
-def _out(job: Job, counts: dict[str, int]) -> JobOut:
+def out(job: Job, counts: dict[str, int]) -> JobOut:
     return JobOut(
         id=job.id,
         type=job.type,
@@ -43,7 +43,7 @@ def submit_job(
     job = service.submit(session, key.project_id, body, settings)
     state = request.app.state
     after_commit(request, lambda: state.outbox.publish(job.id, job.model, job.chunk_count))
-    return _out(job, {ItemState.QUEUED: job.item_count})
+    return out(job, {ItemState.QUEUED: job.item_count})
 
 
 @router.get("/jobs", response_model=Page[JobOut])
@@ -52,19 +52,19 @@ def list_jobs(
 ) -> Page[JobOut]:
     jobs, next_cursor = service.page(session, key.project_id, cursor, limit)
     counts = service.counts(session, [j.id for j in jobs])
-    return Page(items=[_out(j, counts[j.id]) for j in jobs], next_cursor=next_cursor)
+    return Page(items=[out(j, counts[j.id]) for j in jobs], next_cursor=next_cursor)
 
 
 @router.get("/jobs/{job_id}", response_model=JobOut)
 def get_job(job_id: str, session: SessionDep, key: ReadKey) -> JobOut:
     job = service.get(session, key.project_id, job_id)
-    return _out(job, service.counts(session, [job.id])[job.id])
+    return out(job, service.counts(session, [job.id])[job.id])
 
 
 @router.post("/jobs/{job_id}/cancel", response_model=JobOut)
 def cancel_job(job_id: str, session: SessionDep, key: SubmitKey) -> JobOut:
     job = service.cancel(session, key.project_id, job_id)
-    return _out(job, service.counts(session, [job.id])[job.id])
+    return out(job, service.counts(session, [job.id])[job.id])
 
 
 @router.get("/jobs/{job_id}/results", response_model=Page[LabelOut])

@@ -5,11 +5,14 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query, Response, status
+from fastapi import APIRouter, Path, Query, Request, Response, status
 
 from charter.core import collective
+from charter.core.jobs import ItemState
 from charter.db.models import PublicInputSet
 from services.gateway.deps import ReadKey, SessionDep, SettingsDep, SubmitKey
+from services.gateway.jobs.endpoints import out as job_out
+from services.gateway.jobs.schemas import JobOut
 from services.gateway.public_inputs import service
 from services.gateway.public_inputs.schemas import (
     NAME_PATTERN,
@@ -17,6 +20,7 @@ from services.gateway.public_inputs.schemas import (
     AnalysisParameters,
     AnalysisQuery,
     DraftOut,
+    DraftPreview,
     DraftRequest,
     GroupOut,
     GroupVotesOut,
@@ -24,8 +28,9 @@ from services.gateway.public_inputs.schemas import (
     PublicInputOut,
     StatementOut,
     Upload,
+    WordingJobCreate,
 )
-from services.gateway.unit_of_work import UnitOfWorkRoute
+from services.gateway.unit_of_work import UnitOfWorkRoute, after_commit
 
 router = APIRouter(prefix="/v1/public-inputs", tags=["collective"], route_class=UnitOfWorkRoute)
 
@@ -136,6 +141,47 @@ def analyse_public_input(
 
 
 @router.post(
+    "/{ref}/draft",
+    response_model=DraftPreview,
+    summary="Preview the constitution a publish would make, to review and edit; stores nothing",
+)
+def draft_collective_constitution(
+    ref: str, request: DraftRequest, session: SessionDep, key: SubmitKey
+) -> DraftPreview:
+    row = service.resolve(session, key.project_id, ref)
+    constitution, chosen = service.draft(session, key.project_id, row, request)
+    return DraftPreview(
+        constitution=constitution.model_dump(mode="json"),
+        statements=[_chosen_out(s, request) for s in chosen],
+    )
+
+
+@router.post(
+    "/{ref}/wording-jobs",
+    response_model=JobOut,
+    status_code=status.HTTP_202_ACCEPTED,
+    summary="Ask a model to word a drafted constitution's statements as principles (a "
+    "generate job)",
+    description="Three prompts per statement (comparison, critique, revision wording) as an "
+    "ordinary `generate` job under the drafted constitution; once it has finished, pass its id "
+    "as `wording_job` to the draft and publish routes, and edit what it wrote with `wording`.",
+)
+def create_wording_job(
+    ref: str,
+    body: WordingJobCreate,
+    request: Request,
+    session: SessionDep,
+    settings: SettingsDep,
+    key: SubmitKey,
+) -> JobOut:
+    row = service.resolve(session, key.project_id, ref)
+    job = service.submit_wording_job(session, key.project_id, row, body, settings)
+    outbox = request.app.state.outbox
+    after_commit(request, lambda: outbox.publish(job.id, job.model, job.chunk_count))
+    return job_out(job, {ItemState.QUEUED: job.item_count})
+
+
+@router.post(
     "/{ref}/constitution",
     response_model=DraftOut,
     status_code=status.HTTP_201_CREATED,
@@ -163,12 +209,13 @@ def publish_collective_constitution(
     return DraftOut(
         constitution=f"{request.name}@{version.version}",
         created=created,
-        statements=[
-            statement_out(
-                s,
-                min_group_agreement=request.min_group_agreement,
-                divisive_threshold=request.max_divisiveness,
-            )
-            for s in chosen
-        ],
+        statements=[_chosen_out(s, request) for s in chosen],
+    )
+
+
+def _chosen_out(s: collective.StatementResult, request: DraftRequest) -> StatementOut:
+    return statement_out(
+        s,
+        min_group_agreement=request.min_group_agreement,
+        divisive_threshold=request.max_divisiveness,
     )

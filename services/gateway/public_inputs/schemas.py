@@ -6,6 +6,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from charter.core.constitution import NAME_PATTERN as CONSTITUTION_NAME
+from charter.core.jobs import BUILTIN_SMOLLM2, MODEL_PATTERN
 
 NAME_PATTERN = r"[a-z0-9][a-z0-9._-]{0,63}"
 _CSV = "The file's text. A string is held to the gateway's max_string_chars (1 MB by "
@@ -123,6 +124,14 @@ class AnalysisOut(BaseModel):
     )
 
 
+class WordingIn(_Strict):
+    """A statement's principle texts as a person edited them; omitted ones are kept."""
+
+    comparison: str | None = Field(default=None, min_length=1, max_length=4000)
+    critique: str | None = Field(default=None, min_length=1, max_length=4000)
+    revision: str | None = Field(default=None, min_length=1, max_length=4000)
+
+
 class DraftRequest(AnalysisParameters):
     name: str = Field(pattern=CONSTITUTION_NAME, description="The constitution's name.")
     description: str = Field(default="", max_length=4000)
@@ -135,6 +144,43 @@ class DraftRequest(AnalysisParameters):
     min_group_agreement: float = Field(default=0.6, ge=0.0, le=1.0)
     max_divisiveness: float = Field(default=0.5, gt=0.0, le=1.0)
     max_statements: int = Field(default=64, ge=1, le=256)
+    wording_job: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=32,
+        description="A completed wording job of this input: its answers word the principles.",
+    )
+    wording: dict[str, WordingIn] | None = Field(
+        default=None,
+        max_length=256,
+        description="Statement id -> edited texts; they win over the wording job's and the "
+        "templates'.",
+    )
+
+
+class WordingJobCreate(_Strict):
+    constitution: str = Field(
+        min_length=1,
+        max_length=80,
+        description="A constitution version drafted from this public input (name@version): "
+        "its statements are worded, and the job runs under it.",
+    )
+    model: str = Field(
+        default=BUILTIN_SMOLLM2,
+        min_length=1,
+        max_length=128,
+        pattern=MODEL_PATTERN,
+        description="The model that words the principles.",
+    )
+    seed: int | None = Field(default=None, ge=0, le=2**62)
+
+
+class DraftPreview(BaseModel):
+    constitution: dict[str, Any] = Field(
+        description="The constitution document as it would be published; edit the wording "
+        "with `wording`, or push an edited copy to POST /v1/constitutions."
+    )
+    statements: list[StatementOut]
 
 
 class DraftOut(BaseModel):
