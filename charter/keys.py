@@ -11,7 +11,7 @@ import hashlib
 import hmac
 import secrets
 
-SCOPES = ("admin", "submit", "read", "train", "review")
+SCOPES = ("admin", "submit", "read", "train", "review", "classify")
 # What each scope also grants: submitting, training or reviewing needs to read what it
 # works on.
 IMPLIED = {
@@ -19,6 +19,9 @@ IMPLIED = {
     "submit": {"submit", "read"},
     "train": {"train", "read"},
     "review": {"review", "read"},
+    # A deployment's filter key: it scores texts with the project's classifiers and can
+    # read nothing else.
+    "classify": {"classify"},
 }
 KEY_PREFIX = "chk_"
 

@@ -156,6 +156,7 @@ class Settings(ClientSettings):
             "train": "1200/minute",
             "admin": "120/minute",
             "review": "600/minute",  # people clicking through a queue, or an import
+            "classify": "6000/minute",  # a deployment's filter: every request it serves
         },
         description="Scope -> limit per key, e.g. {'submit': '300/minute'}; '' disables one.",
     )
@@ -273,6 +274,28 @@ class Settings(ClientSettings):
         ge=256,
         le=16_777_216,
         description="transformers: cached tokens of one generation batch (rows x (prompt + new)).",
+    )
+
+    # Constitutional classifiers, served by their own process (``charter classifier serve``).
+    classifier_url: str | None = Field(
+        default=None,
+        description="Where the gateway reaches the classifier server (e.g. "
+        "http://classifier:8100); unset, /v1/classify answers 503.",
+    )
+    classifier_token: str | None = Field(
+        default=None,
+        min_length=16,
+        description="Shared secret the gateway presents to the classifier server (Bearer); "
+        "set it on both when the server is reachable by anything but the gateway.",
+    )
+    classifier_timeout_seconds: float = Field(
+        default=30.0, gt=0, le=600, description="Bound on one classify call (a stream: per line)."
+    )
+    classifier_cache_size: int = Field(
+        default=4, ge=1, le=64, description="Classifiers one server keeps loaded (LRU)."
+    )
+    classifier_max_stream_tokens: int = Field(
+        default=8192, ge=1, le=1_000_000, description="Tokens one classify stream may send."
     )
 
     constitutions_dir: Path = Field(default=_REPO_ROOT / "constitutions")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -64,8 +64,53 @@ class ComparisonExample(_Strict):
     reasoning: str | None = Field(default=None, max_length=8000)
 
 
+class ClassifierCategory(_Strict):
+    """A category of content for constitutional classifiers (Sharma et al. 2025): what is
+    restricted (a classifier flags it) or explicitly allowed (it must not be flagged)."""
+
+    id: str = Field(pattern=PRINCIPLE_ID_PATTERN)
+    kind: Literal["restricted", "allowed"]
+    description: str = Field(min_length=1, max_length=4000)
+    examples: tuple[str, ...] = Field(default=(), max_length=32)
+
+    @field_validator("examples")
+    @classmethod
+    def _examples(cls, examples: tuple[str, ...]) -> tuple[str, ...]:
+        stripped = tuple(e.strip() for e in examples)
+        if any(not e or len(e) > 4000 for e in stripped):
+            raise ValueError("an example is 1-4000 characters")
+        return stripped
+
+
+class ClassifierSection(_Strict):
+    """The categories input/output classifiers are trained on, and the score at which a
+    deployed classifier blocks."""
+
+    categories: tuple[ClassifierCategory, ...] = Field(min_length=2, max_length=64)
+    threshold: float = Field(0.5, gt=0.0, lt=1.0)
+
+    @field_validator("categories")
+    @classmethod
+    def _categories(
+        cls, categories: tuple[ClassifierCategory, ...]
+    ) -> tuple[ClassifierCategory, ...]:
+        ids = [c.id for c in categories]
+        duplicates = sorted({i for i in ids if ids.count(i) > 1})
+        if duplicates:
+            raise ValueError(f"duplicate category ids: {', '.join(duplicates)}")
+        kinds = {c.kind for c in categories}
+        if kinds != {"restricted", "allowed"}:
+            raise ValueError("a classifier section needs restricted and allowed categories both")
+        return categories
+
+    @property
+    def restricted(self) -> tuple[str, ...]:
+        return tuple(c.id for c in self.categories if c.kind == "restricted")
+
+
 class Constitution(_Strict):
-    """A written constitution: the two principle sets of Bai et al. (2022)."""
+    """A written constitution: the two principle sets of Bai et al. (2022), and optionally
+    the categories of its classifiers."""
 
     name: str = Field(pattern=NAME_PATTERN)
     description: str = Field(default="", max_length=4000)
@@ -73,6 +118,7 @@ class Constitution(_Strict):
     comparison_principles: tuple[ComparisonPrinciple, ...] = Field(default=(), max_length=256)
     critique_examples: tuple[CritiqueExample, ...] = Field(default=(), max_length=32)
     comparison_examples: tuple[ComparisonExample, ...] = Field(default=(), max_length=32)
+    classifier: ClassifierSection | None = None
     metadata: dict[str, Any] = Field(default_factory=dict)
 
     @field_validator("critique_principles", "comparison_principles")
@@ -86,12 +132,22 @@ class Constitution(_Strict):
 
     @model_validator(mode="after")
     def _not_empty(self) -> Constitution:
-        if not self.critique_principles and not self.comparison_principles:
-            raise ValueError("a constitution needs at least one critique or comparison principle")
+        if not (self.critique_principles or self.comparison_principles or self.classifier):
+            raise ValueError(
+                "a constitution needs at least one critique or comparison principle, or a "
+                "classifier section"
+            )
         return self
 
     def canonical_json(self) -> str:
-        return canonical_json(self.model_dump(mode="json"))
+        return canonical_json(self.content())
+
+    def content(self) -> dict[str, Any]:
+        """The stored JSON form. A constitution without classifiers has no ``classifier``
+        key, so versions stored before the section existed keep their hashes."""
+        return self.model_dump(
+            mode="json", exclude={"classifier"} if self.classifier is None else None
+        )
 
     def content_hash(self) -> str:
         return hashlib.sha256(self.canonical_json().encode()).hexdigest()
@@ -140,6 +196,7 @@ class ConstitutionDiff(BaseModel):
     comparison_principles: PrincipleSetDiff
     description_changed: bool
     examples_changed: bool
+    classifier_changed: bool = False
     metadata_changed: bool
 
     @property
@@ -149,6 +206,7 @@ class ConstitutionDiff(BaseModel):
             any(s.added or s.removed or s.changed for s in sets)
             or self.description_changed
             or self.examples_changed
+            or self.classifier_changed
             or self.metadata_changed
         )
 
@@ -177,5 +235,6 @@ def diff(before: Constitution, after: Constitution) -> ConstitutionDiff:
             before.critique_examples != after.critique_examples
             or before.comparison_examples != after.comparison_examples
         ),
+        classifier_changed=before.classifier != after.classifier,
         metadata_changed=before.metadata != after.metadata,
     )

@@ -85,7 +85,29 @@ PREFERENCE_COLUMNS = (
     *PROVENANCE_COLUMNS,
 )
 """The fixed columns of a preference export, in order (``preference_row`` with provenance)."""
-COLUMNS = {"sft": SFT_COLUMNS, "preference": PREFERENCE_COLUMNS}
+CLASSIFIER_PROVENANCE = (
+    "request_label_id",
+    "paraphrase_label_id",
+    "response_label_id",
+    "constitution_ref",
+    "model",
+)
+"""Where a synthetic classifier row came from: the labels of the two generation jobs
+(``charter.core.classifier_data``); null for an uploaded row."""
+CLASSIFIER_COLUMNS = (
+    "prompt",
+    "response",
+    "category",
+    "restricted",
+    "harmful",
+    "variant",
+    "response_kind",
+    *CLASSIFIER_PROVENANCE,
+)
+"""The fixed columns of a classifier export: a user message (text), a response, the
+category it was written for and whether the request (``restricted``) and the response
+(``harmful``) are to be flagged."""
+COLUMNS = {"sft": SFT_COLUMNS, "preference": PREFERENCE_COLUMNS, "classifier": CLASSIFIER_COLUMNS}
 
 _NO_PROVENANCE: dict[str, Any] = dict.fromkeys(PROVENANCE_COLUMNS)
 
@@ -95,6 +117,8 @@ def user_row(kind: str, row: dict[str, Any]) -> dict[str, Any]:
 
     It has no label, so the provenance columns are null.
     """
+    if kind == "classifier":
+        return {name: row.get(name) for name in CLASSIFIER_COLUMNS}
     if kind == "sft":
         return {"prompt": row["prompt"], "completion": row["completion"]} | _NO_PROVENANCE
     return {

@@ -7,11 +7,11 @@ from the stored run, trains with it and reports the hash it trained with, which 
 equal the stored one. The TRL plumbing (``TrainingArguments`` from a config) lives in
 ``services/trainer``; this module only knows the fields.
 
-PM, SFT and DPO share the ``TrainingArguments``-style fields of :class:`TrainingConfig`;
-RLOO and GRPO (TRL's online trainers) share :class:`TrainerArguments` and
-:class:`OnlineRLConfig`; PPO, Charter's own trainer, has its own (Ziegler et al. 2019,
-Stiennon et al. 2020, and "The N implementation details of RLHF with PPO", Huang et al.
-2023).
+PM, SFT, DPO and classifier runs share the ``TrainingArguments``-style fields of
+:class:`TrainingConfig`; RLOO and GRPO (TRL's online trainers) share
+:class:`TrainerArguments` and :class:`OnlineRLConfig`; PPO, Charter's own trainer, has
+its own (Ziegler et al. 2019, Stiennon et al. 2020, and "The N implementation details of
+RLHF with PPO", Huang et al. 2023).
 """
 
 from __future__ import annotations
@@ -22,9 +22,10 @@ from typing import Any, ClassVar, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
+from charter.core.classifier_data import Target
 from charter.core.constitution import canonical_json
 
-RunType = Literal["sft", "pm", "dpo", "ppo", "rloo", "grpo"]
+RunType = Literal["sft", "pm", "dpo", "ppo", "rloo", "grpo", "classifier"]
 
 LrSchedulerType = Literal[
     "linear",
@@ -160,8 +161,8 @@ class TrainerArguments(RunConfig):
 
 
 class TrainingConfig(TrainerArguments):
-    """What the PM, SFT and DPO runs share beyond :class:`TrainerArguments`: a token limit
-    per row and a held-out evaluation split."""
+    """What the PM, SFT, DPO and classifier runs share beyond :class:`TrainerArguments`: a
+    token limit per row and a held-out evaluation split."""
 
     NOT_HASHED = TrainerArguments.NOT_HASHED | {"per_device_eval_batch_size", "eval_steps"}
 
@@ -509,6 +510,67 @@ class GRPOConfig(OnlineRLConfig):
     )
 
 
+class ClassifierConfig(TrainingConfig):
+    """A constitutional classifier run (Sharma et al. 2025): a causal LM with a fresh
+    sequence-classification head, fine-tuned on a classifier dataset to score each
+    restricted category (one sigmoid per category).
+
+    An ``input`` classifier scores the user's prompt; an ``output`` one every
+    ``prefix_stride``-th token prefix of a response, so that a stream can be stopped
+    early; an ``exchange`` one the response prefix after its prompt. ``threshold`` is
+    the decision stored with the model (flag when a category's score reaches it); it
+    changes no weight, so it is not hashed.
+    """
+
+    METHOD = "classifier"
+    NOT_HASHED = TrainingConfig.NOT_HASHED | {"threshold"}
+
+    target: Target = Field(
+        "input",
+        description="What the classifier reads: input (the prompt), output (the response, "
+        "every prefix) or exchange (the response prefix after its prompt).",
+    )
+    prefix_stride: int = Field(
+        8,
+        ge=1,
+        le=512,
+        description="Output and exchange: train on every this-many-th token prefix of a "
+        "response, and on the whole response (ignored for input).",
+    )
+    threshold: float = Field(
+        0.5,
+        gt=0.0,
+        lt=1.0,
+        description="A text is flagged when a category's score reaches this; stored with the "
+        "model and used for the held-out metrics (not hashed).",
+    )
+    learning_rate: float = Field(
+        5e-5,
+        gt=0.0,
+        le=1.0,
+        description="Peak AdamW learning rate (a full fine-tune with a fresh head).",
+    )
+    per_device_train_batch_size: int = Field(
+        8, ge=1, description="Texts (prompts or response prefixes) per device and micro-batch."
+    )
+    max_length: int | None = Field(
+        512,
+        ge=2,
+        description="Longer texts keep their last this-many tokens (the newest text of a "
+        "stream, where the score is read); null keeps all.",
+    )
+    seed: int = Field(
+        42,
+        ge=0,
+        le=2**32 - 1,
+        description="Seed for the classification head's initialisation, the data order and "
+        "dropout.",
+    )
+    per_device_eval_batch_size: int = Field(
+        8, ge=1, description="Texts per device in evaluation (not hashed)."
+    )
+
+
 RUN_CONFIGS: dict[RunType, type[RunConfig]] = {
     "sft": SFTConfig,
     "pm": PMConfig,
@@ -516,5 +578,6 @@ RUN_CONFIGS: dict[RunType, type[RunConfig]] = {
     "ppo": PPOConfig,
     "rloo": RLOOConfig,
     "grpo": GRPOConfig,
+    "classifier": ClassifierConfig,
 }
 """The config class of each run type."""

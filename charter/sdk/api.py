@@ -8,6 +8,7 @@ client drives with its own sleep.
 from __future__ import annotations
 
 import builtins  # the groups have a `list` method: annotations say builtins.list
+import json
 import time
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
@@ -698,6 +699,55 @@ class PublicInputs:
         )  # fmt: skip
 
 
+class Classifiers:
+    """Constitutional classifiers: synthetic data from a constitution's categories, and
+    scoring with a trained classifier (a ``classifier`` run)."""
+
+    def requests_job(self, spec: Body = None, /, **fields: Any) -> Call[m.JobOut]:
+        """A :class:`~charter.sdk.models.RequestsJobCreate` (or its fields:
+        ``constitution``, ``model``, ``per_category``, ``seed``)."""
+        body = _body(spec, fields)
+        return Call("POST", "/v1/classifier-data/requests", json=body, model=m.JobOut)
+
+    def responses_job(self, requests_job: str, **fields: Any) -> Call[m.JobOut]:
+        """Paraphrases, answers and refusals of a finished requests job's requests."""
+        body = _body(None, {"requests_job": requests_job, **fields})
+        return Call("POST", "/v1/classifier-data/responses", json=body, model=m.JobOut)
+
+    def dataset(self, name: str, responses_job: str) -> Call[m.DatasetVersionOut]:
+        """The two jobs' rows as a new version of the classifier dataset ``name``."""
+        body = {"name": name, "responses_job": responses_job}
+        return Call("POST", "/v1/classifier-data/datasets", json=body, model=m.DatasetVersionOut)
+
+    def classify(self, classifier: str, **fields: Any) -> Call[m.ClassifyOut]:
+        """Scores of ``prompt`` and/or ``response`` (as the classifier's target reads)."""
+        body = _body(None, {"classifier": classifier, **fields})
+        return Call("POST", "/v1/classify", json=body, model=m.ClassifyOut)
+
+    def stream(
+        self,
+        classifier: str,
+        tokens: Iterable[str],
+        *,
+        prompt: str | None = None,
+        threshold: float | None = None,
+    ) -> Call[str]:
+        """Guard a response token by token: the answer's JSON lines (one per token read,
+        then the last, ``done``), ending at the first flagged prefix. ``tokens`` is read
+        as the request is sent, so a generator stops being read where the guard stopped."""
+        header = _body(None, {"classifier": classifier, "prompt": prompt, "threshold": threshold})
+
+        def lines() -> Iterable[bytes]:
+            yield (json.dumps(header) + "\n").encode()
+            for token in tokens:
+                yield (json.dumps({"token": token}) + "\n").encode()
+
+        return Call(
+            "POST", "/v1/classify/stream", content=lines,
+            headers={"Content-Type": "application/x-ndjson"}, text=True,
+        )  # fmt: skip
+
+
 class Evals:
     """Judge evaluations: a gold set scored by judge configurations on the workers."""
 
@@ -878,4 +928,5 @@ RESOURCES: dict[str, type] = {
     "policy_evals": PolicyEvals,
     "pipelines": Pipelines,
     "public_inputs": PublicInputs,
+    "classifiers": Classifiers,
 }

@@ -89,6 +89,7 @@ class _Binds:
     policy_evals: Any
     pipelines: Any
     public_inputs: Any
+    classifiers: Any
 
     def _bind(self, run: Callable[[Any], Any]) -> None:
         for name, group in api.RESOURCES.items():

@@ -151,6 +151,7 @@ class Type(StrEnum):
     ppo = "ppo"
     rloo = "rloo"
     grpo = "grpo"
+    classifier = "classifier"
 
 
 class ClaimRequest(BaseModel):
@@ -162,6 +163,294 @@ class ClaimRequest(BaseModel):
     A label for the trainer (lease_owner).
     """
     types: Annotated[list[Type] | None, Field(title="Types")] = None
+
+
+class LrSchedulerType(StrEnum):
+    """
+    Learning-rate schedule after warm-up.
+    """
+
+    linear = "linear"
+    cosine = "cosine"
+    cosine_with_restarts = "cosine_with_restarts"
+    polynomial = "polynomial"
+    constant = "constant"
+    constant_with_warmup = "constant_with_warmup"
+    inverse_sqrt = "inverse_sqrt"
+
+
+class SaveSteps(RootModel[int]):
+    root: Annotated[int, Field(ge=1, title="Save Steps")]
+    """
+    Save a resumable checkpoint every this many steps (the last two are kept); null saves none (not hashed).
+    """
+
+
+class MaxLength(RootModel[int]):
+    root: Annotated[int, Field(ge=2, title="Max Length")] = 512
+    """
+    Longer texts keep their last this-many tokens (the newest text of a stream, where the score is read); null keeps all.
+    """
+
+
+class EvalSteps(RootModel[int]):
+    root: Annotated[int, Field(ge=1, title="Eval Steps")]
+    """
+    Evaluate on the held-out rows every this many steps; null evaluates at the end only (not hashed).
+    """
+
+
+class Target(StrEnum):
+    """
+    What the classifier reads: input (the prompt), output (the response, every prefix) or exchange (the response prefix after its prompt).
+    """
+
+    input = "input"
+    output = "output"
+    exchange = "exchange"
+
+
+class ClassifierConfig(BaseModel):
+    """
+    A constitutional classifier run (Sharma et al. 2025): a causal LM with a fresh
+    sequence-classification head, fine-tuned on a classifier dataset to score each
+    restricted category (one sigmoid per category).
+
+    An ``input`` classifier scores the user's prompt; an ``output`` one every
+    ``prefix_stride``-th token prefix of a response, so that a stream can be stopped
+    early; an ``exchange`` one the response prefix after its prompt. ``threshold`` is
+    the decision stored with the model (flag when a category's score reaches it); it
+    changes no weight, so it is not hashed.
+    """
+
+    model_config = ConfigDict(
+        extra="allow",
+    )
+    learning_rate: Annotated[float | None, Field(gt=0.0, le=1.0, title="Learning Rate")] = 5e-05
+    """
+    Peak AdamW learning rate (a full fine-tune with a fresh head).
+    """
+    max_steps: Annotated[int | None, Field(ge=-1, title="Max Steps")] = -1
+    """
+    Optimizer steps to run (>= 1); -1 lets num_train_epochs decide.
+    """
+    num_train_epochs: Annotated[float | None, Field(ge=0.0, title="Num Train Epochs")] = 1.0
+    """
+    Passes over the training rows (> 0 unless max_steps is set); ignored when max_steps is set.
+    """
+    per_device_train_batch_size: Annotated[
+        int | None, Field(ge=1, title="Per Device Train Batch Size")
+    ] = 8
+    """
+    Texts (prompts or response prefixes) per device and micro-batch.
+    """
+    gradient_accumulation_steps: Annotated[
+        int | None, Field(ge=1, title="Gradient Accumulation Steps")
+    ] = 1
+    """
+    Micro-batches accumulated into one optimizer step.
+    """
+    weight_decay: Annotated[float | None, Field(ge=0.0, title="Weight Decay")] = 0.0
+    """
+    AdamW decoupled weight decay.
+    """
+    warmup_steps: Annotated[float | None, Field(ge=0.0, title="Warmup Steps")] = 0.0
+    """
+    Linear warm-up: a step count (>= 1) or a fraction of all steps (< 1).
+    """
+    lr_scheduler_type: Annotated[LrSchedulerType | None, Field(title="Lr Scheduler Type")] = (
+        "linear"
+    )
+    """
+    Learning-rate schedule after warm-up.
+    """
+    max_grad_norm: Annotated[float | None, Field(gt=0.0, title="Max Grad Norm")] = 1.0
+    """
+    Gradient clipping norm.
+    """
+    seed: Annotated[int | None, Field(ge=0, le=4294967295, title="Seed")] = 42
+    """
+    Seed for the classification head's initialisation, the data order and dropout.
+    """
+    bf16: Annotated[bool | None, Field(title="Bf16")] = False
+    """
+    bfloat16 mixed precision (needs hardware support).
+    """
+    gradient_checkpointing: Annotated[bool | None, Field(title="Gradient Checkpointing")] = False
+    """
+    Recompute activations in the backward pass: less memory, about 20% slower.
+    """
+    logging_steps: Annotated[int | None, Field(ge=1, title="Logging Steps")] = 10
+    """
+    Optimizer steps between two metric reports (not hashed).
+    """
+    save_steps: Annotated[SaveSteps | None, Field(title="Save Steps")] = None
+    """
+    Save a resumable checkpoint every this many steps (the last two are kept); null saves none (not hashed).
+    """
+    max_length: Annotated[MaxLength | None, Field(title="Max Length", validate_default=True)] = 512
+    """
+    Longer texts keep their last this-many tokens (the newest text of a stream, where the score is read); null keeps all.
+    """
+    eval_fraction: Annotated[float | None, Field(ge=0.0, lt=1.0, title="Eval Fraction")] = 0.1
+    """
+    Share of the dataset's rows held out for evaluation (a fixed split); 0 holds none out.
+    """
+    per_device_eval_batch_size: Annotated[
+        int | None, Field(ge=1, title="Per Device Eval Batch Size")
+    ] = 8
+    """
+    Texts per device in evaluation (not hashed).
+    """
+    eval_steps: Annotated[EvalSteps | None, Field(title="Eval Steps")] = None
+    """
+    Evaluate on the held-out rows every this many steps; null evaluates at the end only (not hashed).
+    """
+    target: Annotated[Target | None, Field(title="Target")] = "input"
+    """
+    What the classifier reads: input (the prompt), output (the response, every prefix) or exchange (the response prefix after its prompt).
+    """
+    prefix_stride: Annotated[int | None, Field(ge=1, le=512, title="Prefix Stride")] = 8
+    """
+    Output and exchange: train on every this-many-th token prefix of a response, and on the whole response (ignored for input).
+    """
+    threshold: Annotated[float | None, Field(gt=0.0, lt=1.0, title="Threshold")] = 0.5
+    """
+    A text is flagged when a category's score reaches this; stored with the model and used for the held-out metrics (not hashed).
+    """
+
+
+class ClassifierDatasetCreate(BaseModel):
+    model_config = ConfigDict(
+        extra="allow",
+    )
+    name: Annotated[str, Field(pattern="^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$", title="Name")]
+    """
+    The dataset (kind classifier).
+    """
+    responses_job: Annotated[str, Field(max_length=64, min_length=1, title="Responses Job")]
+    """
+    A finished responses job (POST .../responses).
+    """
+
+
+class ClassifierRunCreate(BaseModel):
+    """
+    A constitutional classifier run on a classifier dataset: base_model gets a fresh
+    classification head, one score per restricted category.
+    """
+
+    model_config = ConfigDict(
+        extra="allow",
+    )
+    type: Annotated[Literal["classifier"], Field(title="Type")]
+    dataset: Annotated[str, Field(max_length=160, min_length=1, title="Dataset")]
+    """
+    Dataset name or name@version.
+    """
+    base_model: Annotated[
+        str,
+        Field(pattern="^(run:[0-9a-f]{32}|[A-Za-z0-9._/-]{1,128})$", title="Base Model"),
+    ]
+    """
+    A model name the trainer serves (e.g. smollm2) or run:<id> of a finished run.
+    """
+    config: ClassifierConfig | None = None
+    """
+    The classifier run's hyper-parameters; what is left out takes its default, and the run stores them all. It may not set the fields beside config or dataset_version_id (422 naming config.<key>).
+    """
+
+
+class Target1(StrEnum):
+    input = "input"
+    output = "output"
+    exchange = "exchange"
+
+
+class ClassifyOut(BaseModel):
+    model_config = ConfigDict(
+        extra="allow",
+    )
+    classifier: Annotated[str, Field(title="Classifier")]
+    target: Annotated[Target1, Field(title="Target")]
+    scores: Annotated[dict[str, float], Field(title="Scores")]
+    """
+    Each restricted category's score (0-1).
+    """
+    score: Annotated[float, Field(title="Score")]
+    """
+    The highest category score.
+    """
+    category: Annotated[str | None, Field(title="Category")]
+    """
+    The highest-scoring category when flagged.
+    """
+    flagged: Annotated[bool, Field(title="Flagged")]
+    """
+    score >= threshold: block it.
+    """
+    threshold: Annotated[float, Field(title="Threshold")]
+    score_ms: Annotated[float, Field(title="Score Ms")]
+    """
+    Time the classifier server spent scoring.
+    """
+
+
+class Target2(StrEnum):
+    """
+    What is classified; it must be what the classifier was trained on (default: that).
+    """
+
+    input = "input"
+    output = "output"
+    exchange = "exchange"
+
+
+class Prompt(RootModel[str]):
+    root: Annotated[str, Field(max_length=32000, title="Prompt")]
+    """
+    The user's message (input, exchange).
+    """
+
+
+class Response(RootModel[str]):
+    root: Annotated[str, Field(max_length=32000, title="Response")]
+    """
+    The model's response (output, exchange).
+    """
+
+
+class Threshold(RootModel[float]):
+    root: Annotated[float, Field(gt=0.0, lt=1.0, title="Threshold")]
+    """
+    Flag at this score; default: the run's.
+    """
+
+
+class ClassifyRequest(BaseModel):
+    model_config = ConfigDict(
+        extra="allow",
+    )
+    classifier: Annotated[str, Field(pattern="^[0-9a-f]{32}$", title="Classifier")]
+    """
+    A completed classifier run (its id).
+    """
+    target: Annotated[Target2 | None, Field(title="Target")] = None
+    """
+    What is classified; it must be what the classifier was trained on (default: that).
+    """
+    prompt: Annotated[Prompt | None, Field(title="Prompt")] = None
+    """
+    The user's message (input, exchange).
+    """
+    response: Annotated[Response | None, Field(title="Response")] = None
+    """
+    The model's response (output, exchange).
+    """
+    threshold: Annotated[Threshold | None, Field(title="Threshold")] = None
+    """
+    Flag at this score; default: the run's.
+    """
 
 
 class ConfigHash(RootModel[str]):
@@ -263,38 +552,10 @@ class CsvUpload(BaseModel):
     """
 
 
-class LrSchedulerType(StrEnum):
-    """
-    Learning-rate schedule after warm-up.
-    """
-
-    linear = "linear"
-    cosine = "cosine"
-    cosine_with_restarts = "cosine_with_restarts"
-    polynomial = "polynomial"
-    constant = "constant"
-    constant_with_warmup = "constant_with_warmup"
-    inverse_sqrt = "inverse_sqrt"
-
-
-class SaveSteps(RootModel[int]):
-    root: Annotated[int, Field(ge=1, title="Save Steps")]
-    """
-    Save a resumable checkpoint every this many steps (the last two are kept); null saves none (not hashed).
-    """
-
-
-class MaxLength(RootModel[int]):
+class MaxLength1(RootModel[int]):
     root: Annotated[int, Field(ge=2, title="Max Length")] = 1024
     """
     Prompt + response is truncated to this many tokens (keeping the start); null keeps all.
-    """
-
-
-class EvalSteps(RootModel[int]):
-    root: Annotated[int, Field(ge=1, title="Eval Steps")]
-    """
-    Evaluate on the held-out rows every this many steps; null evaluates at the end only (not hashed).
     """
 
 
@@ -393,7 +654,9 @@ class DPOConfig(BaseModel):
     """
     Save a resumable checkpoint every this many steps (the last two are kept); null saves none (not hashed).
     """
-    max_length: Annotated[MaxLength | None, Field(title="Max Length", validate_default=True)] = 1024
+    max_length: Annotated[MaxLength1 | None, Field(title="Max Length", validate_default=True)] = (
+        1024
+    )
     """
     Prompt + response is truncated to this many tokens (keeping the start); null keeps all.
     """
@@ -544,8 +807,13 @@ class DatasetFilter(BaseModel):
 
 
 class Source(StrEnum):
+    """
+    labels: frozen from a label filter; upload: uploaded rows; classifier_data: built from classifier-data jobs (the filter names them).
+    """
+
     labels = "labels"
     upload = "upload"
+    classifier_data = "classifier_data"
 
 
 class State(StrEnum):
@@ -567,6 +835,9 @@ class DatasetVersionOut(BaseModel):
     version: Annotated[int, Field(title="Version")]
     ref: Annotated[str, Field(title="Ref")]
     source: Annotated[Source, Field(title="Source")]
+    """
+    labels: frozen from a label filter; upload: uploaded rows; classifier_data: built from classifier-data jobs (the filter names them).
+    """
     state: Annotated[State, Field(title="State")]
     """
     freezing: rows are being copied in the background (not exportable yet).
@@ -1135,6 +1406,7 @@ class Scope(StrEnum):
     read = "read"
     train = "train"
     review = "review"
+    classify = "classify"
 
 
 class ExpiresInDays(RootModel[int]):
@@ -1146,7 +1418,7 @@ class KeyCreate(BaseModel):
         extra="allow",
     )
     name: Annotated[str | None, Field(max_length=128, title="Name")] = ""
-    scopes: Annotated[list[Scope], Field(max_length=5, min_length=1, title="Scopes")]
+    scopes: Annotated[list[Scope], Field(max_length=6, min_length=1, title="Scopes")]
     expires_in_days: Annotated[ExpiresInDays | None, Field(title="Expires In Days")] = None
 
 
@@ -1342,7 +1614,7 @@ class NotReady(BaseModel):
     """
 
 
-class MaxLength1(RootModel[int]):
+class MaxLength2(RootModel[int]):
     root: Annotated[int, Field(ge=2, title="Max Length")] = 1024
     """
     Pairs with a longer chosen or rejected sequence (in tokens) are dropped; null keeps all.
@@ -1431,7 +1703,7 @@ class PMConfig(BaseModel):
     """
     Save a resumable checkpoint every this many steps (the last two are kept); null saves none (not hashed).
     """
-    max_length: Annotated[MaxLength1 | None, Field(title="Max Length", validate_default=True)] = (
+    max_length: Annotated[MaxLength2 | None, Field(title="Max Length", validate_default=True)] = (
         1024
     )
     """
@@ -1503,7 +1775,7 @@ class MaxGradNorm(RootModel[float]):
     """
 
 
-class SaveSteps3(RootModel[int]):
+class SaveSteps4(RootModel[int]):
     root: Annotated[int, Field(ge=1, title="Save Steps")] = 50
     """
     Write a resumable checkpoint every this many steps (policy, value head, optimizer state, KL coefficient, random states), so a crashed run resumes from it; null writes none (not hashed).
@@ -1561,7 +1833,7 @@ class PPOConfig(BaseModel):
     """
     PPO steps (rollouts) to train.
     """
-    save_steps: Annotated[SaveSteps3 | None, Field(title="Save Steps", validate_default=True)] = 50
+    save_steps: Annotated[SaveSteps4 | None, Field(title="Save Steps", validate_default=True)] = 50
     """
     Write a resumable checkpoint every this many steps (policy, value head, optimizer state, KL coefficient, random states), so a crashed run resumes from it; null writes none (not hashed).
     """
@@ -1952,7 +2224,7 @@ class PromptRow3(BaseModel):
     response_b: str
 
 
-class Prompt(RootModel[str]):
+class Prompt1(RootModel[str]):
     root: Annotated[str, Field(max_length=32000, min_length=1, title="Prompt")]
 
 
@@ -1960,7 +2232,7 @@ class Messages(RootModel[list[ChatMessage]]):
     root: Annotated[list[ChatMessage], Field(max_length=64, min_length=1, title="Messages")]
 
 
-class Response(RootModel[str]):
+class Response1(RootModel[str]):
     root: Annotated[str, Field(max_length=32000, title="Response")]
 
 
@@ -1980,9 +2252,9 @@ class PromptRow4(BaseModel):
     model_config = ConfigDict(
         extra="allow",
     )
-    prompt: Annotated[Prompt | None, Field(title="Prompt")] = None
+    prompt: Annotated[Prompt1 | None, Field(title="Prompt")] = None
     messages: Annotated[Messages | None, Field(title="Messages")] = None
-    response: Annotated[Response | None, Field(title="Response")] = None
+    response: Annotated[Response1 | None, Field(title="Response")] = None
     response_a: Annotated[ResponseA | None, Field(title="Response A")] = None
     response_b: Annotated[ResponseB | None, Field(title="Response B")] = None
 
@@ -1995,9 +2267,9 @@ class PromptRow5(PromptRow1, PromptRow4):
     model_config = ConfigDict(
         extra="allow",
     )
-    prompt: Annotated[Prompt | None, Field(title="Prompt")] = None
+    prompt: Annotated[Prompt1 | None, Field(title="Prompt")] = None
     messages: Annotated[Messages | None, Field(title="Messages")] = None
-    response: Annotated[Response | None, Field(title="Response")] = None
+    response: Annotated[Response1 | None, Field(title="Response")] = None
     response_a: Annotated[ResponseA | None, Field(title="Response A")] = None
     response_b: Annotated[ResponseB | None, Field(title="Response B")] = None
 
@@ -2010,9 +2282,9 @@ class PromptRow6(PromptRow2, PromptRow4):
     model_config = ConfigDict(
         extra="allow",
     )
-    prompt: Annotated[Prompt | None, Field(title="Prompt")] = None
+    prompt: Annotated[Prompt1 | None, Field(title="Prompt")] = None
     messages: Annotated[Messages | None, Field(title="Messages")]
-    response: Annotated[Response | None, Field(title="Response")] = None
+    response: Annotated[Response1 | None, Field(title="Response")] = None
     response_a: Annotated[ResponseA | None, Field(title="Response A")] = None
     response_b: Annotated[ResponseB | None, Field(title="Response B")] = None
 
@@ -2025,9 +2297,9 @@ class PromptRow7(PromptRow1, PromptRow4):
     model_config = ConfigDict(
         extra="allow",
     )
-    prompt: Annotated[Prompt | None, Field(title="Prompt")] = None
+    prompt: Annotated[Prompt1 | None, Field(title="Prompt")] = None
     messages: Annotated[Messages | None, Field(title="Messages")] = None
-    response: Annotated[Response | None, Field(title="Response")] = None
+    response: Annotated[Response1 | None, Field(title="Response")] = None
     response_a: Annotated[ResponseA | None, Field(title="Response A")] = None
     response_b: Annotated[ResponseB | None, Field(title="Response B")] = None
 
@@ -2040,9 +2312,9 @@ class PromptRow8(PromptRow3, PromptRow4):
     model_config = ConfigDict(
         extra="allow",
     )
-    prompt: Annotated[Prompt | None, Field(title="Prompt")] = None
+    prompt: Annotated[Prompt1 | None, Field(title="Prompt")] = None
     messages: Annotated[Messages | None, Field(title="Messages")] = None
-    response: Annotated[Response | None, Field(title="Response")] = None
+    response: Annotated[Response1 | None, Field(title="Response")] = None
     response_a: Annotated[ResponseA | None, Field(title="Response A")]
     response_b: Annotated[ResponseB | None, Field(title="Response B")]
 
@@ -2156,7 +2428,7 @@ class QueueOut(BaseModel):
     """
 
 
-class SaveSteps4(RootModel[int]):
+class SaveSteps5(RootModel[int]):
     root: Annotated[int, Field(ge=1, title="Save Steps")]
     """
     Save a resumable checkpoint every this many steps (the last two are kept); null saves none (not hashed).
@@ -2230,7 +2502,7 @@ class RLOOConfig(BaseModel):
     """
     Optimizer steps between two metric reports (not hashed).
     """
-    save_steps: Annotated[SaveSteps4 | None, Field(title="Save Steps")] = None
+    save_steps: Annotated[SaveSteps5 | None, Field(title="Save Steps")] = None
     """
     Save a resumable checkpoint every this many steps (the last two are kept); null saves none (not hashed).
     """
@@ -2367,6 +2639,45 @@ class RenderRequest(BaseModel):
     chain_of_thought: Annotated[bool | None, Field(title="Chain Of Thought")] = False
 
 
+class Seed5(RootModel[int]):
+    root: Annotated[int, Field(ge=0, le=4611686018427388000, title="Seed")]
+
+
+class RequestsJobCreate(BaseModel):
+    model_config = ConfigDict(
+        extra="allow",
+    )
+    constitution: Annotated[str, Field(max_length=80, min_length=1, title="Constitution")]
+    """
+    A constitution with a `classifier` section (name or name@version): its categories are what the requests are written for, and the job runs under it.
+    """
+    model: Annotated[
+        str | None,
+        Field(
+            max_length=128,
+            min_length=1,
+            pattern="^(run:[0-9a-f]{32}|[A-Za-z0-9._/-]+)$",
+            title="Model",
+        ),
+    ] = "smollm2"
+    """
+    The model that writes the synthetic data.
+    """
+    per_category: Annotated[int | None, Field(ge=1, le=2000, title="Per Category")] = 50
+    """
+    Requests written for each category.
+    """
+    max_tokens: Annotated[int | None, Field(ge=8, le=1024, title="Max Tokens")] = 96
+    """
+    Tokens per request.
+    """
+    temperature: Annotated[float | None, Field(ge=0.0, le=2.0, title="Temperature")] = 1.0
+    """
+    Sampling temperature (variety across requests).
+    """
+    seed: Annotated[Seed5 | None, Field(title="Seed")] = None
+
+
 class RerunRequest(BaseModel):
     model_config = ConfigDict(
         extra="allow",
@@ -2375,6 +2686,40 @@ class RerunRequest(BaseModel):
     """
     Supersede this stage and every stage downstream of it, and run them again from the current outputs of the others.
     """
+
+
+class Model(RootModel[str]):
+    root: Annotated[
+        str,
+        Field(
+            max_length=128,
+            min_length=1,
+            pattern="^(run:[0-9a-f]{32}|[A-Za-z0-9._/-]+)$",
+            title="Model",
+        ),
+    ]
+    """
+    The model that paraphrases, answers and refuses; default: the requests job's.
+    """
+
+
+class ResponsesJobCreate(BaseModel):
+    model_config = ConfigDict(
+        extra="allow",
+    )
+    requests_job: Annotated[str, Field(max_length=64, min_length=1, title="Requests Job")]
+    """
+    A finished requests job (POST .../requests).
+    """
+    model: Annotated[Model | None, Field(title="Model")] = None
+    """
+    The model that paraphrases, answers and refuses; default: the requests job's.
+    """
+    max_tokens: Annotated[int | None, Field(ge=8, le=2048, title="Max Tokens")] = 160
+    """
+    Tokens per response.
+    """
+    seed: Annotated[Seed5 | None, Field(title="Seed")] = None
 
 
 class RunStageDPOConfig(BaseModel):
@@ -2424,7 +2769,7 @@ class RunStatus(StrEnum):
     cancelled = "cancelled"
 
 
-class MaxLength2(RootModel[int]):
+class MaxLength3(RootModel[int]):
     root: Annotated[int, Field(ge=2, title="Max Length")] = 1024
     """
     Sequences are truncated to this many tokens (keeping the start); null keeps all.
@@ -2498,11 +2843,11 @@ class SFTConfig(BaseModel):
     """
     Optimizer steps between two metric reports (not hashed).
     """
-    save_steps: Annotated[SaveSteps4 | None, Field(title="Save Steps")] = None
+    save_steps: Annotated[SaveSteps5 | None, Field(title="Save Steps")] = None
     """
     Save a resumable checkpoint every this many steps (the last two are kept); null saves none (not hashed).
     """
-    max_length: Annotated[MaxLength2 | None, Field(title="Max Length", validate_default=True)] = (
+    max_length: Annotated[MaxLength3 | None, Field(title="Max Length", validate_default=True)] = (
         1024
     )
     """
@@ -2807,10 +3152,6 @@ class WordingIn(BaseModel):
     revision: Annotated[Revision | None, Field(title="Revision")] = None
 
 
-class Seed5(RootModel[int]):
-    root: Annotated[int, Field(ge=0, le=4611686018427388000, title="Seed")]
-
-
 class WordingJobCreate(BaseModel):
     model_config = ConfigDict(
         extra="allow",
@@ -2929,6 +3270,41 @@ class ServicesGatewayReviewsSchemasItemOut(BaseModel):
     """
 
 
+class Kind3(StrEnum):
+    restricted = "restricted"
+    allowed = "allowed"
+
+
+class ClassifierCategory(BaseModel):
+    """
+    A category of content for constitutional classifiers (Sharma et al. 2025): what is
+    restricted (a classifier flags it) or explicitly allowed (it must not be flagged).
+    """
+
+    model_config = ConfigDict(
+        extra="allow",
+    )
+    id: Annotated[str, Field(pattern="^[a-z0-9][a-z0-9_-]{0,62}$", title="Id")]
+    kind: Annotated[Kind3, Field(title="Kind")]
+    description: Annotated[str, Field(max_length=4000, min_length=1, title="Description")]
+    examples: Annotated[list[str] | None, Field(max_length=32, title="Examples")] = []
+
+
+class ClassifierSection(BaseModel):
+    """
+    The categories input/output classifiers are trained on, and the score at which a
+    deployed classifier blocks.
+    """
+
+    model_config = ConfigDict(
+        extra="allow",
+    )
+    categories: Annotated[
+        list[ClassifierCategory], Field(max_length=64, min_length=2, title="Categories")
+    ]
+    threshold: Annotated[float | None, Field(gt=0.0, lt=1.0, title="Threshold")] = 0.5
+
+
 class Reasoning(RootModel[str]):
     root: Annotated[str, Field(max_length=8000, title="Reasoning")] = None
 
@@ -2992,7 +3368,8 @@ class CritiquePrinciple(BaseModel):
 
 class Constitution2(BaseModel):
     """
-    A written constitution: the two principle sets of Bai et al. (2022).
+    A written constitution: the two principle sets of Bai et al. (2022), and optionally
+    the categories of its classifiers.
     """
 
     model_config = ConfigDict(
@@ -3016,6 +3393,7 @@ class Constitution2(BaseModel):
         list[ComparisonExample] | None,
         Field(max_length=32, title="Comparison Examples", validate_default=True),
     ] = []
+    classifier: ClassifierSection | None = None
     metadata: Annotated[dict[str, Any] | None, Field(title="Metadata")] = None
 
 
@@ -3122,6 +3500,7 @@ class ConstitutionDiff(BaseModel):
     comparison_principles: PrincipleSetDiff
     description_changed: Annotated[bool, Field(title="Description Changed")]
     examples_changed: Annotated[bool, Field(title="Examples Changed")]
+    classifier_changed: Annotated[bool | None, Field(title="Classifier Changed")] = False
     metadata_changed: Annotated[bool, Field(title="Metadata Changed")]
 
 
@@ -3621,15 +4000,28 @@ class PolicySpec(BaseModel):
 
 class RunCreate(
     RootModel[
-        SFTRunCreate | PMRunCreate | DPORunCreate | PPORunCreate | RLOORunCreate | GRPORunCreate
+        SFTRunCreate
+        | PMRunCreate
+        | DPORunCreate
+        | PPORunCreate
+        | RLOORunCreate
+        | GRPORunCreate
+        | ClassifierRunCreate
     ]
 ):
     root: Annotated[
-        SFTRunCreate | PMRunCreate | DPORunCreate | PPORunCreate | RLOORunCreate | GRPORunCreate,
+        SFTRunCreate
+        | PMRunCreate
+        | DPORunCreate
+        | PPORunCreate
+        | RLOORunCreate
+        | GRPORunCreate
+        | ClassifierRunCreate,
         Field(discriminator="type", title="RunCreate"),
     ]
     """
-    A training run to queue: the body of its ``type`` (sft, pm, dpo, ppo, rloo or grpo).
+    A training run to queue: the body of its ``type`` (sft, pm, dpo, ppo, rloo, grpo or
+    classifier).
     """
 
 

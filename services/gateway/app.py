@@ -16,6 +16,8 @@ from charter.settings import Settings, get_settings
 from services.gateway import errors, health, metrics, openapi
 from services.gateway.audit.endpoints import router as audit
 from services.gateway.batches.endpoints import router as batches
+from services.gateway.classifiers.data_endpoints import router as classifier_data
+from services.gateway.classifiers.endpoints import router as classify
 from services.gateway.constitutions.endpoints import router as constitutions
 from services.gateway.dashboard import rendering as dashboard_rendering
 from services.gateway.dashboard.endpoints import router as dashboard
@@ -53,6 +55,9 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
         app.state.policy_evals.start()
         app.state.pipelines.start()
         yield
+        classifier_client = getattr(app.state, "classifier_client", None)
+        if classifier_client is not None:
+            await classifier_client.aclose()
         await asyncio.to_thread(app.state.pipelines.stop)
         await asyncio.to_thread(app.state.policy_evals.stop)
         await asyncio.to_thread(app.state.freezer.stop)  # the current batch finishes
@@ -104,6 +109,8 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
         policy_evals,
         pipelines,
         public_inputs,
+        classifier_data,
+        classify,
         dashboard,
     ):
         app.include_router(router)

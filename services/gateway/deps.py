@@ -54,6 +54,7 @@ AdminKey = Annotated[ApiKey, Depends(require("admin"))]
 SubmitKey = Annotated[ApiKey, Depends(require("submit"))]
 ReadKey = Annotated[ApiKey, Depends(require("read"))]
 TrainKey = Annotated[ApiKey, Depends(require("train"))]
+ClassifyKey = Annotated[ApiKey, Depends(require("classify"))]
 
 Cursor = Annotated[str | None, Query(description="Opaque cursor from the previous page.")]
 Limit = Annotated[int, Query(ge=1, le=1000, description="Page size.")]

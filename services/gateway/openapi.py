@@ -113,6 +113,25 @@ RAISES: dict[tuple[str, str], dict[int, str]] = {
         404: "A batch, the constitution, or a template or constitution a stage or judge "
         "names does not exist."
     },
+    ("POST", "/v1/classifier-data/requests"): {
+        404: "The constitution the body names does not exist."
+    },
+    ("POST", "/v1/classifier-data/responses"): {
+        404: "The requests job does not exist.",
+        409: "The requests job has not finished.",
+    },
+    ("POST", "/v1/classifier-data/datasets"): {
+        404: "The responses job (or its requests job) does not exist.",
+        409: "A job has not finished.",
+    },
+    ("POST", "/v1/classify"): {
+        404: "The classifier (a training run) does not exist.",
+        503: "No classifier server is configured, or it cannot be reached.",
+    },
+    ("POST", "/v1/classify/stream"): {
+        404: "The classifier (a training run) does not exist.",
+        503: "No classifier server is configured, or it cannot be reached.",
+    },
     ("GET", "/v1/constitutions/{ref}"): {422: "The ref is not name or name@version."},
     ("GET", "/v1/datasets/{ref}/export"): {409: "The version is not ready: freezing or failed."},
 }

@@ -84,6 +84,13 @@ def streams_body(endpoint: _Endpoint) -> _Endpoint:
     return endpoint
 
 
+def changes_nothing(endpoint: _Endpoint) -> _Endpoint:
+    """Mark a POST that changes nothing (a classifier's score): it writes no audit row,
+    since a deployment's filter calls it for every request it serves."""
+    endpoint.changes_nothing = True  # type: ignore[attr-defined]
+    return endpoint
+
+
 def _required_scope(dependant: Dependant) -> str | None:
     """The scope checked by the route's ``require(scope)`` dependency, if any."""
     for dependency in dependant.dependencies:
@@ -264,7 +271,9 @@ class UnitOfWorkRoute(APIRoute):
 
     def _audit_replay(self, request: Request, session: Session, replay: Response) -> None:
         """Record a replayed answer as such (its write is the first call's event)."""
-        caller = audit.audited(request)
+        caller = (
+            None if getattr(self.endpoint, "changes_nothing", False) else audit.audited(request)
+        )
         if caller is not None:
             row = audit.event(request, self.path, caller, replay.status_code, replayed=True)
             audit.write_alone(session, row)
@@ -385,7 +394,9 @@ class UnitOfWorkRoute(APIRoute):
                 secret_fields=request.state.secret_fields,
                 ttl_seconds=settings.idempotency_ttl_seconds,
             )
-        caller = audit.audited(request)
+        caller = (
+            None if getattr(self.endpoint, "changes_nothing", False) else audit.audited(request)
+        )
         if caller is not None:  # commits or rolls back with the writes
             status_code = response.status_code
             session.add(audit.event(request, self.path, caller, status_code, response=response))

@@ -419,6 +419,12 @@ class TrainerService:
                 from services.trainer.dpo_trainer import train_dpo
 
                 result = train_dpo(p.base, p.train_rows, p.eval_rows, p.config, p.output, **common)
+            elif p.kind == "classifier":
+                from services.trainer.classifier_trainer import train_classifier
+
+                result = train_classifier(
+                    p.base, p.train_rows, p.eval_rows, p.config, p.output, **common
+                )
             elif p.kind in ONLINE_RL:
                 result = self._online_rl(p, common)
             else:

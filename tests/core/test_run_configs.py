@@ -12,6 +12,7 @@ from pydantic import ValidationError
 from charter.core.constitution import canonical_json
 from charter.core.run_configs import (
     RUN_CONFIGS,
+    ClassifierConfig,
     DPOConfig,
     GRPOConfig,
     PMConfig,
@@ -34,6 +35,7 @@ HASHED_CHANGE: dict[type[RunConfig], tuple[str, Any]] = {
     PPOConfig: ("target_kl", 3.0),
     RLOOConfig: ("normalize_advantages", True),
     GRPOConfig: ("scale_rewards", "batch"),
+    ClassifierConfig: ("target", "output"),
 }
 
 
@@ -41,7 +43,9 @@ def test_every_run_type_has_its_config_class() -> None:
     assert set(RUN_CONFIGS) == set(get_args(RunType))
     for kind, cls in RUN_CONFIGS.items():
         assert kind == cls.METHOD
-    assert all(issubclass(c, TrainingConfig) for c in (SFTConfig, PMConfig, DPOConfig))
+    assert all(
+        issubclass(c, TrainingConfig) for c in (SFTConfig, PMConfig, DPOConfig, ClassifierConfig)
+    )
     assert not issubclass(PPOConfig, TrainingConfig) and issubclass(PPOConfig, RunConfig)
     # RLOO and GRPO hold no rows out and sample their completions: no max_length, no eval.
     for online in (RLOOConfig, GRPOConfig):
@@ -87,6 +91,24 @@ def test_observation_fields_are_not_hashed(cls: type[TrainingConfig]) -> None:
     assert cls(eval_fraction=0.2).config_hash() != cls().config_hash()
 
 
+def test_the_classifier_threshold_is_stored_but_not_hashed() -> None:
+    # The decision threshold changes no weight: it is stored with the model and read
+    # by the scorer, and the held-out metrics are measured at it.
+    observation = {"per_device_eval_batch_size", "logging_steps", "eval_steps", "save_steps"}
+    assert observation | {"threshold"} == ClassifierConfig.NOT_HASHED
+    assert ClassifierConfig(threshold=0.9).config_hash() == ClassifierConfig().config_hash()
+    assert ClassifierConfig(threshold=0.9) != ClassifierConfig()
+    for hashed in ({"prefix_stride": 4}, {"target": "exchange"}, {"max_length": 128}):
+        assert ClassifierConfig(**hashed).config_hash() != ClassifierConfig().config_hash()
+
+
+def test_classifier_defaults() -> None:
+    config = ClassifierConfig()
+    assert (config.target, config.prefix_stride, config.threshold) == ("input", 8, 0.5)
+    assert (config.learning_rate, config.max_length) == (5e-5, 512)
+    assert config.as_dict()["target"] == "input"
+
+
 def test_every_ppo_field_but_the_checkpoint_cadence_is_hashed() -> None:
     # Checkpointing changes nothing a run learns (tests/trainer/test_ppo.py resumes bit
     # for bit), so a resumed run may checkpoint more often.
@@ -123,6 +145,12 @@ BAD: list[tuple[type[RunConfig], dict[str, Any], str]] = [
     (PPOConfig, {"value_head_learning_rate": 0.0}, "value_head_learning_rate"),
     (PPOConfig, {"batch_size": 10, "mini_batch_size": 4}, "mini_batch_size"),
     (PPOConfig, {"batch_size": 8}, "mini_batch_size"),  # the default 16 does not divide 8
+    (ClassifierConfig, {"target": "both"}, "target"),
+    (ClassifierConfig, {"prefix_stride": 0}, "prefix_stride"),
+    (ClassifierConfig, {"prefix_stride": 513}, "prefix_stride"),
+    (ClassifierConfig, {"threshold": 0.0}, "threshold"),
+    (ClassifierConfig, {"threshold": 1.0}, "threshold"),
+    (ClassifierConfig, {"max_length": 1}, "max_length"),
 ]
 
 

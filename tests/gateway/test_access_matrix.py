@@ -134,6 +134,11 @@ REQUIRED_SCOPE: dict[tuple[str, str], str] = {
     ("POST", "/v1/pipelines/{pipeline_id}/cancel"): "train",
     ("POST", "/v1/pipelines/{pipeline_id}/resume"): "train",
     ("POST", "/v1/pipelines/{pipeline_id}/rerun"): "train",
+    ("POST", "/v1/classifier-data/requests"): "submit",
+    ("POST", "/v1/classifier-data/responses"): "submit",
+    ("POST", "/v1/classifier-data/datasets"): "submit",
+    ("POST", "/v1/classify"): "classify",
+    ("POST", "/v1/classify/stream"): "classify",
 }
 # What a key with one scope may do: submitting or training needs to read what it made.
 # A pipeline submits labelling jobs and training runs: it needs both scopes.
@@ -143,11 +148,12 @@ ALSO_NEEDS = {
     if path.startswith("/v1/pipelines") and method == "POST"
 }
 GRANTS = {
-    "admin": {"admin", "submit", "read", "train", "review"},
+    "admin": {"admin", "submit", "read", "train", "review", "classify"},
     "submit": {"submit", "read"},
     "read": {"read"},
     "train": {"train", "read"},
     "review": {"review", "read"},
+    "classify": {"classify"},
 }
 # The path names what the request creates in the caller's own project, not an object:
 # another project's key gets what a never-used name gets (not a 404).
@@ -179,6 +185,10 @@ BODY_REFERENCES = {
     ("POST", "/v1/evals"),
     ("POST", "/v1/policy-evals"),
     ("POST", "/v1/pipelines"),
+    ("POST", "/v1/classifier-data/responses"),
+    ("POST", "/v1/classifier-data/datasets"),
+    ("POST", "/v1/classify"),
+    ("POST", "/v1/classify/stream"),
 }
 
 NDJSON = {"Content-Type": "application/x-ndjson"}
@@ -284,6 +294,7 @@ def _request(method: str, path: str, owner: Owner, *, missing: bool = False) -> 
     dataset = _missing(owner.dataset) if missing else owner.dataset
     gold = _missing(f"{owner.gold}@1") if missing else f"{owner.gold}@1"
     job = _missing(owner.job) if missing else owner.job
+    run = _missing(owner.run) if missing else owner.run
     kwargs: dict[str, Any] = {}
     bodies: dict[tuple[str, str], Any] = {
         ("POST", "/v1/batches"): {"name": "matrix", "rows": [{"prompt": "Hello?"}]},
@@ -333,6 +344,12 @@ def _request(method: str, path: str, owner: Owner, *, missing: bool = False) -> 
         ("POST", "/v1/public-inputs/{ref}/constitution"): {"name": "matrix-collective"},
         ("POST", "/v1/public-inputs/{ref}/draft"): {"name": "matrix-collective"},
         ("POST", "/v1/public-inputs/{ref}/wording-jobs"): {"constitution": "matrix-default"},
+        # The owner's job and run are no classifier-data job and no classifier: refused
+        # after authorisation, for the owner; a 404 for anyone else.
+        ("POST", "/v1/classifier-data/requests"): {"constitution": "matrix-default"},
+        ("POST", "/v1/classifier-data/responses"): {"requests_job": job},
+        ("POST", "/v1/classifier-data/datasets"): {"name": "matrix-guard", "responses_job": job},
+        ("POST", "/v1/classify"): {"classifier": run, "prompt": "Hello?"},
         ("POST", "/v1/datasets"): {
             "name": "matrix-labels",
             "kind": "sft",
@@ -343,6 +360,12 @@ def _request(method: str, path: str, owner: Owner, *, missing: bool = False) -> 
         kwargs["json"] = bodies[(method, path)]
     elif (method, path) == ("POST", "/v1/batches/upload"):
         kwargs |= {"content": b'{"prompt": "Hello?"}\n', "headers": NDJSON}
+    elif (method, path) == ("POST", "/v1/classify/stream"):
+        header = {"classifier": run, "prompt": "Hello?"}
+        kwargs |= {
+            "content": (json.dumps(header) + '\n{"token": "Hi"}\n').encode(),
+            "headers": NDJSON,
+        }
     elif (method, path) == ("POST", "/v1/jobs/{job_id}/reviews/import"):
         line = {"label_id": 1, "verdict": {"choice": "A"}, "reviewer": {"key_id": "0" * 32}}
         kwargs |= {"content": json.dumps(line).encode(), "headers": NDJSON}

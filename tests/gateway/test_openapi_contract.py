@@ -112,6 +112,13 @@ SEMANTIC_422 = {
     "POST /v1/public-inputs/{ref}/draft": "as the constitution route",
     "POST /v1/public-inputs/{ref}/wording-jobs": "the constitution must be one drafted from "
     "this input; the model must be served",
+    "POST /v1/classifier-data/requests": "the constitution must have a classifier section; "
+    "the model must be served",
+    "POST /v1/classifier-data/responses": "the job must be a finished classifier requests job",
+    "POST /v1/classifier-data/datasets": "the job must be a finished classifier responses job",
+    "POST /v1/classify": "the run must be a completed classifier; its target's texts given",
+    "POST /v1/classify/stream": "JSON lines: a header naming a completed output or exchange "
+    "classifier, then tokens",
 }
 
 
@@ -211,6 +218,11 @@ def test_statuses_follow_what_each_route_does(document: dict[str, Any]) -> None:
             ("POST", "/v1/evals"),
             ("POST", "/v1/policy-evals"),
             ("POST", "/v1/pipelines"),
+            ("POST", "/v1/classifier-data/requests"),
+            ("POST", "/v1/classifier-data/responses"),
+            ("POST", "/v1/classifier-data/datasets"),
+            ("POST", "/v1/classify"),
+            ("POST", "/v1/classify/stream"),
         )
         if "{" not in path and (method, path) not in names_objects:
             assert "404" not in codes, (method, path)

@@ -83,7 +83,7 @@ def push(
     version = ConstitutionVersion(
         constitution_id=row.id,
         version=(latest or 0) + 1,
-        content=constitution.model_dump(mode="json"),
+        content=constitution.content(),
         content_hash=digest,
     )
     session.add(version)

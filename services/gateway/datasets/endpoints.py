@@ -20,13 +20,19 @@ router = APIRouter(prefix="/v1/datasets", tags=["datasets"], route_class=UnitOfW
 MEDIA_TYPES = {"jsonl": "application/x-ndjson", "parquet": "application/vnd.apache.parquet"}
 
 
-def _out(dataset: Dataset, version: DatasetVersion) -> DatasetVersionOut:
+def _source(version: DatasetVersion) -> Literal["labels", "upload", "classifier_data"]:
+    if version.filter.get("upload"):
+        return "upload"
+    return "classifier_data" if "classifier_data" in version.filter else "labels"
+
+
+def out(dataset: Dataset, version: DatasetVersion) -> DatasetVersionOut:
     return DatasetVersionOut(
         name=dataset.name,
         kind=dataset.kind,
         version=version.version,
         ref=f"{dataset.name}@{version.version}",
-        source="upload" if version.filter.get("upload") else "labels",
+        source=_source(version),
         state=version.state,
         rows_done=version.rows_done,
         rows_total=version.rows_total,
@@ -65,7 +71,7 @@ def create_dataset(
 ) -> DatasetVersionOut:
     dataset, version = service.create(session, key.project_id, body)
     after_commit(request, request.app.state.freezer.wake)
-    return _out(dataset, version)
+    return out(dataset, version)
 
 
 @router.get("", response_model=Page[DatasetVersionOut], summary="Datasets, latest version each")
@@ -74,20 +80,20 @@ def list_datasets(
 ) -> Page[DatasetVersionOut]:
     rows, next_cursor = service.page(session, key.project_id, cursor, limit)
     latest = service.latest_versions(session, rows)
-    return Page(items=[_out(d, latest[d.id]) for d in rows], next_cursor=next_cursor)
+    return Page(items=[out(d, latest[d.id]) for d in rows], next_cursor=next_cursor)
 
 
 @router.get("/{ref}", response_model=DatasetVersionOut, summary="A version (name or name@version)")
 def get_dataset(ref: str, request: Request, session: SessionDep, key: ReadKey) -> DatasetVersionOut:
     dataset, version = service.resolve(session, key.project_id, ref)
     _resume_if_orphaned(request, version)
-    return _out(dataset, version)
+    return out(dataset, version)
 
 
 @router.get("/{name}/versions", response_model=list[DatasetVersionOut])
 def list_versions(name: str, session: SessionDep, key: ReadKey) -> list[DatasetVersionOut]:
     dataset, rows = service.versions(session, key.project_id, name)
-    return [_out(dataset, v) for v in rows]
+    return [out(dataset, v) for v in rows]
 
 
 @router.post(
@@ -127,7 +133,7 @@ async def upload_dataset(
             bounds=settings.document_bounds,
             max_line_bytes=settings.max_jsonl_line_bytes,
         )
-        return _out(*service.upload(session, key.project_id, name, dataset_kind, rows))
+        return out(*service.upload(session, key.project_id, name, dataset_kind, rows))
 
     return await run_in_threadpool(store)
 

@@ -65,10 +65,12 @@ _LABEL_COLUMNS = {
         Label.swap_disagreement,
         *_PROVENANCE,
     ),
+    "classifier": (),  # every row is a stored row (no label behind it)
 }
 _RENDER: dict[str, Callable[..., dict[str, Any] | None]] = {
     "sft": sft_row,
     "preference": preference_row,
+    "classifier": lambda label: None,
 }
 
 
@@ -297,7 +299,7 @@ def fetch_lines(
     session: Session, version_id: str, kind: str, lo: int, hi: int
 ) -> Callable[[], list[str]]:
     """Read rows ``lo <= seq < hi`` now; the function that renders their JSONL lines."""
-    if session.get_bind().dialect.name == "postgresql":
+    if session.get_bind().dialect.name == "postgresql" and kind in _FRAGMENT_QUERIES:
         params = {"version_id": version_id, "lo": lo, "hi": hi}
         fetched = _fetch(session, _FRAGMENT_QUERIES[kind], params)
         return lambda: _postgres_lines(kind, fetched)

@@ -52,6 +52,19 @@ def arrow_schema(kind: str) -> Any:
         "model_revision": pa.string(),
         "template_hash": pa.string(),
     }
+    if kind == "classifier":
+        types |= {
+            "prompt": pa.string(),
+            "response": pa.string(),
+            "category": pa.string(),
+            "restricted": pa.bool_(),
+            "harmful": pa.bool_(),
+            "variant": pa.string(),
+            "response_kind": pa.string(),
+            "request_label_id": pa.int64(),
+            "paraphrase_label_id": pa.int64(),
+            "response_label_id": pa.int64(),
+        }
     return pa.schema([(name, types[name]) for name in COLUMNS[kind]])
 
 
@@ -97,8 +110,9 @@ class _Group:
     def __init__(self, kind: str) -> None:
         self.kind = kind
         self.rows = 0
-        self.turns = {name: _Turns() for name in COLUMNS[kind] if name in TURNS}
-        self.plain: dict[str, list[Any]] = {n: [] for n in COLUMNS[kind] if n not in TURNS}
+        turns = () if kind == "classifier" else TURNS  # a classifier row's prompt is text
+        self.turns = {name: _Turns() for name in COLUMNS[kind] if name in turns}
+        self.plain: dict[str, list[Any]] = {n: [] for n in COLUMNS[kind] if n not in turns}
         self._index = {key: i for i, key in enumerate(ROW_KEYS[kind])}
 
     def extend(self, fetched: Sequence[Any]) -> None:

@@ -8,7 +8,11 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from charter.core.export import PREFERENCE_KINDS, SFT_KINDS
 from charter.db.models import as_utc
 
-DatasetKind = Literal["sft", "preference"]
+LabelDatasetKind = Literal["sft", "preference"]
+"""The kinds a dataset frozen from labels can have."""
+DatasetKind = Literal["sft", "preference", "classifier"]
+"""Every dataset kind: ``classifier`` rows are uploaded or built from classifier-data
+jobs (``POST /v1/classifier-data/datasets``), never frozen from a label filter."""
 LabelKind = Literal[SFT_KINDS + PREFERENCE_KINDS]  # type: ignore[valid-type]
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
 TEXT_MAX = 32_000
@@ -81,7 +85,7 @@ class MixSpec(BaseModel):
 class DatasetCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str = Field(pattern=NAME_PATTERN)
-    kind: DatasetKind
+    kind: LabelDatasetKind
     filter: DatasetFilter = Field(default_factory=DatasetFilter)
     mix: MixSpec | None = None
 
@@ -91,7 +95,10 @@ class DatasetVersionOut(BaseModel):
     kind: str
     version: int
     ref: str
-    source: Literal["labels", "upload"]
+    source: Literal["labels", "upload", "classifier_data"] = Field(
+        description="labels: frozen from a label filter; upload: uploaded rows; "
+        "classifier_data: built from classifier-data jobs (the filter names them)."
+    )
     state: Literal["freezing", "ready", "failed"] = Field(
         description="freezing: rows are being copied in the background (not exportable yet)."
     )
@@ -203,7 +210,35 @@ class PreferenceUpload(BaseModel):
         }
 
 
-UPLOAD_MODELS: dict[str, type[SftUpload] | type[PreferenceUpload]] = {
+class ClassifierUpload(BaseModel):
+    """A classifier row: a user message, optionally a response, its category, and whether
+    the message (``restricted``) and the response (``harmful``) are to be flagged."""
+
+    model_config = ConfigDict(extra="forbid")
+    prompt: Text
+    response: Text | None = None
+    category: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")
+    restricted: bool
+    harmful: bool | None = Field(
+        default=None, description="Required with a response: whether it gives restricted content."
+    )
+    variant: str | None = Field(default=None, max_length=64)
+    response_kind: str | None = Field(default=None, max_length=64)
+
+    @model_validator(mode="after")
+    def _shape(self) -> ClassifierUpload:
+        if (self.response is None) != (self.harmful is None):
+            raise ValueError("give 'harmful' with a 'response', and neither without one")
+        if self.harmful and not self.restricted:
+            raise ValueError("a harmful response answers a restricted request ('restricted': true)")
+        return self
+
+    def canonical(self) -> dict[str, Any]:
+        return self.model_dump()
+
+
+UPLOAD_MODELS: dict[str, type[SftUpload] | type[PreferenceUpload] | type[ClassifierUpload]] = {
     "sft": SftUpload,
     "preference": PreferenceUpload,
+    "classifier": ClassifierUpload,
 }

@@ -151,7 +151,8 @@ def _dataset_for(session: Session, project_id: str, name: str, kind: str | None)
     if dataset is None:
         if kind is None:
             raise Invalid(
-                f"dataset {name!r} is new: say its kind (sft or preference)", field="kind"
+                f"dataset {name!r} is new: say its kind (sft, preference or classifier)",
+                field="kind",
             )
         dataset = Dataset(project_id=project_id, name=name, kind=kind)
         session.add(dataset)
@@ -389,14 +390,22 @@ def parse_jsonl(
 
 
 def upload(
-    session: Session, project_id: str, name: str, kind: str | None, rows: list[dict[str, Any]]
+    session: Session,
+    project_id: str,
+    name: str,
+    kind: str | None,
+    rows: list[dict[str, Any]],
+    *,
+    source: dict[str, Any] | None = None,
 ) -> tuple[Dataset, DatasetVersion]:
-    """User rows (already validated and in TRL shape) as a new version of ``name``."""
+    """Rows (already validated and in their export shape) as a new version of ``name``:
+    a user's upload, or what ``source`` (recorded as the version's filter) made."""
     dataset = _dataset_for(session, project_id, name, kind)
     n = len(rows)
     version = _new_version(
-        session, dataset, filter={"upload": True}, mix=None, row_count=n, rows_total=n, rows_done=n
-    )
+        session, dataset, filter=source or {"upload": True}, mix=None, row_count=n,
+        rows_total=n, rows_done=n,
+    )  # fmt: skip
     version_id = version.id
     numbered = ((version_id, seq, row) for seq, row in enumerate(rows))
     bulk_insert(session, DatasetRow, ("version_id", "seq", "row"), numbered)

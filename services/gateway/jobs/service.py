@@ -111,11 +111,16 @@ def serves_run_models(session: Session, settings: Settings) -> bool:
     return any(RUN_MODELS in models for models in session.scalars(select(Worker.models)))
 
 
+SCORING_RUNS = {"pm": "preference model", "classifier": "classifier"}
+"""Run types whose model scores text rather than writing it."""
+
+
 def _check_model(session: Session, settings: Settings, project_id: str, model: str) -> None:
     run = runs.model_run(session, project_id, model, field="model")
-    if run is not None and run.type == "pm":
+    if run is not None and run.type in SCORING_RUNS:
         raise Invalid(
-            f"{model} is a preference model: it scores text, it does not write", field="model"
+            f"{model} is a {SCORING_RUNS[run.type]}: it scores text, it does not write",
+            field="model",
         )
     if run is not None and not run.artifact_uri:
         raise Invalid(f"{model} reported no model artifact", field="model")

@@ -7,7 +7,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from charter import keys
 
-Scope = Literal["admin", "submit", "read", "train", "review"]
+Scope = Literal["admin", "submit", "read", "train", "review", "classify"]
 assert set(get_args(Scope)) == set(keys.SCOPES)
 
 

@@ -25,6 +25,7 @@ from pydantic_core import InitErrorDetails, PydanticCustomError
 from charter.core.jobs import RunStatus
 from charter.core.run_configs import (
     RUN_CONFIGS,
+    ClassifierConfig,
     DPOConfig,
     GRPOConfig,
     PMConfig,
@@ -45,6 +46,7 @@ DATASET_KINDS: dict[str, tuple[str, ...]] = {
     "ppo": ("sft", "preference"),
     "rloo": ("sft", "preference"),
     "grpo": ("sft", "preference"),
+    "classifier": ("classifier",),
 }
 MODEL_PATTERN = r"^(run:[0-9a-f]{32}|[A-Za-z0-9._/-]{1,128})$"
 HASH_PATTERN = r"^[0-9a-f]{16}$"
@@ -124,7 +126,25 @@ class GRPORunCreate(_RewardedRunBody):
     config: GRPOConfig = Field(default_factory=GRPOConfig, description=_CONFIG.format(type="grpo"))
 
 
-RunSpec = SFTRunCreate | PMRunCreate | DPORunCreate | PPORunCreate | RLOORunCreate | GRPORunCreate
+class ClassifierRunCreate(_RunBody):
+    """A constitutional classifier run on a classifier dataset: base_model gets a fresh
+    classification head, one score per restricted category."""
+
+    type: Literal["classifier"]
+    config: ClassifierConfig = Field(
+        default_factory=ClassifierConfig, description=_CONFIG.format(type="classifier")
+    )
+
+
+RunSpec = (
+    SFTRunCreate
+    | PMRunCreate
+    | DPORunCreate
+    | PPORunCreate
+    | RLOORunCreate
+    | GRPORunCreate
+    | ClassifierRunCreate
+)
 """A validated run body (:attr:`RunCreate.root`)."""
 RewardedRunSpec = PPORunCreate | RLOORunCreate | GRPORunCreate
 """The run bodies with a ``reward_run``."""
@@ -136,6 +156,7 @@ _BODIES: dict[str, type[_RunBody]] = {
     "ppo": PPORunCreate,
     "rloo": RLOORunCreate,
     "grpo": GRPORunCreate,
+    "classifier": ClassifierRunCreate,
 }
 _COMMON = frozenset(_RunBody.model_fields) | {"config"}
 EXTRA_FIELDS: dict[str, frozenset[str]] = {
@@ -149,7 +170,8 @@ PROVENANCE = (
 
 
 class RunCreate(RootModel[Annotated[RunSpec, Field(discriminator="type")]]):
-    """A training run to queue: the body of its ``type`` (sft, pm, dpo, ppo, rloo or grpo)."""
+    """A training run to queue: the body of its ``type`` (sft, pm, dpo, ppo, rloo, grpo or
+    classifier)."""
 
     @model_validator(mode="wrap")
     @classmethod

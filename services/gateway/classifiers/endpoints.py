@@ -1,0 +1,209 @@
+"""``/v1/classify``: score a prompt, a response or an exchange with a trained
+constitutional classifier, or guard a response as it streams.
+
+The gateway loads no model: it checks the key (scope ``classify``) and that the
+classifier is a completed ``classifier`` run of the key's project, then forwards the
+call to the classifier server (``classifier_url``), which loads each classifier once.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+from fastapi import APIRouter, Request
+from fastapi.responses import StreamingResponse
+from starlette.background import BackgroundTask
+from starlette.concurrency import run_in_threadpool
+
+from charter.core.jobs import RunStatus
+from charter.db.models import TrainingRun
+from charter.errors import CharterError, Invalid, NotFound, Unavailable
+from charter.settings import Settings
+from services.gateway.classifiers.schemas import ClassifyOut, ClassifyRequest, StreamHeader
+from services.gateway.deps import ClassifyKey, SessionDep, SettingsDep
+from services.gateway.unit_of_work import UnitOfWorkRoute, changes_nothing, streams_body
+
+router = APIRouter(prefix="/v1/classify", tags=["classifiers"], route_class=UnitOfWorkRoute)
+NEEDS = {"input": ("prompt",), "output": ("response",), "exchange": ("prompt", "response")}
+
+
+def classifier_run(session: Any, project_id: str, run_id: str) -> TrainingRun:
+    run = session.get(TrainingRun, run_id)
+    if run is None or run.project_id != project_id:
+        raise NotFound(f"classifier {run_id!r} not found", field="classifier")
+    if run.type != "classifier":
+        raise Invalid(f"run {run_id!r} is a {run.type} run, not a classifier", field="classifier")
+    if run.status != RunStatus.COMPLETED or not run.artifact_uri:
+        raise Invalid(
+            f"classifier {run_id!r} has no model yet (the run is {run.status})", field="classifier"
+        )
+    return run
+
+
+def client(request: Request) -> httpx.AsyncClient:
+    """The app's client for the classifier server (made on first use)."""
+    state = request.app.state
+    existing: httpx.AsyncClient | None = getattr(state, "classifier_client", None)
+    if existing is not None:
+        return existing
+    settings: Settings = state.settings
+    if not settings.classifier_url:
+        raise Unavailable(
+            "no classifier server is configured: run `charter classifier serve` and set "
+            "CHARTER_CLASSIFIER_URL on the gateway"
+        )
+    headers = (
+        {"authorization": f"Bearer {settings.classifier_token}"}
+        if settings.classifier_token
+        else {}
+    )
+    state.classifier_client = httpx.AsyncClient(
+        base_url=settings.classifier_url,
+        headers=headers,
+        timeout=settings.classifier_timeout_seconds,
+    )
+    return state.classifier_client
+
+
+def _refused(response: httpx.Response) -> CharterError:
+    try:
+        detail = response.json().get("detail")
+    except ValueError:
+        detail = response.text[:500]
+    if response.status_code == 422:
+        return Invalid(f"the classifier server refused the call: {detail}", field="classifier")
+    return Unavailable(f"the classifier server answered {response.status_code}: {detail}")
+
+
+async def _send(call: Any) -> httpx.Response:
+    try:
+        return await call
+    except httpx.HTTPError as exc:
+        raise Unavailable(
+            f"the classifier server cannot be reached ({type(exc).__name__})"
+        ) from exc
+
+
+@router.post(
+    "",
+    response_model=ClassifyOut,
+    summary="Score a prompt, a response or an exchange with a classifier",
+    description="Each of the classifier's restricted categories gets a score; the call is "
+    "flagged when the highest reaches the threshold (the run's unless given). An input "
+    "classifier reads `prompt`, an output one `response`, an exchange one both.",
+)
+@changes_nothing
+async def classify(
+    body: ClassifyRequest, request: Request, session: SessionDep, key: ClassifyKey
+) -> ClassifyOut:
+    run = await run_in_threadpool(classifier_run, session, key.project_id, body.classifier)
+    target = run.config.get("target", "input")
+    if body.target is not None and body.target != target:
+        raise Invalid(
+            f"classifier {run.id} is an {target} classifier, not {body.target}", field="target"
+        )
+    for field in NEEDS[target]:
+        if getattr(body, field) is None:
+            raise Invalid(f"an {target} classifier needs '{field}'", field=field)
+    answer = await _send(
+        client(request).post(
+            "/score",
+            json={
+                "run_id": run.id,
+                "artifact_uri": run.artifact_uri,
+                "prompts": [body.prompt],
+                "responses": [body.response],
+            },
+        )
+    )
+    if answer.status_code != 200:
+        raise _refused(answer)
+    found = answer.json()
+    scores: dict[str, float] = found["scores"][0]
+    threshold = body.threshold or float(run.config.get("threshold", 0.5))
+    score = max(scores.values(), default=0.0)
+    flagged = score >= threshold
+    return ClassifyOut(
+        classifier=run.id, target=target, scores=scores, score=score,
+        category=max(scores, key=scores.__getitem__) if flagged else None,
+        flagged=flagged, threshold=threshold, score_ms=found["score_ms"],
+    )  # fmt: skip
+
+
+async def _lines(request: Request) -> AsyncIterator[bytes]:
+    pending = b""
+    async for chunk in request.stream():
+        pending += chunk
+        *complete, pending = pending.split(b"\n")
+        for line in complete:
+            if line.strip():
+                yield line + b"\n"
+    if pending.strip():
+        yield pending + b"\n"
+
+
+@router.post(
+    "/stream",
+    response_class=StreamingResponse,
+    summary="Guard a response token by token; stop at the first prefix over the threshold",
+    description='NDJSON in: a header line `{"classifier", "prompt", "threshold"}`, then '
+    'one `{"token": "..."}` line per generated token, sent as they are generated. NDJSON '
+    "out: one line per token read (`index`, `scores`, `score`, `flagged`) and a last line "
+    '`{"done": true, "stopped_at", "tokens_read"}`. At the first flagged prefix the '
+    "answer ends and no later token is read: stop generating.",
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/x-ndjson": {"schema": {"type": "string"}}},
+        }
+    },
+    responses={200: {"content": {"application/x-ndjson": {}}}},
+)
+@changes_nothing
+@streams_body
+async def classify_stream(
+    request: Request, session: SessionDep, settings: SettingsDep, key: ClassifyKey
+) -> StreamingResponse:
+    lines = _lines(request)
+    try:
+        header = StreamHeader.model_validate_json(await anext(lines))
+    except StopAsyncIteration:
+        raise Invalid("the stream is empty: its first line is the header", field="body") from None
+    except ValueError as exc:
+        raise Invalid(f"line 1 (the header): {exc}", field="body") from None
+    run = await run_in_threadpool(classifier_run, session, key.project_id, header.classifier)
+    if run.config.get("target", "input") == "input":
+        raise Invalid(
+            f"classifier {run.id} is an input classifier: it reads no response (POST /v1/classify)",
+            field="classifier",
+        )
+    threshold = header.threshold or float(run.config.get("threshold", 0.5))
+    first = {
+        "run_id": run.id,
+        "artifact_uri": run.artifact_uri,
+        "prompt": header.prompt,
+        "threshold": threshold,
+        "max_tokens": settings.classifier_max_stream_tokens,
+    }
+
+    async def forward() -> AsyncIterator[bytes]:
+        yield (json.dumps(first) + "\n").encode()
+        async for line in lines:
+            yield line
+
+    http = client(request)
+    answer = await _send(
+        http.send(http.build_request("POST", "/stream", content=forward()), stream=True)
+    )
+    if answer.status_code != 200:
+        await answer.aread()
+        await answer.aclose()
+        raise _refused(answer)
+    return StreamingResponse(
+        answer.aiter_raw(),
+        media_type="application/x-ndjson",
+        background=BackgroundTask(answer.aclose),
+    )
