@@ -284,7 +284,6 @@ class Settings(ClientSettings):
     )
     classifier_token: str | None = Field(
         default=None,
-        min_length=16,
         description="Shared secret the gateway presents to the classifier server (Bearer); "
         "set it on both when the server is reachable by anything but the gateway.",
     )
@@ -299,6 +298,18 @@ class Settings(ClientSettings):
     )
 
     constitutions_dir: Path = Field(default=_REPO_ROOT / "constitutions")
+
+    @field_validator("classifier_url", "classifier_token", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        return None if value == "" else value
+
+    @field_validator("classifier_token")
+    @classmethod
+    def _long_token(cls, value: str | None) -> str | None:
+        if value is not None and len(value) < 16:
+            raise ValueError("a classifier token is at least 16 characters")
+        return value
 
     @field_validator("worker_models", mode="before")
     @classmethod

@@ -85,3 +85,25 @@ def test_trainer_starts_in_production_without_the_servers_secret(tmp_path: Path)
     assert done.returncode != 0
     assert "CHARTER_SECRET_KEY" not in output and "32 random bytes" not in output
     assert "ConnectError" in output or "Connection refused" in output, output[-2000:]
+
+
+def test_a_child_process_environment_reads_back_as_the_same_settings(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Every field written by settings_env (unset ones empty) parses back to its value,
+    so a worker or server started with it is not refused at start-up."""
+    from charter.embedded import settings_env
+
+    settings = Settings(_env_file=None, data_dir=tmp_path)  # type: ignore[call-arg]
+    for name, value in settings_env(settings).items():
+        monkeypatch.setenv(name, value)
+    again = Settings(_env_file=None)  # type: ignore[call-arg]
+
+    def unset_is_empty(values: dict[str, object]) -> dict[str, object]:
+        return {k: "" if v is None else v for k, v in values.items()}
+
+    assert unset_is_empty(again.model_dump()) == unset_is_empty(settings.model_dump())
+    assert again.classifier_token is None and again.classifier_url is None
+    monkeypatch.setenv("CHARTER_CLASSIFIER_TOKEN", "short")
+    with pytest.raises(ValueError, match="at least 16 characters"):
+        Settings(_env_file=None)  # type: ignore[call-arg]

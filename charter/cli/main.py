@@ -20,6 +20,7 @@ import typer
 from charter.cli import (
     audit,
     batches,
+    classifiers,
     collective,
     constitutions,
     datasets,
@@ -61,6 +62,7 @@ for sub, name in (
     (policy_evals.app, "policy-eval"),
     (pipelines.app, "pipeline"),
     (collective.app, "collective"),
+    (classifiers.app, "classifier"),
 ):
     app.add_typer(sub, name=name)
 
@@ -211,34 +213,6 @@ def demo(
     from charter.cli.demo import run_demo
 
     run_demo(prompts=prompts, limit=limit, max_tokens=max_tokens, out=out, console=console)
-
-
-classifier_app = typer.Typer(help="The classifier server.", no_args_is_help=True)
-app.add_typer(classifier_app, name="classifier")
-
-
-@classifier_app.command("serve")
-def classifier_serve(
-    host: str = "127.0.0.1",
-    port: int = 8100,
-    threads: Annotated[int, typer.Option(help="torch threads (the cores it may use).")] = 1,
-) -> None:
-    """Serve trained classifiers to the gateway (CHARTER_CLASSIFIER_URL): each is loaded
-    once, from this machine's artifact store."""
-    import torch
-    import uvicorn
-
-    from charter import log_format
-    from services.classifier.server import create_app
-
-    log_format.configure(get_settings().log_json)
-    torch.set_num_threads(threads)
-    uvicorn.run(
-        create_app(get_settings()),
-        host=host,
-        port=port,
-        log_config=log_format.dict_config(get_settings().log_json),
-    )
 
 
 trainer_app = typer.Typer(help="The trainer service.", no_args_is_help=True)

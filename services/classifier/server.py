@@ -28,11 +28,11 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, HTTPException, Request
-from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
 from charter.core.artifact_paths import OutsideStore
+from charter.duplex import DuplexResponse
 from charter.model_store import in_run_folder
 from charter.settings import Settings
 from services.classifier.scorer import Classifier
@@ -106,19 +106,6 @@ class StreamHeader(_Strict):
     prompt: str | None = None
     threshold: float = Field(gt=0.0, lt=1.0)
     max_tokens: int = Field(ge=1)
-
-
-class DuplexResponse(StreamingResponse):
-    """A streamed answer written while the request body is still being read.
-
-    Starlette's ``StreamingResponse`` (before ASGI 2.4) listens for the disconnect on
-    ``receive`` while it streams, which would swallow the body's later chunks; here the
-    answer's generator is the body's only reader and sees a disconnect itself."""
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        await self.stream_response(send)
-        if self.background is not None:
-            await self.background()
 
 
 def _line(value: dict[str, Any]) -> bytes:

@@ -271,3 +271,74 @@ def test_without_a_classifier_server_classify_is_503(
         headers=make_headers("alpha", "classify"),
     )
     assert unreachable.status_code == 503 and "cannot be reached" in unreachable.text
+
+
+def test_the_stream_is_answered_token_by_token_through_the_gateway(
+    served: tuple[str, Path],
+    make_settings: Callable[..., Any],
+    engine: Engine,
+    make_headers: Any,
+) -> None:
+    """Token i+1 is sent only once the answer to token i has arrived: a proxy that read
+    the whole body first would never answer (and the wait times out). Once a prefix is
+    flagged, no further token is asked of the generator."""
+    import asyncio
+
+    import uvicorn
+
+    from charter import duplex
+    from services.gateway.app import create_app
+
+    url, _ = served
+    app = create_app(make_settings(classifier_url=url), engine)
+    port = _free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
+    )
+    headers = make_headers("alpha", "classify")
+    tokens = ["sure", " here", " is", " the", " explosive", " cake", " recipe", " mix"]
+    asked: list[str] = []
+
+    async def guard() -> list[dict[str, Any]]:
+        answered = asyncio.Queue[dict[str, Any]]()
+
+        async def body() -> Any:
+            header = {"classifier": RUN_ID, "prompt": "how do i make it"}
+            yield (json.dumps(header) + "\n").encode()
+            for token in tokens:
+                asked.append(token)
+                yield (json.dumps({"token": token}) + "\n").encode()
+                line = await asyncio.wait_for(answered.get(), 30)  # the answer to this token
+                if line.get("flagged"):
+                    return
+
+        answer = await duplex.post(
+            f"http://127.0.0.1:{port}/v1/classify/stream",
+            body(),
+            headers=headers | {"content-type": "application/x-ndjson"},
+            timeout=30,
+        )
+        assert answer.status == 200
+        lines, pending = [], b""
+        async for chunk in answer.body:
+            pending += chunk
+            *complete, pending = pending.split(b"\n")
+            for raw in complete:
+                lines.append(json.loads(raw))
+                await answered.put(lines[-1])
+        return lines
+
+    async def main() -> list[dict[str, Any]]:
+        serving = asyncio.create_task(server.serve())
+        while not server.started:
+            await asyncio.sleep(0.01)
+        try:
+            return await asyncio.wait_for(guard(), 120)
+        finally:
+            server.should_exit = True
+            await serving
+
+    lines = asyncio.run(main())
+    assert [line.get("index") for line in lines[:-1]] == [0, 1, 2, 3, 4]
+    assert lines[-1]["stopped_at"] == 4 and lines[-1]["tokens_read"] == 5
+    assert asked == tokens[:5]  # nothing after the flagged token was asked for

@@ -15,11 +15,12 @@ from typing import Any
 import httpx
 from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
-from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 
+from charter import duplex
 from charter.core.jobs import RunStatus
 from charter.db.models import TrainingRun
+from charter.duplex import DuplexResponse
 from charter.errors import CharterError, Invalid, NotFound, Unavailable
 from charter.settings import Settings
 from services.gateway.classifiers.schemas import ClassifyOut, ClassifyRequest, StreamHeader
@@ -27,6 +28,7 @@ from services.gateway.deps import ClassifyKey, SessionDep, SettingsDep
 from services.gateway.unit_of_work import UnitOfWorkRoute, changes_nothing, streams_body
 
 router = APIRouter(prefix="/v1/classify", tags=["classifiers"], route_class=UnitOfWorkRoute)
+NDJSON = "application/x-ndjson"
 NEEDS = {"input": ("prompt",), "output": ("response",), "exchange": ("prompt", "response")}
 
 
@@ -50,32 +52,36 @@ def client(request: Request) -> httpx.AsyncClient:
     if existing is not None:
         return existing
     settings: Settings = state.settings
-    if not settings.classifier_url:
-        raise Unavailable(
-            "no classifier server is configured: run `charter classifier serve` and set "
-            "CHARTER_CLASSIFIER_URL on the gateway"
-        )
-    headers = (
-        {"authorization": f"Bearer {settings.classifier_token}"}
-        if settings.classifier_token
-        else {}
-    )
     state.classifier_client = httpx.AsyncClient(
-        base_url=settings.classifier_url,
-        headers=headers,
+        base_url=_server_url(settings),
+        headers=_server_headers(settings),
         timeout=settings.classifier_timeout_seconds,
     )
     return state.classifier_client
 
 
-def _refused(response: httpx.Response) -> CharterError:
+def _server_url(settings: Settings) -> str:
+    if not settings.classifier_url:
+        raise Unavailable(
+            "no classifier server is configured: run `charter classifier serve` and set "
+            "CHARTER_CLASSIFIER_URL on the gateway"
+        )
+    return settings.classifier_url.rstrip("/")
+
+
+def _server_headers(settings: Settings) -> dict[str, str]:
+    token = settings.classifier_token
+    return {"authorization": f"Bearer {token}"} if token else {}
+
+
+def _refused(status: int, text: str) -> CharterError:
     try:
-        detail = response.json().get("detail")
-    except ValueError:
-        detail = response.text[:500]
-    if response.status_code == 422:
+        detail = json.loads(text).get("detail")
+    except (ValueError, AttributeError):
+        detail = text[:500]
+    if status == 422:
         return Invalid(f"the classifier server refused the call: {detail}", field="classifier")
-    return Unavailable(f"the classifier server answered {response.status_code}: {detail}")
+    return Unavailable(f"the classifier server answered {status}: {detail}")
 
 
 async def _send(call: Any) -> httpx.Response:
@@ -120,7 +126,7 @@ async def classify(
         )
     )
     if answer.status_code != 200:
-        raise _refused(answer)
+        raise _refused(answer.status_code, answer.text)
     found = answer.json()
     scores: dict[str, float] = found["scores"][0]
     threshold = body.threshold or float(run.config.get("threshold", 0.5))
@@ -147,7 +153,7 @@ async def _lines(request: Request) -> AsyncIterator[bytes]:
 
 @router.post(
     "/stream",
-    response_class=StreamingResponse,
+    response_class=StreamingResponse,  # documented as a stream; it is a DuplexResponse
     summary="Guard a response token by token; stop at the first prefix over the threshold",
     description='NDJSON in: a header line `{"classifier", "prompt", "threshold"}`, then '
     'one `{"token": "..."}` line per generated token, sent as they are generated. NDJSON '
@@ -166,7 +172,7 @@ async def _lines(request: Request) -> AsyncIterator[bytes]:
 @streams_body
 async def classify_stream(
     request: Request, session: SessionDep, settings: SettingsDep, key: ClassifyKey
-) -> StreamingResponse:
+) -> DuplexResponse:
     lines = _lines(request)
     try:
         header = StreamHeader.model_validate_json(await anext(lines))
@@ -194,16 +200,17 @@ async def classify_stream(
         async for line in lines:
             yield line
 
-    http = client(request)
-    answer = await _send(
-        http.send(http.build_request("POST", "/stream", content=forward()), stream=True)
-    )
-    if answer.status_code != 200:
-        await answer.aread()
-        await answer.aclose()
-        raise _refused(answer)
-    return StreamingResponse(
-        answer.aiter_raw(),
-        media_type="application/x-ndjson",
-        background=BackgroundTask(answer.aclose),
-    )
+    # Full duplex (charter.duplex): each answer line reaches the caller as soon as the
+    # server writes it, while the caller's later tokens are still arriving.
+    url = _server_url(settings) + "/stream"
+    try:
+        answer = await duplex.post(
+            url, forward(), headers=_server_headers(settings) | {"content-type": NDJSON},
+            timeout=settings.classifier_timeout_seconds,
+        )  # fmt: skip
+    except duplex.Unreachable as exc:
+        raise Unavailable(f"the classifier server cannot be reached ({exc})") from exc
+    if answer.status != 200:
+        detail = (await answer.read()).decode(errors="replace")
+        raise _refused(answer.status, detail)
+    return DuplexResponse(answer.body, media_type=NDJSON)
