@@ -26,6 +26,19 @@ import h11
 from starlette.responses import StreamingResponse
 
 
+async def lines(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """The non-blank lines of a body (each with its newline), as they arrive."""
+    pending = b""
+    async for chunk in chunks:
+        pending += chunk
+        *complete, pending = pending.split(b"\n")
+        for line in complete:
+            if line.strip():
+                yield line + b"\n"
+    if pending.strip():
+        yield pending + b"\n"
+
+
 class DuplexResponse(StreamingResponse):
     """A streamed answer written while the request body is still being read: the answer's
     generator reads the body itself, and sees a disconnect as the body's end."""

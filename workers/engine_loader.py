@@ -47,8 +47,9 @@ def run_model_dir(sessions: Callable[[], Session], settings: Settings, run_id: s
     name = f"{RUN_MODEL_PREFIX}{run_id}"
     if run is None or run.status != RunStatus.COMPLETED or not run.artifact_uri:
         raise ValueError(f"model {name!r}: no completed training run with a model artifact")
-    if run.type in ("pm", "classifier"):
-        raise ValueError(f"model {name!r} is a {run.type} model: it scores, it does not write")
+    scores = {"pm": "preference model", "classifier": "classifier"}.get(run.type)
+    if scores is not None:
+        raise ValueError(f"model {name!r} is a {scores}, not one that writes")
     folder = settings.artifacts_dir.resolve() / "runs" / run_id
     try:
         path = in_run_folder(run.artifact_uri, folder)

@@ -21,7 +21,10 @@ from charter.cli.output import (
 )
 from charter.cli.progress import watch_run
 
-app = typer.Typer(help="Training runs (SFT, PM, DPO, PPO, RLOO, GRPO).", no_args_is_help=True)
+app = typer.Typer(
+    help="Training runs (SFT, PM, DPO, PPO, RLOO, GRPO, constitutional classifiers).",
+    no_args_is_help=True,
+)
 
 RUN_TYPES = ("sft", "pm", "dpo", "ppo", "rloo", "grpo", "classifier")
 COLUMNS = ["id", "type", "status", "dataset", "created_at", "finished_at"]

@@ -31,6 +31,7 @@ from fastapi import FastAPI, HTTPException, Request
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
+from charter import duplex
 from charter.core.artifact_paths import OutsideStore
 from charter.duplex import DuplexResponse
 from charter.model_store import in_run_folder
@@ -112,19 +113,6 @@ def _line(value: dict[str, Any]) -> bytes:
     return (json.dumps(value, ensure_ascii=False) + "\n").encode()
 
 
-async def _lines(request: Request) -> AsyncIterator[str]:
-    """The request body's lines, as they arrive."""
-    pending = b""
-    async for chunk in request.stream():
-        pending += chunk
-        *complete, pending = pending.split(b"\n")
-        for line in complete:
-            if line.strip():
-                yield line.decode()
-    if pending.strip():
-        yield pending.decode()
-
-
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     store = Store(settings)
@@ -157,7 +145,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.post("/stream")
     async def stream(request: Request) -> DuplexResponse:
-        lines = _lines(request)
+        lines = duplex.lines(request.stream())
         try:
             header = StreamHeader.model_validate_json(await anext(lines))
         except (StopAsyncIteration, ValueError) as exc:
@@ -171,7 +159,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
 
 async def _answers(
-    loaded: Loaded, header: StreamHeader, lines: AsyncIterator[str]
+    loaded: Loaded, header: StreamHeader, lines: AsyncIterator[bytes]
 ) -> AsyncIterator[bytes]:
     """One line per token read; the last says where the stream stopped, if it did."""
     response = ""

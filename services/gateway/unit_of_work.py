@@ -86,7 +86,8 @@ def streams_body(endpoint: _Endpoint) -> _Endpoint:
 
 def changes_nothing(endpoint: _Endpoint) -> _Endpoint:
     """Mark a POST that changes nothing (a classifier's score): it writes no audit row,
-    since a deployment's filter calls it for every request it serves."""
+    since a deployment's filter calls it for every request it serves, and its
+    Idempotency-Key is ignored (a retry simply answers again)."""
     endpoint.changes_nothing = True  # type: ignore[attr-defined]
     return endpoint
 
@@ -363,7 +364,11 @@ class UnitOfWorkRoute(APIRoute):
         request.state.api_key = api_key
         request.state.caller = audit.Caller.of(api_key)
         _page_limit(request, self)
-        key = request.headers.get("idempotency-key") if request.method == "POST" else None
+        # A POST that changes nothing has nothing a retry could do twice: its
+        # Idempotency-Key is ignored, and its answer (maybe a stream) is never stored.
+        changes_nothing = getattr(self.endpoint, "changes_nothing", False)
+        posts = request.method == "POST" and not changes_nothing
+        key = request.headers.get("idempotency-key") if posts else None
         streams = key is None and getattr(self.endpoint, "streams_body", False)
         body = b"" if streams else await request.body()
         fingerprint = ""

@@ -141,15 +141,7 @@ def classifier_examples(
     check_rows(rows, target)
     index = {c: i for i, c in enumerate(categories_)}
     if target == "input":
-        made = (
-            Example(
-                _text(r, "prompt"),
-                None,
-                classifier_text(target, _text(r, "prompt"), None),
-                _labels(r, target, index),
-            )
-            for r in rows
-        )
+        made = _prompt_examples(rows, index)
     else:
         made = _prefix_examples(rows, target, index, tokenizer, prefix_stride)
     seen: set[tuple[str, tuple[float, ...]]] = set()
@@ -159,6 +151,16 @@ def classifier_examples(
         if example.text and key not in seen:
             seen.add(key)
             out.append(example)
+    return out
+
+
+def _prompt_examples(rows: Sequence[Mapping[str, Any]], index: Mapping[str, int]) -> list[Example]:
+    """Each row's prompt, labelled by whether its request is restricted."""
+    out = []
+    for row in rows:
+        prompt = _text(row, "prompt")
+        text = classifier_text("input", prompt, None)
+        out.append(Example(prompt, None, text, _labels(row, "input", index)))
     return out
 
 

@@ -96,14 +96,8 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root / "model"
 
 
-@pytest.fixture
-def served(
-    trained: Path, tmp_path: Path, engine: Engine, issue: Callable[..., IssuedKey]
-) -> Iterator[tuple[str, Path]]:
-    """The classifier as a completed run of project alpha, and a server process for it."""
-    artifacts = tmp_path / "artifacts"
-    model = artifacts / "runs" / RUN_ID / "model"
-    shutil.copytree(trained, model)
+def _completed_run(engine: Engine, issue: Any, config: dict[str, Any], artifact: str) -> None:
+    """A completed classifier run of project alpha, as the trainer leaves one."""
     project = issue("alpha", ("read",)).project_id
     with session_factory(engine)() as session, session.begin():
         session.add(
@@ -112,10 +106,21 @@ def served(
                 project_id=project,
                 type="classifier",
                 status="completed",
-                config={"target": "output", "threshold": 0.5},
-                artifact_uri=model.as_uri(),
+                config=config,
+                artifact_uri=artifact,
             )
         )
+
+
+@pytest.fixture
+def served(
+    trained: Path, tmp_path: Path, engine: Engine, issue: Callable[..., IssuedKey]
+) -> Iterator[tuple[str, Path]]:
+    """The classifier as a completed run of project alpha, and a server process for it."""
+    artifacts = tmp_path / "artifacts"
+    model = artifacts / "runs" / RUN_ID / "model"
+    shutil.copytree(trained, model)
+    _completed_run(engine, issue, {"target": "output", "threshold": 0.5}, model.as_uri())
     port = _free_port()
     env = os.environ | {"CHARTER_ARTIFACTS_DIR": str(artifacts)}
     process = subprocess.Popen(
@@ -188,7 +193,9 @@ def test_the_stream_stops_at_the_first_offending_prefix(
     answer = client.post(
         "/v1/classify/stream",
         content=body.encode(),
-        headers=make_headers("alpha", "classify") | {"content-type": "application/x-ndjson"},
+        # The SDK sends an Idempotency-Key with every POST: a stream is answered anyway.
+        headers=make_headers("alpha", "classify")
+        | {"content-type": "application/x-ndjson", "Idempotency-Key": "same"},
     )
     assert answer.status_code == 200, answer.text
     lines = [json.loads(line) for line in answer.text.splitlines()]
@@ -196,6 +203,13 @@ def test_the_stream_stops_at_the_first_offending_prefix(
     assert [s["index"] for s in steps] == [0, 1, 2, 3, 4]  # nothing after the stop
     assert [s["flagged"] for s in steps] == [False] * 4 + [True]
     assert last["done"] is True and last["stopped_at"] == 4 and last["tokens_read"] == 5
+    again = client.post(  # the same key again: scored again, never a stored replay
+        "/v1/classify/stream",
+        content=body.encode(),
+        headers=make_headers("alpha", "classify")
+        | {"content-type": "application/x-ndjson", "Idempotency-Key": "same"},
+    )
+    assert again.status_code == 200 and len(again.text.splitlines()) == len(lines)
 
     clean = "".join(json.dumps(line) + "\n" for line in [header, {"token": "sure"}])
     finished = client.post(
@@ -246,18 +260,7 @@ def test_classify_obeys_scopes_and_projects(
 def test_without_a_classifier_server_classify_is_503(
     make_client: Callable[..., TestClient], make_headers: Any, engine: Engine, issue: Any
 ) -> None:
-    project = issue("alpha", ("read",)).project_id
-    with session_factory(engine)() as session, session.begin():
-        session.add(
-            TrainingRun(
-                id=RUN_ID,
-                project_id=project,
-                type="classifier",
-                status="completed",
-                config={"target": "input"},
-                artifact_uri="file:///nowhere/model",
-            )
-        )
+    _completed_run(engine, issue, {"target": "input"}, "file:///nowhere/model")
     client = make_client()
     answer = client.post(
         "/v1/classify",

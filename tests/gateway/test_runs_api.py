@@ -13,10 +13,10 @@ from charter.db.session import session_factory
 
 @pytest.fixture
 def datasets(engine, issue):
-    """A preference and an SFT dataset version in project alpha."""
+    """A preference, an SFT and a classifier dataset version in project alpha."""
     key = issue("alpha", ("admin",))
     with session_factory(engine)() as s, s.begin():
-        for name, kind in (("prefs", "preference"), ("revisions", "sft")):
+        for name, kind in (("prefs", "preference"), ("revisions", "sft"), ("guard", "classifier")):
             d = Dataset(project_id=key.project_id, name=name, kind=kind)
             s.add(d)
             s.flush()
@@ -198,6 +198,27 @@ def test_ppo_needs_a_completed_pm_run(client, datasets, settings):
         base_model=f"run:{pm['id']}",
     )
     assert ppo.status_code == 201 and ppo.json()["config"]["reference_model"] == f"run:{pm['id']}"
+
+
+def test_a_classifier_trains_from_a_writer_and_is_no_base_for_one(client, datasets, settings):
+    guard = create(client, datasets, type="classifier", dataset="guard")
+    assert guard.status_code == 201, guard.text
+    assert guard.json()["config"]["target"] == "input"  # normalised, defaults filled in
+    wrong = create(client, datasets, type="classifier", dataset="revisions")
+    assert wrong.status_code == 422 and wrong.json()["field"] == "dataset"
+    token = claim(client, datasets)["lease_token"]
+    uri = run_dir(settings, guard.json()["id"]).as_uri()
+    complete = client.post(
+        f"/v1/runs/{guard.json()['id']}/complete",
+        json={"lease_token": token, "artifact_uri": uri},
+        headers=datasets,
+    )
+    assert complete.status_code == 200, complete.text
+    from_guard = create(
+        client, datasets, type="sft", dataset="revisions", base_model=f"run:{guard.json()['id']}"
+    )
+    assert from_guard.status_code == 422 and from_guard.json()["field"] == "base_model"
+    assert "is a classifier" in from_guard.json()["detail"]
 
 
 def test_scopes_and_isolation(client, datasets, make_headers):

@@ -24,6 +24,7 @@ BODIES: dict[str, dict[str, Any]] = {
     "ppo": {"type": "ppo", "dataset": "revisions", "reward_run": "0" * 32},
     "rloo": {"type": "rloo", "dataset": "revisions", "reward_run": "0" * 32},
     "grpo": {"type": "grpo", "dataset": "prefs", "reward_run": "0" * 32},
+    "classifier": {"type": "classifier", "dataset": "guard"},
 }
 
 

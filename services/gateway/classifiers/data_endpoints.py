@@ -5,8 +5,6 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request, status
 
-from charter.core.jobs import ItemState
-from charter.db.models import Job
 from services.gateway.classifiers import service
 from services.gateway.classifiers.schemas import (
     ClassifierDatasetCreate,
@@ -16,17 +14,11 @@ from services.gateway.classifiers.schemas import (
 from services.gateway.datasets.endpoints import out as dataset_out
 from services.gateway.datasets.schemas import DatasetVersionOut
 from services.gateway.deps import SessionDep, SettingsDep, SubmitKey
-from services.gateway.jobs.endpoints import out as job_out
+from services.gateway.jobs.endpoints import queued
 from services.gateway.jobs.schemas import JobOut
-from services.gateway.unit_of_work import UnitOfWorkRoute, after_commit
+from services.gateway.unit_of_work import UnitOfWorkRoute
 
 router = APIRouter(prefix="/v1/classifier-data", tags=["classifiers"], route_class=UnitOfWorkRoute)
-
-
-def _queued(request: Request, job: Job) -> JobOut:
-    outbox = request.app.state.outbox
-    after_commit(request, lambda: outbox.publish(job.id, job.model, job.chunk_count))
-    return job_out(job, {ItemState.QUEUED: job.item_count})
 
 
 @router.post(
@@ -45,7 +37,7 @@ def create_requests_job(
     settings: SettingsDep,
     key: SubmitKey,
 ) -> JobOut:
-    return _queued(request, service.submit_requests_job(session, key.project_id, body, settings))
+    return queued(request, service.submit_requests_job(session, key.project_id, body, settings))
 
 
 @router.post(
@@ -64,7 +56,7 @@ def create_responses_job(
     settings: SettingsDep,
     key: SubmitKey,
 ) -> JobOut:
-    return _queued(request, service.submit_responses_job(session, key.project_id, body, settings))
+    return queued(request, service.submit_responses_job(session, key.project_id, body, settings))
 
 
 @router.post(

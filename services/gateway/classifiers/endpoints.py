@@ -139,18 +139,6 @@ async def classify(
     )  # fmt: skip
 
 
-async def _lines(request: Request) -> AsyncIterator[bytes]:
-    pending = b""
-    async for chunk in request.stream():
-        pending += chunk
-        *complete, pending = pending.split(b"\n")
-        for line in complete:
-            if line.strip():
-                yield line + b"\n"
-    if pending.strip():
-        yield pending + b"\n"
-
-
 @router.post(
     "/stream",
     response_class=StreamingResponse,  # documented as a stream; it is a DuplexResponse
@@ -173,7 +161,7 @@ async def _lines(request: Request) -> AsyncIterator[bytes]:
 async def classify_stream(
     request: Request, session: SessionDep, settings: SettingsDep, key: ClassifyKey
 ) -> DuplexResponse:
-    lines = _lines(request)
+    lines = duplex.lines(request.stream())
     try:
         header = StreamHeader.model_validate_json(await anext(lines))
     except StopAsyncIteration:

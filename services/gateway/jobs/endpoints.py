@@ -36,14 +36,18 @@ def out(job: Job, counts: dict[str, int]) -> JobOut:
     )
 
 
+def queued(request: Request, job: Job) -> JobOut:
+    """A job just submitted: published to the workers once the request commits."""
+    outbox = request.app.state.outbox
+    after_commit(request, lambda: outbox.publish(job.id, job.model, job.chunk_count))
+    return out(job, {ItemState.QUEUED: job.item_count})
+
+
 @router.post("/jobs", response_model=JobOut, status_code=status.HTTP_202_ACCEPTED)
 def submit_job(
     body: JobCreate, request: Request, session: SessionDep, settings: SettingsDep, key: SubmitKey
 ) -> JobOut:
-    job = service.submit(session, key.project_id, body, settings)
-    state = request.app.state
-    after_commit(request, lambda: state.outbox.publish(job.id, job.model, job.chunk_count))
-    return out(job, {ItemState.QUEUED: job.item_count})
+    return queued(request, service.submit(session, key.project_id, body, settings))
 
 
 @router.get("/jobs", response_model=Page[JobOut])

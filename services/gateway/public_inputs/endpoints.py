@@ -8,10 +8,9 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Query, Request, Response, status
 
 from charter.core import collective
-from charter.core.jobs import ItemState
 from charter.db.models import PublicInputSet
 from services.gateway.deps import ReadKey, SessionDep, SettingsDep, SubmitKey
-from services.gateway.jobs.endpoints import out as job_out
+from services.gateway.jobs.endpoints import queued
 from services.gateway.jobs.schemas import JobOut
 from services.gateway.public_inputs import service
 from services.gateway.public_inputs.schemas import (
@@ -30,7 +29,7 @@ from services.gateway.public_inputs.schemas import (
     Upload,
     WordingJobCreate,
 )
-from services.gateway.unit_of_work import UnitOfWorkRoute, after_commit
+from services.gateway.unit_of_work import UnitOfWorkRoute
 
 router = APIRouter(prefix="/v1/public-inputs", tags=["collective"], route_class=UnitOfWorkRoute)
 
@@ -175,10 +174,7 @@ def create_wording_job(
     key: SubmitKey,
 ) -> JobOut:
     row = service.resolve(session, key.project_id, ref)
-    job = service.submit_wording_job(session, key.project_id, row, body, settings)
-    outbox = request.app.state.outbox
-    after_commit(request, lambda: outbox.publish(job.id, job.model, job.chunk_count))
-    return job_out(job, {ItemState.QUEUED: job.item_count})
+    return queued(request, service.submit_wording_job(session, key.project_id, row, body, settings))
 
 
 @router.post(

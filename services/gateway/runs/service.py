@@ -118,7 +118,13 @@ def create(session: Session, project_id: str, spec: RunSpec) -> TrainingRun:
             raise Invalid("reward_run must be a completed pm run", field="reward_run")
     for field, model in (("base_model", spec.base_model), ("reference_model", reference_model)):
         if model:
-            model_run(session, project_id, model, field=field)
+            found = model_run(session, project_id, model, field=field)
+            if found is not None and found.type == "classifier" and spec.type != "classifier":
+                raise Invalid(
+                    f"{model} is a classifier: it scores text; a {spec.type} run trains a "
+                    "model that writes",
+                    field=field,
+                )
     config = {
         "base_model": spec.base_model,
         "reward_run": reward_run,
