@@ -125,7 +125,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--per-category", type=int, default=8)
     parser.add_argument("--held-out", type=float, default=0.25, help="Share of requests held out.")
-    parser.add_argument("--epochs", type=float, default=2.0)
+    parser.add_argument("--epochs", type=float, default=4.0)
+    parser.add_argument("--learning-rate", type=float, default=1e-4)
     parser.add_argument("--seed", type=int, default=2025)
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
@@ -195,7 +196,7 @@ def main() -> None:
                     log(f"{len(rows)} rows: {len(training)} to train on, {len(held)} held out")
                     common = {"num_train_epochs": args.epochs, "max_length": 128,
                               "per_device_train_batch_size": 8, "eval_fraction": 0.0,
-                              "learning_rate": 3e-5, "seed": args.seed}  # fmt: skip
+                              "learning_rate": args.learning_rate, "seed": args.seed}  # fmt: skip
                     input_run = train(
                         client, uploaded["ref"], common | {"target": "input"}, data / "trainer.log"
                     )
