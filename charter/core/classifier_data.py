@@ -204,6 +204,24 @@ def classifier_text(target: Target, prompt: str | None, response: str | None) ->
             return f"User: {prompt or ''}\n\nAssistant: {response or ''}"
 
 
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """What a classifier's scores decide at a threshold."""
+
+    category: str
+    """The highest-scoring category."""
+    score: float
+    flagged: bool
+    """``score`` reached the threshold: block it."""
+
+
+def verdict(scores: Mapping[str, float], threshold: float) -> Verdict:
+    """The decision on one text: flagged when its highest category score reaches
+    ``threshold`` (serving and streaming alike)."""
+    category = max(scores, key=scores.__getitem__)
+    return Verdict(category, scores[category], scores[category] >= threshold)
+
+
 def flagged(row: Mapping[str, Any], target: Target) -> bool:
     """A dataset row's target: its request for an input classifier, its response for an
     output or exchange one."""

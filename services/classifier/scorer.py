@@ -29,7 +29,7 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
-from charter.core.classifier_data import TARGETS, Target, classifier_text
+from charter.core.classifier_data import TARGETS, Target, classifier_text, verdict
 
 __all__ = ["CLASSIFIER_FILE", "Classifier", "StreamStep", "encode", "pad"]
 
@@ -183,12 +183,16 @@ class Classifier:
         text = ""
         for index, piece in enumerate(pieces):
             text += piece
-            (scores,) = self.score([prompt], [text])
-            category = max(scores, key=scores.__getitem__)
-            stop = scores[category] >= limit
-            yield StreamStep(index, text, scores, scores[category], category, stop)
-            if stop:
+            step = self.step(prompt, text, index, limit)
+            yield step
+            if step.stop:
                 return  # before asking for the next piece
+
+    def step(self, prompt: str | None, text: str, index: int, limit: float) -> StreamStep:
+        """The verdict on a streamed response ``text`` so far (piece ``index`` just read)."""
+        (scores,) = self.score([prompt], [text])
+        decided = verdict(scores, limit)
+        return StreamStep(index, text, scores, decided.score, decided.category, decided.flagged)
 
     def _probabilities(self, ids: Sequence[Sequence[int]]) -> torch.Tensor:
         device = next(self.model.parameters()).device

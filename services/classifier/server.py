@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, HTTPException, Request
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
@@ -36,7 +37,7 @@ from charter.core.artifact_paths import OutsideStore
 from charter.duplex import DuplexResponse
 from charter.model_store import in_run_folder
 from charter.settings import Settings
-from services.classifier.scorer import Classifier
+from services.classifier.scorer import CLASSIFIER_FILE, Classifier, StreamStep
 
 RUN_ID = r"^[0-9a-f]{32}$"
 
@@ -53,6 +54,10 @@ class Loaded:
     ) -> list[dict[str, float]]:
         with self.lock:
             return self.classifier.score(prompts, responses)
+
+    def step(self, prompt: str | None, text: str, index: int, limit: float) -> StreamStep:
+        with self.lock:
+            return self.classifier.step(prompt, text, index, limit)
 
 
 class Store:
@@ -72,7 +77,7 @@ class Store:
             raise HTTPException(
                 422, f"run {run_id}: its artifact is not in {folder} ({exc})"
             ) from None
-        if not (path / "classifier.json").is_file():
+        if not (path / CLASSIFIER_FILE).is_file():
             raise HTTPException(
                 422, f"run {run_id}: {path} holds no classifier (is the store mounted?)"
             )
@@ -124,8 +129,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if token and request.url.path != "/health":
             given = request.headers.get("authorization", "")
             if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
-                from fastapi.responses import JSONResponse
-
                 return JSONResponse({"detail": "not authorised"}, status_code=401)
         return await call_next(request)
 
@@ -179,10 +182,13 @@ async def _answers(
             yield _line({"error": f"more than {header.max_tokens} tokens in one stream"})
             return
         response += token
-        [scores] = await run_in_threadpool(loaded.score, [header.prompt], [response])
-        score = max(scores.values(), default=0.0)
-        flagged = score >= header.threshold
-        yield _line({"index": index, "scores": scores, "score": score, "flagged": flagged})
+        step = await run_in_threadpool(
+            loaded.step, header.prompt, response, index, header.threshold
+        )
+        flagged = step.stop
+        yield _line(
+            {"index": index, "scores": step.scores, "score": step.max_score, "flagged": flagged}
+        )
         if flagged:
             break
     else:

@@ -18,13 +18,15 @@ from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from charter import duplex
+from charter.core.classifier_data import verdict
 from charter.core.jobs import RunStatus
 from charter.db.models import TrainingRun
 from charter.duplex import DuplexResponse
-from charter.errors import CharterError, Invalid, NotFound, Unavailable
+from charter.errors import CharterError, Invalid, Unavailable
 from charter.settings import Settings
 from services.gateway.classifiers.schemas import ClassifyOut, ClassifyRequest, StreamHeader
 from services.gateway.deps import ClassifyKey, SessionDep, SettingsDep
+from services.gateway.runs import service as runs
 from services.gateway.unit_of_work import UnitOfWorkRoute, changes_nothing, streams_body
 
 router = APIRouter(prefix="/v1/classify", tags=["classifiers"], route_class=UnitOfWorkRoute)
@@ -33,9 +35,7 @@ NEEDS = {"input": ("prompt",), "output": ("response",), "exchange": ("prompt", "
 
 
 def classifier_run(session: Any, project_id: str, run_id: str) -> TrainingRun:
-    run = session.get(TrainingRun, run_id)
-    if run is None or run.project_id != project_id:
-        raise NotFound(f"classifier {run_id!r} not found", field="classifier")
+    run = runs.get(session, project_id, run_id, field="classifier")
     if run.type != "classifier":
         raise Invalid(f"run {run_id!r} is a {run.type} run, not a classifier", field="classifier")
     if run.status != RunStatus.COMPLETED or not run.artifact_uri:
@@ -130,12 +130,11 @@ async def classify(
     found = answer.json()
     scores: dict[str, float] = found["scores"][0]
     threshold = body.threshold or float(run.config.get("threshold", 0.5))
-    score = max(scores.values(), default=0.0)
-    flagged = score >= threshold
+    decided = verdict(scores, threshold)
     return ClassifyOut(
-        classifier=run.id, target=target, scores=scores, score=score,
-        category=max(scores, key=scores.__getitem__) if flagged else None,
-        flagged=flagged, threshold=threshold, score_ms=found["score_ms"],
+        classifier=run.id, target=target, scores=scores, score=decided.score,
+        category=decided.category if decided.flagged else None,
+        flagged=decided.flagged, threshold=threshold, score_ms=found["score_ms"],
     )  # fmt: skip
 
 

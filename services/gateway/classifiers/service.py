@@ -12,7 +12,6 @@ from __future__ import annotations
 import secrets
 from typing import Any
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from charter.core import classifier_data
@@ -24,11 +23,9 @@ from charter.db.models import (
     Dataset,
     DatasetVersion,
     Job,
-    Label,
-    Prompt,
     PromptBatch,
 )
-from charter.errors import Conflict, Invalid, NotFound
+from charter.errors import Conflict, Invalid
 from charter.settings import Settings
 from services.gateway.batches import service as batches
 from services.gateway.classifiers.schemas import (
@@ -106,32 +103,20 @@ class _Requests:
         batch = session.get_one(PromptBatch, job.batch_id)
         per_category = batch.row_count // len(self.section.categories)
         self.slots = classifier_data.request_slots(self.section, per_category, job.seed)
-        self.labels = _completions(session, job.id)
+        self.labels = jobs.completions(session, job.id)
         self.texts = {i: classifier_data.clean(text) for i, (_, text) in self.labels.items()}
 
 
 def _finished(
     session: Session, project_id: str, job_id: str, prefix: str, what: str, field: str
 ) -> Job:
-    job = session.get(Job, job_id)
-    if job is None or job.project_id != project_id:
-        raise NotFound(f"job {job_id!r} not found", field=field)
+    job = jobs.get(session, project_id, job_id, field=field)
     batch = session.get_one(PromptBatch, job.batch_id)
     if job.type != JobType.GENERATE or not batch.name.startswith(prefix):
         raise Invalid(f"job {job_id!r} is no classifier {what} job", field=field)
     if job.finished_at is None:
         raise Conflict(f"{what} job {job_id!r} has not finished yet", field=field)
     return job
-
-
-def _completions(session: Session, job_id: str) -> dict[int, tuple[int, str | None]]:
-    """Position -> (label id, completion) of a job's labels."""
-    found = session.execute(
-        select(Prompt.position, Label.id, Label.completion)
-        .join(Label, Label.prompt_id == Prompt.id)
-        .where(Label.job_id == job_id)
-    )
-    return {position: (label_id, text) for position, label_id, text in found}
 
 
 def submit_responses_job(
@@ -170,7 +155,7 @@ def freeze(
         session, project_id, batch.name.removeprefix(RESPONSES_BATCH), "responses_job"
     )
     slots = classifier_data.response_slots(requests.section, requests.slots, requests.texts)
-    answered = _completions(session, responses_job.id)
+    answered = jobs.completions(session, responses_job.id)
     made = classifier_data.rows(
         requests.section,
         requests.slots,

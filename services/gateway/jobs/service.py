@@ -251,11 +251,22 @@ def submit(
     return job
 
 
-def get(session: Session, project_id: str, job_id: str) -> Job:
+def get(session: Session, project_id: str, job_id: str, *, field: str = "job_id") -> Job:
     job = session.get(Job, job_id)
     if job is None or job.project_id != project_id:
-        raise NotFound(f"job {job_id!r} not found", field="job_id")
+        raise NotFound(f"job {job_id!r} not found", field=field)
     return job
+
+
+def completions(session: Session, job_id: str) -> dict[int, tuple[int, str | None]]:
+    """Position in its batch -> (label id, completion) of each of a job's labels: how a
+    job whose prompts were planned (wording, classifier data) is read back."""
+    found = session.execute(
+        select(Prompt.position, Label.id, Label.completion)
+        .join(Label, Label.prompt_id == Prompt.id)
+        .where(Label.job_id == job_id)
+    )
+    return {position: (label_id, text) for position, label_id, text in found}
 
 
 def counts(session: Session, job_ids: list[str]) -> dict[str, dict[str, int]]:

@@ -30,7 +30,7 @@ from charter.core.public_input import (
     parse_polis_export,
     parse_votes_csv,
 )
-from charter.db.models import ConstitutionVersion, Job, Label, Prompt, PromptBatch, PublicInputSet
+from charter.db.models import ConstitutionVersion, Job, PromptBatch, PublicInputSet
 from charter.errors import CharterError, Conflict, Invalid, NotFound
 from services.gateway import versioned
 from services.gateway.batches import service as batches
@@ -262,14 +262,10 @@ def wording_of_job(
         raise Invalid(f"job {job_id!r} is no wording job of {ref_of(row)}", field="wording_job")
     if job.finished_at is None:
         raise Conflict(f"wording job {job_id!r} has not finished yet", field="wording_job")
-    answers = session.execute(
-        select(Prompt.position, Label.completion)
-        .join(Label, Label.prompt_id == Prompt.id)
-        .where(Label.job_id == job.id)
-    )
     statement_ids = [p["statement_id"] for p in provenance["principles"]]
+    answers = jobs.completions(session, job.id)
     return collective_drafting.wording_from_completions(
-        statement_ids, {position: text for position, text in answers}
+        statement_ids, {position: text for position, (_, text) in answers.items()}
     )
 
 
