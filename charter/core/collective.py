@@ -42,9 +42,9 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-from sklearn.cluster import KMeans  # type: ignore[import-untyped]
-from sklearn.decomposition import PCA  # type: ignore[import-untyped]
-from sklearn.metrics import silhouette_score  # type: ignore[import-untyped]
+
+# scikit-learn is imported where it is used: with scipy and pandas it is ~170 MiB and
+# 1.5 s of start-up that every gateway process would pay for a route few deployments call.
 
 from charter.core.public_input import PublicInput
 
@@ -154,6 +154,8 @@ def project(
     positions = np.zeros((votes.shape[0], COMPONENTS))
     ratios: tuple[float, ...] = ()
     if components > 0 and float(fit.var(axis=0).sum()) > 1e-12:
+        from sklearn.decomposition import PCA  # type: ignore[import-untyped]
+
         pca = PCA(n_components=components, svd_solver="full", random_state=seed).fit(fit)
         positions[:, :components] = pca.transform(filled)
         ratios = tuple(float(r) for r in pca.explained_variance_ratio_)
@@ -178,6 +180,9 @@ def _by_size(labels: np.ndarray) -> np.ndarray:
 def cluster(points: np.ndarray, max_groups: int, seed: int) -> tuple[np.ndarray, dict[int, float]]:
     """Group labels for ``points`` by k-means with the best-silhouette k in
     2..max_groups, and each k's silhouette; all one group when k = 2 is impossible."""
+    from sklearn.cluster import KMeans  # type: ignore[import-untyped]
+    from sklearn.metrics import silhouette_score  # type: ignore[import-untyped]
+
     n = len(points)
     distinct = len(np.unique(points, axis=0))
     silhouettes: dict[int, float] = {}

@@ -43,8 +43,9 @@ from charter.db.models import DatasetRow, Label
 
 CHUNK_ROWS = 5000
 """Rows read (and sent) per step."""
-ROW_GROUP_ROWS = 10_000
-"""Rows per Parquet row group (:mod:`.parquet`); each group is sent as soon as it is written."""
+ROW_GROUP_ROWS = CHUNK_ROWS
+"""Rows per Parquet row group (:mod:`.parquet`); each group is sent as soon as it is written.
+A group is the export's working memory: one fetched chunk, so no chunk waits for another."""
 
 _PROVENANCE = (
     Label.id,
