@@ -43,10 +43,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from charter.core.public_input import PublicInput
+
 # scikit-learn is imported where it is used: with scipy and pandas it is ~170 MiB and
 # 1.5 s of start-up that every gateway process would pay for a route few deployments call.
-
-from charter.core.public_input import PublicInput
 
 COMPONENTS = 2
 KMEANS_RESTARTS = 10
